@@ -1,0 +1,338 @@
+"""Dataclass configs with YAML in/out, dotted ``key=value`` overrides and validation.
+
+One :class:`RunConfig` describes a run completely (data, backbone, method, training). Every
+guessed choice of ``METHOD.md`` (marked [choice] there) is a field of :class:`MethodConfig` with
+the documented default, so an ablation is a one-line override such as ``method.kd=none``.
+Defaults are sized for the embedded SynthScenes + TinyCLIP world on a 2-core laptop; the paper's
+real-data settings ship as presets (``trm_lib/presets/*.yaml``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or out of range; the message names the field."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthscenes"  # registry name (trm_lib.datasets.load)
+    root: str | None = None  # None: the embedded world in the cache (generated on demand)
+    protocol: str = "proportion"  # proportion (A) | single_positive (B) | full
+    proportion: float = 0.1  # protocol A: probability of keeping each label entry
+    mask_seed: int = 0  # seed of the label mask (protocol A/B)
+    val_fraction: float = 0.1  # held-out validation split carved from train (model selection)
+    split_seed: int = 0
+    train_split: str = "train"
+    test_split: str = "test"
+    max_train: int | None = None  # take the first N training images (smoke runs)
+    max_test: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # loader-specific options
+
+    def validate(self) -> None:
+        _choice("data.protocol", self.protocol, ("proportion", "single_positive", "full"))
+        if not (0.0 < self.proportion <= 1.0):
+            raise ConfigError(f"data.proportion must be in (0, 1], got {self.proportion}")
+        if not (0.0 <= self.val_fraction < 0.5):
+            raise ConfigError(f"data.val_fraction must be in [0, 0.5), got {self.val_fraction}")
+
+
+@dataclass
+class BackboneConfig:
+    model: str = "TinyCLIP-RN"  # open_clip model name (tiny configs are registered by trm_lib)
+    pretrained: str | None = "tinyclip"  # tag | weights file | local-dir:PATH | tinyclip | None
+    image_size: int | None = None  # None: the model's native size
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    batch_size: int = 128  # feature extraction batch size
+    cache_raw: bool = False  # also cache the unprojected dense map (needed for method.kv_source=raw)
+
+    def validate(self) -> None:
+        _choice("backbone.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ConfigError("backbone.templates must be non-empty and each contain '{}'")
+        if self.batch_size < 1:
+            raise ConfigError("backbone.batch_size must be >= 1")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "trm_ml"  # trm_ml | dualcoop | linear_probe | zero_shot
+    # --- TRM-ML head (METHOD.md §2) ---
+    query_init: str = "text"  # [choice] text | random
+    num_heads: int = 8  # [choice]
+    num_layers: int = 1  # [choice]
+    mlp_hidden: int = 2  # MLP hidden width as a multiple of the embedding dim
+    dropout: float = 0.0
+    kv_source: str = "projected"  # [choice] keys/values from projected tokens F~ or raw F
+    matching: str = "region"  # region (one-to-one text-region) | image (text-image ablation)
+    inference: str = "query"  # [choice] query | query+region (average with the region branch)
+    logit_scale_init: float = math.log(50.0)  # [lineage] ln 50
+    learn_logit_scale: bool = True
+    learn_text_context: bool = False  # [choice] CoOp-style learnable context for class texts
+    # --- losses (METHOD.md §3) ---
+    cls_loss: str = "asl"  # asl | bce (both on observed entries only)
+    asl_gamma_pos: float = 1.0
+    asl_gamma_neg: float = 2.0
+    asl_clip: float = 0.05
+    kd: str = "cosine"  # [choice] cosine | mse | kl | none
+    kd_weight: float = 1.0  # alpha (chosen by sweep on held-out split)
+    mcl: bool = True  # multimodal contrastive learning
+    mcl_weight: float = 0.1  # beta (chosen by sweep on held-out split)
+    mcl_temp_proto: float = 0.07
+    mcl_temp_feat: float = 0.2
+    memory_size: int = 64  # features kept per class in the memory bank
+    # --- prototypes and pseudo-labels (METHOD.md §4) ---
+    pseudo: bool = True
+    proto_gate: float = 0.8  # confidence gate sigma(s) for entering the memory bank
+    proto_update: str = "ema"  # [choice] ema | overwrite
+    proto_momentum: float = 0.9
+    pseudo_score: str = "softmax_mean"  # [choice] softmax over classes of mean(visual, text) cos
+    pseudo_temp: float = 0.07
+    pseudo_high: float = 0.9
+    pseudo_low: float = 0.02
+    pseudo_warmup: int = 2  # epochs before pseudo-labels start
+    pseudo_weight: float = 1.0  # weight of pseudo-labelled entries in the classification loss
+    # --- DualCoOp-style baseline ---
+    n_ctx: int = 16
+    class_specific_ctx: bool = True
+
+    def validate(self) -> None:
+        _choice("method.name", self.name, ("trm_ml", "dualcoop", "linear_probe", "zero_shot"))
+        _choice("method.query_init", self.query_init, ("text", "random"))
+        _choice("method.kv_source", self.kv_source, ("projected", "raw"))
+        _choice("method.matching", self.matching, ("region", "image"))
+        _choice("method.inference", self.inference, ("query", "query+region"))
+        _choice("method.cls_loss", self.cls_loss, ("asl", "bce"))
+        _choice("method.kd", self.kd, ("cosine", "mse", "kl", "none"))
+        _choice("method.proto_update", self.proto_update, ("ema", "overwrite"))
+        _choice("method.pseudo_score", self.pseudo_score, ("softmax_mean", "cosine_mean"))
+        if not (0.0 <= self.pseudo_low < self.pseudo_high <= 1.0):
+            raise ConfigError(
+                f"method.pseudo_low < method.pseudo_high required in [0, 1], got "
+                f"{self.pseudo_low}, {self.pseudo_high}")
+        if self.num_heads < 1 or self.num_layers < 1:
+            raise ConfigError("method.num_heads and method.num_layers must be >= 1")
+        for name in ("kd_weight", "mcl_weight", "memory_size", "pseudo_warmup"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"method.{name} must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 64
+    optimizer: str = "adamw"  # sgd | adamw
+    lr: float = 2e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    scheduler: str = "cosine"  # cosine | constant
+    use_cache: bool = True  # train on cached frozen features (no augmentation) or live images
+    augment: str = "crop_flip"  # live images only: crop_flip | cutout | none
+    amp: bool = True  # autocast on CUDA only
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    num_workers: int = 0
+    out_dir: str | None = None  # None: runs/<auto name>
+    resume: bool = True
+    select_metric: str = "mAP"  # metric on the validation split for model selection
+    progress: bool = True
+
+    def validate(self) -> None:
+        _choice("train.optimizer", self.optimizer, ("sgd", "adamw"))
+        _choice("train.scheduler", self.scheduler, ("cosine", "constant"))
+        _choice("train.augment", self.augment, ("crop_flip", "cutout", "none"))
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ConfigError("train.epochs must be >= 0 and train.batch_size >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        for section in (self.data, self.backbone, self.method, self.train):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            from .io import atomic_write
+
+            with atomic_write(path) as fh:
+                fh.write(text)
+        return text
+
+    def flat(self) -> dict[str, Any]:
+        """``{"method.kd": "cosine", ...}`` for results tables."""
+        out: dict[str, Any] = {}
+        for sec, values in self.to_dict().items():
+            for key, value in values.items():
+                out[f"{sec}.{key}"] = value
+        return out
+
+    def with_overrides(self, overrides: dict[str, Any] | list[str] | None) -> RunConfig:
+        """Return a copy with dotted overrides applied (``{"method.kd": "none"}`` or
+        ``["method.kd=none"]``); values given as strings are parsed as YAML scalars."""
+        cfg = from_dict(self.to_dict())
+        if not overrides:
+            return cfg
+        items = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        for key, value in items.items():
+            _set_dotted(cfg, key, value)
+        return cfg.validate()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not of the form section.key=value")
+        key, raw = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw != "" else None
+    return out
+
+
+_SECTIONS = {"data": DataConfig, "backbone": BackboneConfig, "method": MethodConfig,
+             "train": TrainConfig}
+
+
+def _coerce(where: str, value: Any, hint: Any) -> Any:
+    """Coerce a YAML/CLI value to the annotated type, or raise a ConfigError naming the field."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args or hint is Any:
+            return None
+        raise ConfigError(f"{where} may not be null")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(where, value, inner[0]) if len(inner) == 1 else value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_coerce(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _section_from_dict(name: str, cls: type, values: dict[str, Any], source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section '{name}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown field(s) {', '.join(f'{name}.{u}' for u in unknown)}"
+                          f" (known: {', '.join(sorted(known))})")
+    kwargs = {k: _coerce(f"{source}: {name}.{k}", v, hints[k]) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections")
+    unknown = sorted(set(values) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown} (known: {sorted(_SECTIONS)})")
+    parts = {name: _section_from_dict(name, cls, values.get(name) or {}, source)
+             for name, cls in _SECTIONS.items()}
+    return RunConfig(**parts)
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read a YAML run config; every error names the file and the field."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    cfg = from_dict(values, source=str(path))
+    try:
+        return cfg.validate()
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def presets_dir() -> Path:
+    return Path(__file__).resolve().parent / "presets"
+
+
+def load_preset(name: str) -> RunConfig:
+    path = presets_dir() / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in presets_dir().glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(known) or 'none'})")
+    return load_config(path)
+
+
+def _set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in _SECTIONS:
+        raise ConfigError(f"override key {key!r} must be section.field with section in "
+                          f"{sorted(_SECTIONS)}")
+    section = getattr(cfg, parts[0])
+    hints = typing.get_type_hints(type(section))
+    if parts[1] not in hints:
+        raise ConfigError(f"unknown field {key!r} (known: "
+                          f"{', '.join(f.name for f in fields(section))})")
+    setattr(section, parts[1], _coerce(key, value, hints[parts[1]]))
+
+
+def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where} must be one of {list(allowed)}, got {value!r}")
+
+
+def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
+    """``replace(cfg, method={"kd": "none"})`` — a convenience over with_overrides."""
+    flat = {f"{s}.{k}": v for s, vals in sections.items() for k, v in vals.items()}
+    return cfg.with_overrides(flat)
+
+
+__all__ = ["BackboneConfig", "ConfigError", "DataConfig", "MethodConfig", "RunConfig",
+           "TrainConfig", "from_dict", "load_config", "load_preset",
+           "parse_overrides", "presets_dir", "replace"]

@@ -1,0 +1,95 @@
+"""The contract between the one trainer and every method (TRM-ML and the baselines).
+
+A method is an ``nn.Module`` that maps a *feature batch* to per-class logits and knows its own
+loss. The trainer (:mod:`trm_lib.train`) never looks inside a method, which is what makes the
+comparison fair: same data, same features, same schedule, same evaluator.
+
+Feature batch (a ``dict[str, Tensor]`` on the training device), produced either from the feature
+cache (:mod:`trm_lib.features`) or by running the frozen backbone on live images:
+
+==============  ===============  ===========================================================
+key             shape            meaning
+==============  ===============  ===========================================================
+``global``      (B, D)           CLIP image embedding in the joint space (not normalised)
+``dense``       (B, L, D)        dense tokens projected into the joint space (F~), L = h*w
+``dense_raw``   (B, L, d_v)      optional: unprojected dense map F (``backbone.cache_raw``)
+``observed``    (B, C)           training targets in {1, -1, 0}; 0 = unknown
+``full``        (B, C)           hidden full labels in {1, -1}; for *logging only* (pseudo-label
+                                 precision), never for losses; absent on real data w/o them
+``index``       (B,)             row of the sample in the training set (pseudo-label memory)
+==============  ===============  ===========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import MethodConfig
+
+
+@dataclass
+class MethodContext:
+    """What a method may know about the frozen world when it is built."""
+
+    class_names: list[str]
+    text_embeddings: torch.Tensor  # (C, D) L2-normalised class text embeddings t_c
+    embed_dim: int  # D
+    dense_dim: int  # d_v (raw dense feature width)
+    grid: tuple[int, int]  # (h, w) of the dense token map
+    num_train: int  # rows of the training set (for per-sample pseudo-label memory)
+    backbone: Any = None  # the FrozenCLIP, for methods that need the text tower (prompts)
+
+
+class Method(nn.Module):
+    """Base class. Subclasses implement :meth:`forward` and :meth:`loss`."""
+
+    name: str = "method"
+    trainable: bool = True  # False: evaluated as is (zero-shot)
+
+    def __init__(self, cfg: MethodConfig, ctx: MethodContext):
+        super().__init__()
+        self.cfg = cfg
+        self.ctx = ctx
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return at least ``{"logits": (B, C)}``; optionally ``"maps": (B, C, L)`` (spatial
+        saliency per class, rows summing to 1 for attention-style maps)."""
+        raise NotImplementedError
+
+    def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+             epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar training loss and a dict of scalar logs (e.g. ``{"cls": .., "kd": ..}``)."""
+        raise NotImplementedError
+
+    def scores(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-class probabilities used by the evaluator (default: sigmoid of logits)."""
+        return torch.sigmoid(out["logits"].float())
+
+    def epoch_start(self, epoch: int) -> None:
+        """Hook before each training epoch (e.g. switch pseudo-labelling on after warm-up)."""
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        """Hook after each training epoch; returns scalar logs (e.g. pseudo-label precision)."""
+        return {}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
+    """Factory by ``cfg.name``; imports lazily so each method lives in its own module."""
+    if cfg.name == "trm_ml":
+        from .model import TRMML
+
+        return TRMML(cfg, ctx)
+    from . import baselines
+
+    builders = {"zero_shot": baselines.ZeroShotCLIP, "dualcoop": baselines.DualCoOp,
+                "linear_probe": baselines.LinearProbe}
+    if cfg.name not in builders:
+        raise ValueError(f"method.name {cfg.name!r} unknown (known: trm_ml, {', '.join(builders)})")
+    return builders[cfg.name](cfg, ctx)

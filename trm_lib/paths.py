@@ -1,0 +1,43 @@
+"""Where things live on disk, resolved from the repository root (never from the caller's cwd).
+
+Papermill runs kernels in the caller's working directory, so every default path is anchored here.
+``TRM_CACHE`` overrides the cache folder (generated worlds, TinyCLIP weights, feature stores).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def cache_dir() -> Path:
+    """Root of everything regenerable: worlds, weights, feature stores, masks."""
+    path = Path(os.environ.get("TRM_CACHE", REPO_ROOT / ".cache" / "trm"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def reports_dir() -> Path:
+    return REPO_ROOT / "reports"
+
+
+def notebooks_dir() -> Path:
+    return REPO_ROOT / "notebooks"
+
+
+def runs_dir() -> Path:
+    """Training runs (checkpoints, logs, results CSVs)."""
+    path = Path(os.environ.get("TRM_RUNS", REPO_ROOT / "runs"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def shared_fixtures_dir() -> Path:
+    """The read-only fixtures folder shipped beside the checkout (real VOC2007 label matrices)."""
+    env = os.environ.get("TRM_SHARED")
+    if env:
+        return Path(env) / "fixtures"
+    return REPO_ROOT.parent / "shared" / "fixtures"
