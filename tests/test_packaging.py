@@ -1,0 +1,48 @@
+"""environment.yml mirrors pyproject.toml; the package ships what it needs at run time."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# PyPI name -> conda-forge name where they differ
+CONDA_NAME = {"torch": "pytorch", "open_clip_torch": "open-clip-torch"}
+
+
+def _split(req: str) -> tuple[str, str]:
+    m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", req)
+    assert m, req
+    return m.group(1).lower(), m.group(2).replace(" ", "")
+
+
+def test_environment_yml_mirrors_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = dict(_split(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge", "nodefaults"]
+    conda = {}
+    pip_section = None
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip_section = dep["pip"]
+            continue
+        name, spec = _split(dep)
+        conda[name] = spec
+    assert pip_section == ["-e .[dev]"]
+    for name, spec in wanted.items():
+        cname = CONDA_NAME.get(name, name).lower()
+        assert cname in conda, f"environment.yml lacks {cname} (pyproject: {name}{spec})"
+        assert conda[cname] == spec, f"{cname}: environment.yml {conda[cname]!r} != pyproject {spec!r}"
+    extra = set(conda) - {CONDA_NAME.get(n, n).lower() for n in wanted} - {"python", "pip"}
+    assert not extra, f"environment.yml has packages pyproject.toml does not: {sorted(extra)}"
+
+
+def test_shipped_label_data_present():
+    from trm_lib.datasets.classes import VOC_CLASSES, voc2007_full_labels
+
+    assert voc2007_full_labels("trainval").shape == (5011, len(VOC_CLASSES))
+    assert voc2007_full_labels("test").shape == (4952, len(VOC_CLASSES))
