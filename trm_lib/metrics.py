@@ -1,0 +1,204 @@
+"""Multi-label evaluation: mAP and CP/CR/CF1/OP/OR/OF1 (+ top-3), in numpy, float64.
+
+Conventions (METHOD.md §7; the peers disagree, so we state ours):
+
+- **Targets are full labels.** 1 = positive; negatives may be written -1 (the label matrices of
+  this package) or 0 (sklearn style), but not both in one matrix: a matrix holding 1, 0 *and* -1
+  is a partially observed {1,-1,0} mask, where 0 means *unknown*, and evaluating on it would
+  silently count unknowns as negatives. That raises. Evaluate on the hidden full labels.
+- **Values are fractions in [0, 1]**, not percentages (multiply by 100 for tables).
+- **AP** of a class is ranking average precision exactly as
+  ``sklearn.metrics.average_precision_score``: the sum over distinct score thresholds of
+  (recall increase) x precision, tied scores forming one threshold. Scores may be logits.
+- **Classes without a positive** in the evaluated targets have no AP. ``mAP`` excludes them and
+  reports how many (``n_empty_classes``); ``mAP_zero_empty`` scores them 0 like the peers do.
+- **CP/CR/OP/OR** follow the ML-GCN evaluation code used by the ASL/DualCoOp line: an entry is
+  predicted positive when ``score >= threshold`` (0.5 on probabilities = logit 0); top-k
+  variants predict an entry positive when it is among the k highest scores of its image *and*
+  ``score >= threshold`` (ML-GCN's ``overall_topk``; ties go to the lower class index). A class
+  with no prediction has precision 0 (ML-GCN sets its prediction count to 1). Classes without a
+  positive are left out of the per-class averages CP and CR, as for mAP (ML-GCN divides by zero
+  there); overall OP/OR pool every entry. Empty denominators give 0 for precision and NaN for
+  recall only when no class has a positive at all.
+- **Correspondence with sklearn** ``precision_recall_fscore_support(T, P, zero_division=0,
+  labels=<classes with a positive>)``: CP = macro precision, CR = macro recall,
+  OP / OR / OF1 = micro precision / recall / F1 (``labels=None``). CF1 is the harmonic mean
+  ``2 CP CR / (CP + CR)`` of the macro averages, *not* sklearn's macro F1 (the mean of
+  per-class F1s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class MetricError(ValueError):
+    """Scores or targets cannot be evaluated; the message names the argument."""
+
+
+@dataclass(frozen=True)
+class MAPResult:
+    """mAP with its per-class APs; ``per_class`` is NaN for excluded (positive-free) classes."""
+
+    value: float
+    per_class: np.ndarray
+    n_excluded: int
+    excluded: np.ndarray  # class indices left out of ``value``
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor on any device, without importing torch here
+        x = x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        raise MetricError(f"{name}: not a numeric array")
+    return arr
+
+
+def _check(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Return float64 scores, boolean positives (both 2-D) and whether the input was 1-D."""
+    S = _to_numpy(scores, "scores")
+    T = _to_numpy(targets, "targets")
+    if S.shape != T.shape:
+        raise MetricError(f"scores shape {S.shape} != targets shape {T.shape}")
+    if S.ndim not in (1, 2):
+        raise MetricError(f"scores: expected (images,) or (images, classes), got shape {S.shape}")
+    flat = S.ndim == 1
+    if flat:
+        S, T = S[:, None], T[:, None]
+    if S.shape[0] == 0 or S.shape[1] == 0:
+        raise MetricError(f"scores: nothing to evaluate (shape {S.shape})")
+    if S.dtype.kind not in "fiub":
+        raise MetricError(f"scores: expected numbers, got dtype {S.dtype}")
+    S = S.astype(np.float64)
+    if not np.isfinite(S).all():
+        r, c = np.argwhere(~np.isfinite(S))[0]
+        raise MetricError(f"scores: non-finite value {S[r, c]} at image {r}, class {c}")
+    if T.dtype == bool:
+        return S, T, flat
+    bad = ~np.isin(T, (1, 0, -1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise MetricError(f"targets: value {T[r, c].item()!r} at image {r}, class {c}; expected "
+                          f"1 for positives and -1 or 0 for negatives")
+    if (T == 0).any() and (T == -1).any():
+        raise MetricError("targets contain 1, 0 and -1: that is a partially observed mask (0 = "
+                          "unknown), not full labels; evaluate on the full labels")
+    return S, T == 1, flat
+
+
+def _average_precision(S: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Per-column AP of float64 ``S`` against boolean ``T`` (NaN where a column has no positive).
+
+    Each positive contributes, divided by the number of positives, the precision measured at the
+    end of its tie group in the descending ranking: that is sklearn's sum of recall steps times
+    precision over distinct thresholds, computed for all classes at once.
+    """
+    n = S.shape[0]
+    order = np.argsort(-S, axis=0, kind="stable")
+    s_sorted = np.take_along_axis(S, order, axis=0)
+    pos = np.take_along_axis(T, order, axis=0)
+    tp = np.cumsum(pos, axis=0, dtype=np.float64)
+    precision = tp / np.arange(1, n + 1, dtype=np.float64)[:, None]
+    rows = np.arange(n)[:, None]
+    is_end = np.ones_like(pos)
+    is_end[:-1] = s_sorted[1:] != s_sorted[:-1]
+    # index of the last row of each row's tie group: reverse running minimum of end positions
+    group_end = np.minimum.accumulate(np.where(is_end, rows, n)[::-1], axis=0)[::-1]
+    prec_at = np.take_along_axis(precision, group_end, axis=0)
+    n_pos = pos.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = np.where(pos, prec_at, 0.0).sum(axis=0) / n_pos
+    ap[n_pos == 0] = np.nan
+    return ap
+
+
+def average_precision(scores: Any, targets: Any) -> np.ndarray | float:
+    """Ranking AP per class (a float for 1-D input), identical to sklearn's
+    ``average_precision_score``; NaN for a class with no positive."""
+    S, T, flat = _check(scores, targets)
+    ap = _average_precision(S, T)
+    return float(ap[0]) if flat else ap
+
+
+def mean_average_precision(scores: Any, targets: Any, empty: str = "exclude") -> MAPResult:
+    """mAP over classes. ``empty="exclude"`` (ours) leaves positive-free classes out and counts
+    them; ``empty="zero"`` scores them 0 (the peers). NaN when every class is empty."""
+    if empty not in ("exclude", "zero"):
+        raise MetricError(f"empty must be 'exclude' or 'zero', got {empty!r}")
+    S, T, _ = _check(scores, targets)
+    ap = _average_precision(S, T)
+    missing = np.flatnonzero(np.isnan(ap))
+    if empty == "zero":
+        ap[missing] = 0.0
+        return MAPResult(float(ap.mean()), ap, 0, np.zeros(0, dtype=np.int64))
+    value = float(np.nanmean(ap)) if missing.size < ap.size else float("nan")
+    return MAPResult(value, ap, int(missing.size), missing.astype(np.int64))
+
+
+def prf_metrics(scores: Any, targets: Any, threshold: float = 0.5, top_k: int | None = None
+                ) -> dict[str, float]:
+    """CP, CR, CF1, OP, OR, OF1 at ``score >= threshold`` (optionally also within the top-k
+    scores of each image); see the module docstring for the exact convention."""
+    S, T, _ = _check(scores, targets)
+    pred = S >= threshold
+    if top_k is not None:
+        if int(top_k) != top_k or top_k < 1:
+            raise MetricError(f"top_k must be a positive integer, got {top_k!r}")
+        top = np.argsort(-S, axis=1, kind="stable")[:, : int(top_k)]
+        in_top = np.zeros_like(pred)
+        np.put_along_axis(in_top, top, True, axis=1)
+        pred &= in_top
+    tp = (pred & T).sum(axis=0).astype(np.float64)
+    n_pred = pred.sum(axis=0).astype(np.float64)
+    n_pos = T.sum(axis=0).astype(np.float64)
+    has_pos = n_pos > 0
+    class_p = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
+    class_r = np.divide(tp, n_pos, out=np.zeros_like(tp), where=has_pos)
+    nan = float("nan")
+    cp = float(class_p[has_pos].mean()) if has_pos.any() else nan
+    cr = float(class_r[has_pos].mean()) if has_pos.any() else nan
+    op = float(tp.sum() / n_pred.sum()) if n_pred.sum() > 0 else 0.0
+    orr = float(tp.sum() / n_pos.sum()) if n_pos.sum() > 0 else nan
+    return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": orr, "OF1": _f1(op, orr)}
+
+
+def _f1(p: float, r: float) -> float:
+    if np.isnan(p) or np.isnan(r):
+        return float("nan")
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def evaluate_scores(scores: Any, targets: Any, class_names: Sequence[str] | None = None
+                    ) -> dict[str, float]:
+    """Every reported number for one set of predictions.
+
+    ``scores`` are probabilities in [0, 1] (apply a sigmoid to logits first: the 0.5 threshold
+    is on probability). Keys: ``mAP``, ``mAP_zero_empty``, ``n_empty_classes``, ``CP`` … ``OF1``
+    at 0.5, ``CP_top3`` … ``OF1_top3``, and ``AP/<class>`` per class when ``class_names`` is
+    given (NaN for a class without positives).
+    """
+    S, T, flat = _check(scores, targets)
+    if flat:
+        raise MetricError("evaluate_scores: expected (images, classes) scores")
+    lo, hi = S.min(), S.max()
+    if lo < 0.0 or hi > 1.0:
+        raise MetricError(f"scores: range [{lo:.4g}, {hi:.4g}] is not within [0, 1]; pass "
+                          f"probabilities (e.g. torch.sigmoid(logits))")
+    if class_names is not None and len(class_names) != S.shape[1]:
+        raise MetricError(f"class_names: {len(class_names)} names for {S.shape[1]} classes")
+    res = mean_average_precision(S, T)
+    out: dict[str, float] = {
+        "mAP": res.value,
+        "mAP_zero_empty": mean_average_precision(S, T, empty="zero").value,
+        "n_empty_classes": float(res.n_excluded),
+    }
+    out.update(prf_metrics(S, T, threshold=0.5))
+    out.update({f"{k}_top3": v for k, v in prf_metrics(S, T, threshold=0.5, top_k=3).items()})
+    if class_names is not None:
+        out.update({f"AP/{name}": float(ap) for name, ap in zip(class_names, res.per_class)})
+    return out
