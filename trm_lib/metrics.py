@@ -98,21 +98,24 @@ def _average_precision(S: np.ndarray, T: np.ndarray) -> np.ndarray:
     end of its tie group in the descending ranking: that is sklearn's sum of recall steps times
     precision over distinct thresholds, computed for all classes at once.
     """
-    n = S.shape[0]
-    order = np.argsort(-S, axis=0, kind="stable")
-    s_sorted = np.take_along_axis(S, order, axis=0)
-    pos = np.take_along_axis(T, order, axis=0)
-    tp = np.cumsum(pos, axis=0, dtype=np.float64)
-    precision = tp / np.arange(1, n + 1, dtype=np.float64)[:, None]
-    rows = np.arange(n)[:, None]
+    # work class-major (C, N): sorting contiguous rows is several times faster than columns
+    St = np.ascontiguousarray(S.T)
+    Tt = np.ascontiguousarray(T.T)
+    n = St.shape[1]
+    order = np.argsort(-St, axis=1)  # order inside a tie group does not matter
+    s_sorted = np.take_along_axis(St, order, axis=1)
+    pos = np.take_along_axis(Tt, order, axis=1)
+    tp = np.cumsum(pos, axis=1, dtype=np.float64)
+    precision = tp / np.arange(1, n + 1, dtype=np.float64)
+    cols = np.arange(n)
     is_end = np.ones_like(pos)
-    is_end[:-1] = s_sorted[1:] != s_sorted[:-1]
-    # index of the last row of each row's tie group: reverse running minimum of end positions
-    group_end = np.minimum.accumulate(np.where(is_end, rows, n)[::-1], axis=0)[::-1]
-    prec_at = np.take_along_axis(precision, group_end, axis=0)
-    n_pos = pos.sum(axis=0)
+    is_end[:, :-1] = s_sorted[:, 1:] != s_sorted[:, :-1]
+    # index of the last entry of each entry's tie group: reverse running minimum of end positions
+    group_end = np.minimum.accumulate(np.where(is_end, cols, n)[:, ::-1], axis=1)[:, ::-1]
+    prec_at = np.take_along_axis(precision, group_end, axis=1)
+    n_pos = pos.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ap = np.where(pos, prec_at, 0.0).sum(axis=0) / n_pos
+        ap = np.where(pos, prec_at, 0.0).sum(axis=1) / n_pos
     ap[n_pos == 0] = np.nan
     return ap
 
