@@ -68,6 +68,59 @@ _POLY, _LINE = 0, 1
 _CIRCLE = [(math.cos(2 * math.pi * k / 24), math.sin(2 * math.pi * k / 24)) for k in range(24)]
 
 
+class Rand:
+    """Buffered scalar draws from a ``numpy.random.Generator``.
+
+    Drawers make ~100 scalar draws per scene and numpy's per-call overhead (1-4 us) would cost
+    more than the drawing itself, so uniforms are drawn in blocks. Supports the scalar part of the
+    Generator API that drawers use (``random``, ``uniform``, ``integers``, ``normal``,
+    ``poisson``); ``generator`` is the underlying Generator for vector draws. Deterministic: the
+    same generator state gives the same sequence of values.
+    """
+
+    __slots__ = ("generator", "_buf", "_i")
+
+    def __init__(self, generator: np.random.Generator | Rand):
+        self.generator = generator.generator if isinstance(generator, Rand) else generator
+        self._buf: list[float] = []
+        self._i = 0
+
+    def random(self) -> float:
+        if self._i >= len(self._buf):
+            self._buf = self.generator.random(256).tolist()
+            self._i = 0
+        self._i += 1
+        return self._buf[self._i - 1]
+
+    def uniform(self, low: float = 0.0, high: float = 1.0) -> float:
+        return low + (high - low) * self.random()
+
+    def integers(self, low: int, high: int | None = None) -> int:
+        """Uniform integer in ``[low, high)`` (``[0, low)`` if ``high`` is None)."""
+        if high is None:
+            low, high = 0, low
+        return low + min(int(self.random() * (high - low)), high - low - 1)
+
+    def normal(self, loc: float = 0.0, scale: float = 1.0) -> float:
+        u1, u2 = 1.0 - self.random(), self.random()  # Box-Muller
+        return loc + scale * math.sqrt(-2.0 * math.log(u1)) * math.cos(2 * math.pi * u2)
+
+    def poisson(self, lam: float) -> int:
+        """Knuth's multiplication method (small ``lam``, as used for counts of shapes)."""
+        limit, k, p = math.exp(-lam), 0, self.random()
+        while p > limit:
+            k += 1
+            p *= self.random()
+        return k
+
+
+RandLike = Rand | np.random.Generator
+
+
+def as_rand(rng: RandLike) -> Rand:
+    return rng if isinstance(rng, Rand) else Rand(rng)
+
+
 class Sketch:
     """Recorded drawing in frame units; widths are in frame units too (fractions of height)."""
 
@@ -75,38 +128,44 @@ class Sketch:
 
     def __init__(self, aspect: float):
         self.aspect = float(aspect)
-        self.xy: list[tuple[float, float]] = []
-        # (kind, start, end, fill, outline, width)
+        self.xy: list[float] = []  # flat x0, y0, x1, y1, ...
+        # (kind, first point, end point, fill, outline, width)
         self.ops: list[tuple[int, int, int, Color | None, Color | None, float]] = []
+
+    def _add(self, kind: int, flat: list[float], fill: Color | None, outline: Color | None,
+             width: float) -> None:
+        start = len(self.xy) // 2
+        self.xy.extend(flat)
+        self.ops.append((kind, start, len(self.xy) // 2, fill, outline, width))
 
     def poly(self, pts: Sequence[tuple[float, float]], fill: Color | None,
              outline: Color | None = None, width: float = 0.0) -> None:
-        start = len(self.xy)
-        self.xy.extend(pts)
-        self.ops.append((_POLY, start, len(self.xy), fill, outline, width))
+        self._add(_POLY, [v for p in pts for v in p], fill, outline, width)
 
     def rect(self, x0: float, y0: float, x1: float, y1: float, fill: Color | None,
              outline: Color | None = None, width: float = 0.0) -> None:
-        self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], fill, outline, width)
+        self._add(_POLY, [x0, y0, x1, y0, x1, y1, x0, y1], fill, outline, width)
 
     def ellipse(self, cx: float, cy: float, rx: float, ry: float, fill: Color | None,
                 outline: Color | None = None, width: float = 0.0, angle: float = 0.0) -> None:
         """Ellipse as a 24-gon, rotated by ``angle`` degrees (clockwise on screen)."""
+        flat: list[float] = []
         if angle:
             c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-            pts = [(cx + rx * u * c - ry * v * s, cy + rx * u * s + ry * v * c) for u, v in _CIRCLE]
+            ax, ay, bx, by = rx * c, rx * s, -ry * s, ry * c
+            for u, v in _CIRCLE:
+                flat += (cx + ax * u + bx * v, cy + ay * u + by * v)
         else:
-            pts = [(cx + rx * u, cy + ry * v) for u, v in _CIRCLE]
-        self.poly(pts, fill, outline, width)
+            for u, v in _CIRCLE:
+                flat += (cx + rx * u, cy + ry * v)
+        self._add(_POLY, flat, fill, outline, width)
 
     def circle(self, cx: float, cy: float, r: float, fill: Color | None,
                outline: Color | None = None, width: float = 0.0) -> None:
         self.ellipse(cx, cy, r, r, fill, outline, width)
 
     def line(self, pts: Sequence[tuple[float, float]], fill: Color, width: float) -> None:
-        start = len(self.xy)
-        self.xy.extend(pts)
-        self.ops.append((_LINE, start, len(self.xy), fill, None, width))
+        self._add(_LINE, [v for p in pts for v in p], fill, None, width)
 
     def place(self, box: Sequence[float], angle: float = 0.0, flip: bool = False) -> Placed:
         """Map the frame onto pixel ``box = (x0, y0, x1, y1)``, mirrored if ``flip``, rotated by
@@ -114,34 +173,41 @@ class Sketch:
         variation comes from the caller's box)."""
         x0, y0, x1, y1 = (float(v) for v in box)
         sx, sy = (x1 - x0) / self.aspect, (y1 - y0)
-        pts = np.asarray(self.xy, dtype=np.float64).reshape(-1, 2)
-        px = (self.aspect - pts[:, 0] if flip else pts[:, 0]) * sx - (x1 - x0) / 2
-        py = pts[:, 1] * sy - (y1 - y0) / 2
-        if angle:
-            c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-            px, py = px * c - py * s, px * s + py * c
-        px = px + (x0 + x1) / 2
-        py = py + (y0 + y1) / 2
-        scale = math.sqrt(max(sx * sy, 1e-9))
-        return Placed(px, py, self.ops, scale)
+        pts = np.array(self.xy, dtype=np.float64).reshape(-1, 2)
+        # one affine map: flip, scale, rotate about the box centre, translate
+        fx = -sx if flip else sx
+        c, s = (math.cos(math.radians(angle)), math.sin(math.radians(angle))) if angle else (1, 0)
+        ux, uy = (self.aspect / 2, 0.5)
+        m = np.array([[fx * c, -sy * s], [fx * s, sy * c]])
+        t = np.array([(x0 + x1) / 2, (y0 + y1) / 2]) - m @ np.array([ux, uy])
+        out = pts @ m.T + t
+        return Placed(out, self.ops, math.sqrt(max(sx * sy, 1e-9)))
 
 
 class Placed:
     """A sketch in pixel coordinates, stored relative to its own integer patch origin so that
-    moving it is an integer shift (identical rasterisation) and its mask is computed once."""
+    moving it is an integer shift (identical rasterisation) and its mask is computed once.
 
-    __slots__ = ("origin", "size", "flat", "ops", "widths", "_mask")
+    ``extent`` is the object's box in patch coordinates ``(x0, y0, x1, y1)``, exclusive ends:
+    the point hull grown by half the widest stroke. It is known without rasterising, so layouts
+    can test box overlaps first and rasterise masks only where boxes actually overlap.
+    """
 
-    def __init__(self, px: np.ndarray, py: np.ndarray, ops: list, scale: float):
+    __slots__ = ("origin", "size", "pts", "ops", "widths", "extent", "_mask")
+
+    def __init__(self, pts: np.ndarray, ops: list, scale: float):
         widths = [max(1, round(op[5] * scale)) if (op[0] == _LINE or op[5] > 0) else 0
                   for op in ops]
-        pad = max(widths, default=0) // 2 + 2
-        ox = math.floor(float(px.min())) - pad
-        oy = math.floor(float(py.min())) - pad
+        wmax = max(widths, default=0)
+        pad = wmax // 2 + 2
+        lo, hi = pts.min(axis=0).tolist(), pts.max(axis=0).tolist()
+        ox, oy = math.floor(lo[0]) - pad, math.floor(lo[1]) - pad
         self.origin = (ox, oy)
-        self.size = (math.ceil(float(px.max())) + pad - ox + 1,
-                     math.ceil(float(py.max())) + pad - oy + 1)
-        self.flat = np.stack([px - ox, py - oy], axis=1).ravel().tolist()
+        self.size = (math.ceil(hi[0]) + pad - ox + 1, math.ceil(hi[1]) + pad - oy + 1)
+        hw = wmax / 2
+        self.extent = (math.floor(lo[0] - hw) - ox, math.floor(lo[1] - hw) - oy,
+                       math.floor(hi[0] + hw) + 1 - ox, math.floor(hi[1] + hw) + 1 - oy)
+        self.pts = pts - (ox, oy)
         self.ops = ops
         self.widths = widths
         self._mask: np.ndarray | None = None
@@ -151,11 +217,9 @@ class Placed:
         """Rasterise with the patch origin at ``at`` (default: where it was placed). ``color``
         overrides every fill/outline (used for masks)."""
         tx, ty = self.origin if at is None else at
-        flat = self.flat
+        flat = (self.pts + (tx, ty) if (tx or ty) else self.pts).ravel().tolist()
         for (kind, s, e, fill, outline, _), w in zip(self.ops, self.widths):
             xy = flat[2 * s:2 * e]
-            if tx or ty:
-                xy = [v + (tx if k % 2 == 0 else ty) for k, v in enumerate(xy)]
             if kind == _LINE:
                 draw.line(xy, fill=color if color is not None else fill, width=w, joint="curve")
             elif color is not None:
@@ -170,24 +234,23 @@ class Placed:
         if self._mask is None:
             im = Image.new("L", self.size, 0)
             self.draw(ImageDraw.Draw(im), at=(0, 0), color=255)
-            self._mask = np.asarray(im) > 0
+            # frombuffer: cheaper than np.asarray's array-interface path for small patches
+            self._mask = np.frombuffer(im.tobytes(), np.uint8).reshape(self.size[1],
+                                                                       self.size[0]) > 0
         return self._mask
 
-    def bbox(self, at: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
-        """Tight pixel box ``(x0, y0, x1, y1)`` (exclusive ends) of the footprint."""
-        m = self.mask()
-        ys, xs = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    def box(self, at: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+        """The extent in image pixels with the patch origin at ``at`` (default: as placed)."""
         tx, ty = self.origin if at is None else at
-        if len(xs) == 0:
-            return (tx, ty, tx, ty)
-        return (tx + int(xs[0]), ty + int(ys[0]), tx + int(xs[-1]) + 1, ty + int(ys[-1]) + 1)
+        x0, y0, x1, y1 = self.extent
+        return (tx + x0, ty + y0, tx + x1, ty + y1)
 
 
 # ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
 
-DrawFn = Callable[[Sketch, np.random.Generator, Color], None]
+DrawFn = Callable[[Sketch, Rand, Color], None]
 
 
 @dataclass(frozen=True)
@@ -244,9 +307,10 @@ def _renamed(spec: DrawerSpec, name: str) -> DrawerSpec:
                       spec.size_prior, spec.multiplicity, spec.phrase, spec.rgb)
 
 
-def sketch_object(spec: DrawerSpec, rng: np.random.Generator, color: str | None = None
+def sketch_object(spec: DrawerSpec, rng: RandLike, color: str | None = None
                   ) -> tuple[Sketch, str]:
     """Draw one instance of ``spec`` in its frame; returns the sketch and its colour name."""
+    rng = as_rand(rng)
     name = color if color is not None else spec.palette[int(rng.integers(len(spec.palette)))]
     sk = Sketch(spec.aspect)
     spec.draw(sk, rng, jitter(spec.color(name), rng))
@@ -254,16 +318,17 @@ def sketch_object(spec: DrawerSpec, rng: np.random.Generator, color: str | None 
 
 
 def render_object(target: Image.Image | ImageDraw.ImageDraw, cls: str,
-                  box: Sequence[float], rng: np.random.Generator, *, index: int = 0,
+                  box: Sequence[float], rng: RandLike, *, index: int = 0,
                   color: str | None = None, angle: float | None = None,
                   flip: bool | None = None) -> dict[str, Any]:
     """Draw one instance of ``cls`` filling ``box = (x0, y0, x1, y1)`` on ``target``.
 
     Colour, pose, rotation and flip are drawn from ``rng`` unless given. Returns ``{"class",
-    "color", "box" (tight pixel box), "angle", "flip", "phrase"}`` — ``phrase`` is the caption
+    "color", "box" (drawn extent, exclusive ends), "angle", "flip", "phrase"}`` — ``phrase`` is the caption
     noun phrase with article, e.g. ``"a red car"``.
     """
     spec = get_spec(cls, index)
+    rng = as_rand(rng)
     sk, cname = sketch_object(spec, rng, color)
     if angle is None:
         angle = float(rng.uniform(-spec.max_rotation, spec.max_rotation))
@@ -272,7 +337,7 @@ def render_object(target: Image.Image | ImageDraw.ImageDraw, cls: str,
     placed = sk.place(box, angle, flip)
     draw = target if isinstance(target, ImageDraw.ImageDraw) else ImageDraw.Draw(target)
     placed.draw(draw)
-    return {"class": cls, "color": cname, "box": list(placed.bbox()), "angle": round(angle, 2),
+    return {"class": cls, "color": cname, "box": list(placed.box()), "angle": round(angle, 2),
             "flip": flip, "phrase": describe(spec, cname)}
 
 
@@ -288,10 +353,9 @@ def describe(spec: DrawerSpec, color: str | None) -> str:
 # Colour helpers
 # ---------------------------------------------------------------------------------------------
 
-def jitter(c: Color, rng: np.random.Generator, amount: int = 14) -> Color:
-    d = rng.integers(-amount, amount + 1, size=3)
-    return (min(255, max(0, c[0] + int(d[0]))), min(255, max(0, c[1] + int(d[1]))),
-            min(255, max(0, c[2] + int(d[2]))))
+def jitter(c: Color, rng: Rand, amount: int = 14) -> Color:
+    r, g, b = (min(255, max(0, int(v) + int(rng.integers(-amount, amount + 1)))) for v in c)
+    return (r, g, b)
 
 
 def shade(c: Color, f: float) -> Color:
@@ -303,11 +367,11 @@ def shade(c: Color, f: float) -> Color:
             int(c[2] + (255 - c[2]) * t))
 
 
-def _pick(rng: np.random.Generator, names: Sequence[str]) -> Color:
+def _pick(rng: Rand, names: Sequence[str]) -> Color:
     return jitter(NAMED_COLORS[names[int(rng.integers(len(names)))]], rng, 10)
 
 
-def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+def _u(rng: Rand, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
@@ -329,7 +393,7 @@ SKIN = ("cream", "tan", "brown", "beige")
 @register_drawer("person", aspect=0.42, palette=("red", "blue", "green", "yellow", "white",
                  "black", "orange", "purple", "pink"), size_prior=0.95, multiplicity=0.45,
                  phrase="{name} in {color}")
-def draw_person(s: Sketch, rng: np.random.Generator, shirt: Color) -> None:
+def draw_person(s: Sketch, rng: Rand, shirt: Color) -> None:
     cx = s.aspect / 2
     skin = _pick(rng, SKIN)
     legs = _pick(rng, ("blue", "black", "gray", "brown", "tan"))
@@ -387,7 +451,7 @@ def _wheel(s: Sketch, x: float, y: float, r: float, hub: Color = METAL) -> None:
 
 @register_drawer("car", aspect=2.1, palette=("red", "blue", "white", "black", "silver",
                  "yellow", "green"), size_prior=1.0, multiplicity=0.35)
-def draw_car(s: Sketch, rng: np.random.Generator, body: Color) -> None:
+def draw_car(s: Sketch, rng: Rand, body: Color) -> None:
     A = s.aspect
     ink = _outline(body)
     top = _u(rng, 0.1, 0.22)  # roof height: SUV (high) ... sports car (low)
@@ -412,7 +476,7 @@ def draw_car(s: Sketch, rng: np.random.Generator, body: Color) -> None:
 
 @register_drawer("bus", aspect=2.8, palette=("yellow", "red", "blue", "white", "green", "orange"),
                  size_prior=1.25, multiplicity=0.12)
-def draw_bus(s: Sketch, rng: np.random.Generator, body: Color) -> None:
+def draw_bus(s: Sketch, rng: Rand, body: Color) -> None:
     A = s.aspect
     ink = _outline(body)
     r = _u(rng, 0.1, 0.13)
@@ -439,7 +503,7 @@ def draw_bus(s: Sketch, rng: np.random.Generator, body: Color) -> None:
 
 @register_drawer("train", aspect=3.8, palette=("red", "blue", "green", "yellow", "silver",
                  "orange"), max_rotation=5, size_prior=1.35, multiplicity=0.05)
-def draw_train(s: Sketch, rng: np.random.Generator, body: Color) -> None:
+def draw_train(s: Sketch, rng: Rand, body: Color) -> None:
     A = s.aspect
     ink = _outline(body)
     # track: sleepers and two rails
@@ -486,7 +550,7 @@ def draw_train(s: Sketch, rng: np.random.Generator, body: Color) -> None:
 
 @register_drawer("bicycle", aspect=1.75, palette=("red", "blue", "black", "green", "yellow",
                  "silver"), max_rotation=6, size_prior=0.8, multiplicity=0.2)
-def draw_bicycle(s: Sketch, rng: np.random.Generator, frame: Color) -> None:
+def draw_bicycle(s: Sketch, rng: Rand, frame: Color) -> None:
     A = s.aspect
     r = _u(rng, 0.26, 0.3)
     wy = 1 - r - 0.01
@@ -516,7 +580,7 @@ def draw_bicycle(s: Sketch, rng: np.random.Generator, frame: Color) -> None:
 
 @register_drawer("motorbike", aspect=1.9, palette=("red", "black", "blue", "silver", "orange",
                  "green"), max_rotation=6, size_prior=0.9, multiplicity=0.15)
-def draw_motorbike(s: Sketch, rng: np.random.Generator, body: Color) -> None:
+def draw_motorbike(s: Sketch, rng: Rand, body: Color) -> None:
     A = s.aspect
     ink = _outline(body)
     r = _u(rng, 0.24, 0.28)
@@ -548,7 +612,7 @@ def draw_motorbike(s: Sketch, rng: np.random.Generator, body: Color) -> None:
 
 @register_drawer("bottle", aspect=0.36, palette=("green", "brown", "blue", "white", "red",
                  "dark green"), max_rotation=12, size_prior=0.55, multiplicity=0.5)
-def draw_bottle(s: Sketch, rng: np.random.Generator, glass: Color) -> None:
+def draw_bottle(s: Sketch, rng: Rand, glass: Color) -> None:
     A = s.aspect
     cx = A / 2
     bw = A / 2 - 0.02
@@ -571,7 +635,7 @@ def draw_bottle(s: Sketch, rng: np.random.Generator, glass: Color) -> None:
 
 @register_drawer("chair", aspect=0.78, palette=("brown", "black", "white", "red", "blue",
                  "tan"), size_prior=0.75, multiplicity=0.45)
-def draw_chair(s: Sketch, rng: np.random.Generator, wood: Color) -> None:
+def draw_chair(s: Sketch, rng: Rand, wood: Color) -> None:
     A = s.aspect
     ink = _outline(wood)
     seat_y = _u(rng, 0.5, 0.58)
@@ -600,7 +664,7 @@ def draw_chair(s: Sketch, rng: np.random.Generator, wood: Color) -> None:
 
 @register_drawer("sofa", aspect=2.3, palette=("red", "blue", "gray", "brown", "green", "beige"),
                  max_rotation=4, size_prior=1.2, multiplicity=0.05)
-def draw_sofa(s: Sketch, rng: np.random.Generator, cloth: Color) -> None:
+def draw_sofa(s: Sketch, rng: Rand, cloth: Color) -> None:
     A = s.aspect
     ink = _outline(cloth)
     n = int(rng.integers(2, 4))
@@ -627,7 +691,7 @@ def draw_sofa(s: Sketch, rng: np.random.Generator, cloth: Color) -> None:
 
 @register_drawer("diningtable", aspect=1.9, palette=("brown", "white", "black", "tan"),
                  max_rotation=4, size_prior=1.25, multiplicity=0.02)
-def draw_diningtable(s: Sketch, rng: np.random.Generator, wood: Color) -> None:
+def draw_diningtable(s: Sketch, rng: Rand, wood: Color) -> None:
     A = s.aspect
     ink = _outline(wood)
     top_y = _u(rng, 0.3, 0.42)
@@ -654,7 +718,7 @@ def draw_diningtable(s: Sketch, rng: np.random.Generator, wood: Color) -> None:
 
 @register_drawer("tvmonitor", aspect=1.3, palette=("black", "silver", "white", "gray"),
                  max_rotation=5, size_prior=0.8, multiplicity=0.1)
-def draw_tvmonitor(s: Sketch, rng: np.random.Generator, frame: Color) -> None:
+def draw_tvmonitor(s: Sketch, rng: Rand, frame: Color) -> None:
     A = s.aspect
     ink = _outline(frame)
     bot = _u(rng, 0.72, 0.8)
@@ -675,7 +739,7 @@ def draw_tvmonitor(s: Sketch, rng: np.random.Generator, frame: Color) -> None:
 
 @register_drawer("pottedplant", aspect=0.75, palette=("orange", "blue", "white", "gray", "red",
                  "brown"), size_prior=0.7, multiplicity=0.3, phrase="{name} in a {color} pot")
-def draw_pottedplant(s: Sketch, rng: np.random.Generator, pot: Color) -> None:
+def draw_pottedplant(s: Sketch, rng: Rand, pot: Color) -> None:
     A = s.aspect
     cx = A / 2
     rim = _u(rng, 0.56, 0.64)
@@ -706,7 +770,7 @@ def draw_pottedplant(s: Sketch, rng: np.random.Generator, pot: Color) -> None:
 
 @register_drawer("aeroplane", aspect=2.4, palette=("white", "silver", "blue", "red", "yellow"),
                  max_rotation=22, size_prior=1.05, multiplicity=0.08)
-def draw_aeroplane(s: Sketch, rng: np.random.Generator, body: Color) -> None:
+def draw_aeroplane(s: Sketch, rng: Rand, body: Color) -> None:
     A = s.aspect
     ink = _outline(body)
     accent = _pick(rng, ("red", "blue", "orange", "green", "gray"))
@@ -730,7 +794,7 @@ def draw_aeroplane(s: Sketch, rng: np.random.Generator, body: Color) -> None:
 
 @register_drawer("boat", aspect=1.3, palette=("white", "red", "blue", "yellow", "brown",
                  "green"), max_rotation=10, size_prior=0.95, multiplicity=0.3)
-def draw_boat(s: Sketch, rng: np.random.Generator, hull: Color) -> None:
+def draw_boat(s: Sketch, rng: Rand, hull: Color) -> None:
     A = s.aspect
     ink = _outline(hull)
     deck = _u(rng, 0.6, 0.68)
@@ -755,7 +819,7 @@ def draw_boat(s: Sketch, rng: np.random.Generator, hull: Color) -> None:
 
 @register_drawer("bird", aspect=1.3, palette=("brown", "blue", "red", "yellow", "black", "gray",
                  "white"), max_rotation=18, size_prior=0.6, multiplicity=0.4)
-def draw_bird(s: Sketch, rng: np.random.Generator, body: Color) -> None:
+def draw_bird(s: Sketch, rng: Rand, body: Color) -> None:
     A = s.aspect
     ink = _outline(body)
     flying = rng.random() < 0.3
@@ -798,7 +862,7 @@ class _Body:
     neck_w: float
 
 
-def _legs(s: Sketch, rng: np.random.Generator, b: _Body, col: Color, hoof: Color | None,
+def _legs(s: Sketch, rng: Rand, b: _Body, col: Color, hoof: Color | None,
           ground: float = 0.985) -> None:
     far = shade(col, 0.72)
     top = b.by + b.ry * 0.4
@@ -837,7 +901,7 @@ def _eye(s: Sketch, x: float, y: float, r: float = 0.02) -> None:
 
 @register_drawer("cat", aspect=1.45, palette=("orange", "black", "gray", "white", "brown"),
                  size_prior=0.6, multiplicity=0.15)
-def draw_cat(s: Sketch, rng: np.random.Generator, fur: Color) -> None:
+def draw_cat(s: Sketch, rng: Rand, fur: Color) -> None:
     """Small head without snout, tall pointed ears, thin legs, long tail curling up."""
     ink = _outline(fur)
     hy = _u(rng, 0.3, 0.4)
@@ -870,7 +934,7 @@ def draw_cat(s: Sketch, rng: np.random.Generator, fur: Color) -> None:
 
 @register_drawer("dog", aspect=1.6, palette=("brown", "black", "white", "golden", "gray"),
                  size_prior=0.7, multiplicity=0.2)
-def draw_dog(s: Sketch, rng: np.random.Generator, fur: Color) -> None:
+def draw_dog(s: Sketch, rng: Rand, fur: Color) -> None:
     """Longer body and legs than a cat, a snout with a black nose, floppy ears, short tail."""
     ink = _outline(fur)
     hy = _u(rng, 0.22, 0.3)
@@ -895,7 +959,7 @@ def draw_dog(s: Sketch, rng: np.random.Generator, fur: Color) -> None:
 
 @register_drawer("horse", aspect=1.35, palette=("brown", "black", "white", "gray", "tan"),
                  size_prior=1.05, multiplicity=0.25)
-def draw_horse(s: Sketch, rng: np.random.Generator, coat: Color) -> None:
+def draw_horse(s: Sketch, rng: Rand, coat: Color) -> None:
     """Long thin legs with hooves, long raised neck with a mane, long face, hanging tail."""
     ink = _outline(coat)
     mane = shade(coat, 0.4) if sum(coat) > 200 else (60, 50, 40)
@@ -919,7 +983,7 @@ def draw_horse(s: Sketch, rng: np.random.Generator, coat: Color) -> None:
 
 @register_drawer("cow", aspect=1.6, palette=("black and white", "brown", "white", "black"),
                  size_prior=1.0, multiplicity=0.4)
-def draw_cow(s: Sketch, rng: np.random.Generator, coat: Color) -> None:
+def draw_cow(s: Sketch, rng: Rand, coat: Color) -> None:
     """Bulky boxy body, short thick legs, low blocky head with horns, pink muzzle and udder."""
     ink = _outline(coat)
     spotted = coat[0] > 200 and rng.random() < 0.85
@@ -950,7 +1014,7 @@ def draw_cow(s: Sketch, rng: np.random.Generator, coat: Color) -> None:
 
 @register_drawer("sheep", aspect=1.4, palette=("white", "cream", "gray", "black"),
                  size_prior=0.75, multiplicity=0.5)
-def draw_sheep(s: Sketch, rng: np.random.Generator, wool: Color) -> None:
+def draw_sheep(s: Sketch, rng: Rand, wool: Color) -> None:
     """A woolly cloud body (bumpy outline), dark face and thin dark legs, no visible tail."""
     face = (35, 32, 30) if wool[0] > 100 or rng.random() < 0.5 else (210, 200, 190)
     b = _Body(0.66, 0.5, _u(rng, 0.4, 0.45), _u(rng, 0.2, 0.23), 0.045, 0,
@@ -1039,7 +1103,7 @@ def generic_spec(cls: str, index: int) -> DrawerSpec:
     outline = _shape_points(shape)
     cname = _nearest_color_name(rgb)
 
-    def draw(s: Sketch, rng: np.random.Generator, col: Color) -> None:
+    def draw(s: Sketch, rng: Rand, col: Color) -> None:
         s.poly(outline, col, _outline(col), 0.03)
         second = shade(col, 0.5) if sum(col) > 360 else shade(col, 1.7)
         if texture == "stripes":
@@ -1054,6 +1118,7 @@ def generic_spec(cls: str, index: int) -> DrawerSpec:
     return DrawerSpec(cls, draw, 1.0, (cname,), 15.0, 0.8, 0.15, "{color} {name}", (rgb,))
 
 
-__all__ = ["ALIASES", "DRAWERS", "DrawerSpec", "NAMED_COLORS", "Placed", "Sketch", "describe",
+__all__ = ["ALIASES", "DRAWERS", "DrawerSpec", "NAMED_COLORS", "Placed", "Rand", "Sketch",
+           "as_rand", "describe",
            "generic_spec", "get_spec", "jitter", "prompt_name", "register_drawer",
            "render_object", "shade", "sketch_object", "with_article"]
