@@ -1,0 +1,166 @@
+"""Experiment grids: spec expansion, the tidy CSV, skipping finished runs, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_train import make_world, tiny_config  # the tiny world of the trainer tests
+
+import trm_lib.experiments as E
+import trm_lib.train as T
+from trm_lib.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    import torch
+
+    root = tmp_path_factory.mktemp("world")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRM_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("TRM_RUNS", str(tmp_path_factory.mktemp("runs")))
+        yield make_world(root)
+    torch.set_num_threads(threads)
+
+
+def small_spec(world) -> dict:
+    base = {k: v for k, v in tiny_config(world).flat().items()
+            if k.startswith(("data.", "backbone."))}
+    base.update({"train.epochs": 1, "train.device": "cpu", "train.progress": False})
+    return {"name": "small", "base": base, "grids": {
+        "main": {"methods": ["linear_probe", "zero_shot"], "proportions": [0.3, 0.7]},
+        "abl": {"methods": ["linear_probe"], "proportions": [0.3],
+                "switches": {"full": {}, "bce": {"method.cls_loss": "bce"}}},
+        "sp": {"methods": ["zero_shot"], "protocol": "single_positive"},
+    }}
+
+
+def test_fidelity_preset_expands_to_the_documented_grid():
+    spec = E.load_spec("fidelity")
+    plan = E.expand(spec)
+    by_grid = pd.Series([r.grid for r in plan]).value_counts().to_dict()
+    assert by_grid == {"main": 4 * 5, "ablation": 5 * 2, "single_positive": 4}
+    abl = {r.variant: r.config for r in plan if r.grid == "ablation" and r.proportion == 0.1}
+    assert abl["no_kd"].method.kd == "none" and abl["no_mcl"].method.mcl is False
+    assert abl["no_pseudo"].method.pseudo is False and abl["text_image"].method.matching == "image"
+    # the ablation's "full" variant is the main grid's trm_ml run: same hash, trained once
+    main = {r.hash for r in plan if r.grid == "main" and r.method == "trm_ml"}
+    assert abl["full"].method == plan[0].config.method and T.config_hash(abl["full"]) in main
+    reseeded = E.expand(spec, grids=["main"], seeds=[0, 1, 2], methods=["zero_shot"])
+    assert len(reseeded) == 15
+    assert {(r.config.train.seed, r.config.data.mask_seed) for r in reseeded} == \
+        {(0, 0), (1, 1), (2, 2)}
+    sp = [r for r in plan if r.grid == "single_positive"]
+    assert all(r.config.data.protocol == "single_positive" and math.isnan(r.proportion)
+               for r in sp)
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ({"grids": {}}, "'grids' must be a non-empty mapping"),
+    ({"grids": {"g": {"methods": ["trm_ml"], "bogus": 1}}}, "grids.g: unknown key(s) ['bogus']"),
+    ({"grids": {"g": {"methods": ["trm_ml"], "switches": {"s": {"method.kd": "x"}}}}},
+     "switch s: method.kd must be one of"),
+    ({"grids": {"g": {"methods": ["nope"]}}}, "method.name must be one of"),
+    ({"grids": {"g": {"methods": ["trm_ml"]}}, "extra": 1}, "unknown key(s) ['extra']"),
+])
+def test_bad_specs_name_the_field(spec, fragment):
+    with pytest.raises(ConfigError) as err:
+        E.expand(spec)
+    assert fragment in str(err.value)
+
+
+def test_grid_writes_tidy_csv_and_skips_finished_runs(world, tmp_path, monkeypatch):
+    spec = small_spec(world)
+    csv = tmp_path / "results.csv"
+    df = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None)
+    assert list(df.columns) == E.COLUMNS and list(pd.read_csv(csv).columns) == E.COLUMNS
+    keys = ["grid", "method", "variant", "protocol", "proportion", "seed"]
+    runs = df.drop_duplicates(keys)
+    assert len(runs) == 4 + 2 + 1  # main 2x2, abl 2 switches, sp 1
+    test_map = df[(df.split == "test") & (df.metric == "mAP")]
+    assert len(test_map) == 7 and test_map["value"].between(0, 1).all()
+    assert set(df["split"]) == {"val", "test", "test_oracle"}
+    assert {"AP/red", "OF1", "CF1_top3", "mAP_zero_empty"} <= set(df["metric"])
+    row = df.iloc[0]
+    cfg = json.loads(row["config"])
+    assert cfg["method"]["name"] == row["method"] and len(row["config_hash"]) == 64
+    assert set(json.loads(row["versions"])) == {"torch", "open_clip", "trm_lib"}
+    assert row["git_rev"]
+    # each test mAP equals what the run folder recorded
+    for _, r in test_map.iterrows():
+        assert T.load_result(r["run_dir"]).metrics["test"]["mAP"] == r["value"]
+    # the ablation's "full" variant reuses the main run folder (same config)
+    abl_full = test_map[(test_map.grid == "abl") & (test_map.variant == "full")].iloc[0]
+    main_lp = test_map[(test_map.grid == "main") & (test_map.method == "linear_probe")
+                       & (test_map.proportion == 0.3)].iloc[0]
+    assert abl_full["run_dir"] == main_lp["run_dir"]
+
+    # a second call trains nothing
+    def boom(*a, **k):
+        raise AssertionError("train() called for a finished run")
+
+    monkeypatch.setattr(E, "train", boom)
+    again = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None)
+    pd.testing.assert_frame_equal(again, df)
+    # a run missing from the CSV (interrupted grid) is run again, and only that one
+    monkeypatch.setattr(E, "train", T.train)
+    calls = []
+    monkeypatch.setattr(E, "train", lambda *a, **k: calls.append(a[0]) or T.train(*a, **k))
+    drop = (df.grid == "main") & (df.method == "zero_shot") & (df.proportion == 0.7)
+    df[~drop].to_csv(csv, index=False)
+    again = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None)
+    assert len(calls) == 1 and calls[0].method.name == "zero_shot"
+    assert len(again) == len(df)
+
+
+def test_pivot_is_mean_and_std_over_seeds():
+    rows = [{"grid": "g", "method": "m", "variant": "default", "protocol": "proportion",
+             "proportion": p, "seed": s, "split": "test", "metric": "mAP", "value": v}
+            for p, vals in ((0.1, [0.5, 0.6, 0.7]), (0.5, [0.8])) for s, v in enumerate(vals)]
+    rows.append({**rows[0], "protocol": "single_positive", "proportion": float("nan"),
+                 "value": 0.4})
+    table = E.pivot_table(pd.DataFrame(rows))
+    std = np.std([0.5, 0.6, 0.7], ddof=1)
+    assert table.loc[("g", "m", "default"), "p=0.1"] == f"60.00 ± {100 * std:.2f}"
+    assert table.loc[("g", "m", "default"), "p=0.5"] == "80.00"
+    assert list(table.columns) == ["p=0.1", "p=0.5", "single_positive"]
+
+
+def test_cli_train_evaluate_experiment(world, tmp_path, capsys):
+    cfg_file = tmp_path / "run.yaml"
+    tiny_config(world, **{"train.epochs": 1}).to_yaml(cfg_file)
+    out = tmp_path / "cli-run"
+    assert E.cli_train(["--config", str(cfg_file), "--set", "method.cls_loss=bce",
+                        "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert text.strip().splitlines()[-1] == f"run: {out}"
+    assert T.load_result(out).config.method.cls_loss == "bce"
+
+    assert E.cli_evaluate(["--run", str(out)]) == 0
+    shown = capsys.readouterr().out
+    want = 100 * T.load_result(out).metrics["test"]["mAP"]
+    assert f"mAP              {want:.2f}" in shown
+
+    spec_file = tmp_path / "grid.yaml"
+    import yaml
+
+    spec = small_spec(world)
+    spec["grids"] = {"main": spec["grids"]["main"]}
+    spec_file.write_text(yaml.safe_dump(spec))
+    csv = tmp_path / "grid.csv"
+    assert E.cli_experiment(["--spec", str(spec_file), "--methods", "zero_shot",
+                             "--proportions", "0.3", "--seeds", "0,1", "--out", str(csv),
+                             "--runs-dir", str(tmp_path / "runs")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"results: {csv}" and lines[-2].startswith("wall time: ")
+    assert any("p=0.3" in line for line in lines)
+    assert pd.read_csv(csv)["seed"].nunique() == 2
+
+    with pytest.raises(ConfigError, match="is an experiment grid"):
+        E.cli_train(["--preset", "fidelity"])

@@ -1,0 +1,283 @@
+"""The one trainer: files, exact kill-and-resume, NaN handling, frozen backbone, honest validation.
+
+Everything runs on a tiny world written here in the generic folder format (coloured squares on
+noise, 4 classes) through a random-weight TinyCLIP-RN at 64 px, so no pre-training is needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import average_precision_score
+from torch import nn
+
+import trm_lib.train as T
+from trm_lib import metrics
+from trm_lib.config import RunConfig, TrainConfig
+from trm_lib.datasets import write_generic
+from trm_lib.losses import partial_bce
+from trm_lib.methods import Method
+
+CLASSES = ["red", "green", "blue", "white"]
+COLORS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220], [240, 240, 240]], np.uint8)
+
+
+def make_world(root, n_train: int = 48, n_test: int = 24, seed: int = 0):
+    """Images with a square of each present class's colour; labels in the generic format."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rel, Y = [], []
+        for i in range(n):
+            present = rng.random(len(CLASSES)) < 0.4
+            present[rng.integers(len(CLASSES))] = True
+            img = rng.integers(60, 140, size=(64, 64, 3)).astype(np.uint8)
+            for c in np.flatnonzero(present):
+                y0, x0 = rng.integers(0, 44, size=2)
+                img[y0:y0 + 20, x0:x0 + 20] = COLORS[c]
+            (root / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / split / f"{i:03d}.png")
+            rel.append(f"{split}/{i:03d}.png")
+            Y.append(np.where(present, 1, -1))
+        write_generic(root, split, rel, np.asarray(Y), CLASSES)
+    return root
+
+
+def tiny_config(world, **overrides) -> RunConfig:
+    base = {"data.dataset": "folder", "data.root": str(world), "data.proportion": 0.5,
+            "data.val_fraction": 0.25, "backbone.model": "TinyCLIP-RN",
+            "backbone.pretrained": None, "backbone.image_size": 64, "backbone.batch_size": 32,
+            "train.epochs": 3, "train.batch_size": 16, "train.lr": 0.01, "train.device": "cpu",
+            "train.progress": False, "method.name": "linear_probe"}
+    base.update(overrides)
+    return RunConfig().with_overrides(base)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The tiny world, plus a private cache (masks, features) and one CPU thread."""
+    root = tmp_path_factory.mktemp("world")
+    cache = tmp_path_factory.mktemp("cache")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRM_CACHE", str(cache))
+        yield make_world(root)
+    torch.set_num_threads(threads)
+
+
+class LinearHead(Method):
+    """Test-local method: dropout + linear layer on the global embedding, a per-sample buffer
+    (so checkpoints must carry buffers) and dropout (so resume must restore the RNG)."""
+
+    name = "linear_head"
+
+    def __init__(self, cfg, ctx):
+        super().__init__(cfg, ctx)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(ctx.embed_dim, len(ctx.class_names))
+        self.register_buffer("seen", torch.zeros(ctx.num_train))
+
+    def forward(self, batch):
+        return {"logits": self.fc(self.drop(batch["global"]))}
+
+    def loss(self, out, batch, epoch):
+        if self.training:
+            self.seen[batch["index"]] += 1
+        loss = partial_bce(out["logits"], batch["observed"])
+        return loss, {"cls": float(loss.detach())}
+
+    def epoch_end(self, epoch):
+        return {"seen_mean": float(self.seen.mean())}
+
+
+class NaNAfterFirstEpoch(LinearHead):
+    def loss(self, out, batch, epoch):
+        loss, logs = super().loss(out, batch, epoch)
+        return (loss * float("nan") if epoch >= 2 else loss), logs
+
+
+@pytest.fixture
+def head(monkeypatch):
+    monkeypatch.setattr(T, "build_method", lambda cfg, ctx: LinearHead(cfg, ctx))
+
+
+def _same_metrics(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    np.testing.assert_equal(a, b)  # NaN-aware exact equality
+
+
+def test_train_writes_history_checkpoints_and_honest_metrics(world, tmp_path, head):
+    cfg = tiny_config(world)
+    res = T.train(cfg, tmp_path / "run", log=None)
+    out = res.out_dir
+    for name in ("config.yaml", "history.csv", "last.pt", "best.pt", "test_scores.npy",
+                 "result.json"):
+        assert (out / name).exists(), name
+    hist = pd.read_csv(out / "history.csv")
+    assert list(hist["epoch"]) == [1, 2, 3]
+    for col in ("lr", "loss", "loss_cls", "val_mAP", "val_mAP_hidden", "test_mAP", "seen_mean",
+                "seconds"):
+        assert col in hist.columns, col
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and set(last) >= {"method", "optimizer", "scheduler", "rng",
+                                                "history", "config"}
+    assert torch.equal(last["method"]["seen"], torch.full((48,), 0.0).index_fill(
+        0, torch.as_tensor(T.prepare_data(cfg).train_idx), 3.0))
+    best = torch.load(out / "best.pt", weights_only=True)
+    # the selected epoch is the best validation epoch, and "test" is the test mAP *there*
+    assert best["epoch"] == res.best_epoch == int(hist.loc[hist["val_mAP"].idxmax(), "epoch"])
+    assert res.metrics["test"]["mAP"] == hist.set_index("epoch").loc[res.best_epoch, "test_mAP"]
+    assert res.metrics["test_oracle"]["mAP"] == hist["test_mAP"].max() >= res.metrics["test"]["mAP"]
+    # saved scores reproduce the reported test metrics through the metrics module
+    data = T.prepare_data(cfg)
+    assert res.scores.shape == (24, 4)
+    again = metrics.evaluate_scores(np.load(out / "test_scores.npy"), data.test.labels, CLASSES)
+    assert again["mAP"] == res.metrics["test"]["mAP"]
+    assert res.per_class_ap == {c: again[f"AP/{c}"] for c in CLASSES}
+    # a finished run is read back, not retrained
+    again_res = T.train(cfg, out, log=None)
+    _same_metrics(again_res.metrics, res.metrics)
+    assert again_res.complete and again_res.history["epoch"].tolist() == [1, 2, 3]
+
+
+def test_kill_and_resume_reproduces_uninterrupted_run(world, tmp_path, head):
+    cfg = tiny_config(world)
+    full = T.train(cfg, tmp_path / "full", log=None)
+    part = T.train(cfg, tmp_path / "cut", stop_after_epoch=1, log=None)
+    assert not part.complete and part.epochs_done == 1
+    assert not (tmp_path / "cut" / "result.json").exists()
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 1
+    lines: list[str] = []
+    resumed = T.train(cfg, tmp_path / "cut", log=lines.append)  # a new call = a new "process"
+    assert any("resuming" in line for line in lines)
+    assert resumed.complete and resumed.best_epoch == full.best_epoch
+    _same_metrics(resumed.metrics, full.metrics)
+    np.testing.assert_array_equal(resumed.scores, full.scores)
+    cols = [c for c in full.history.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(resumed.history[cols], full.history[cols])
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["method"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["method"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_config(world, tmp_path, head):
+    cfg = tiny_config(world, **{"train.epochs": 1})
+    T.train(cfg, tmp_path / "r", stop_after_epoch=1, log=None)
+    with pytest.raises(T.TrainingError, match=r"train\.lr: 0\.01 \(checkpoint\) != 0\.02"):
+        T.train(cfg.with_overrides({"train.lr": 0.02}), tmp_path / "r", log=None)
+    # fields that do not change results may differ
+    T.train(cfg.with_overrides({"train.num_workers": 0, "train.progress": False}),
+            tmp_path / "r", log=None)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(world, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(T, "build_method", lambda cfg, ctx: NaNAfterFirstEpoch(cfg, ctx))
+    out = tmp_path / "nan"
+    with pytest.raises(T.TrainingError, match=r"non-finite loss \(nan\) at epoch 2, step 1/") as err:
+        T.train(tiny_config(world), out, log=None)
+    assert f"last good checkpoint kept: {out / 'last.pt'} (epoch 1)" in str(err.value)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["method"].values() if v.is_floating_point())
+    assert len(pd.read_csv(out / "history.csv")) == 1 and not (out / "result.json").exists()
+
+
+def test_gradient_flows_only_into_method_parameters_live_images(world, tmp_path, head):
+    cfg = tiny_config(world, **{"train.use_cache": False, "train.epochs": 1,
+                                "train.augment": "crop_flip"})
+    res = T.Resources()
+    backbone = res.backbone(cfg.backbone, torch.device("cpu"))
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    captured = {}
+
+    def build(cfg_m, ctx):
+        captured["m"] = LinearHead(cfg_m, ctx)
+        captured["init"] = {k: v.clone() for k, v in captured["m"].state_dict().items()}
+        return captured["m"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T, "build_method", build)
+        T.train(cfg, tmp_path / "live", resources=res, log=None)
+    assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    assert not torch.equal(captured["init"]["fc.weight"], captured["m"].fc.weight)
+
+
+def test_method_exposing_backbone_parameters_is_refused(world, tmp_path, monkeypatch):
+    class Leaky(LinearHead):
+        def trainable_parameters(self):
+            return [*super().trainable_parameters(), *self.ctx.backbone.parameters()]
+
+    monkeypatch.setattr(T, "build_method", lambda cfg, ctx: Leaky(cfg, ctx))
+    with pytest.raises(T.TrainingError, match="frozen backbone parameters"):
+        T.train(tiny_config(world), tmp_path / "leak", log=None)
+
+
+def test_validation_metric_ignores_unknown_entries():
+    rng = np.random.default_rng(0)
+    full = np.where(rng.random((60, 5)) < 0.3, 1, -1)
+    full[0] = 1
+    observed = np.where(rng.random(full.shape) < 0.5, full, 0)
+    scores = rng.random(full.shape)
+    res = T.observed_metrics(scores, observed)
+    # changing the scores of unknown entries changes nothing
+    scrambled = np.where(observed == 0, rng.random(full.shape), scores)
+    assert T.observed_metrics(scrambled, observed) == res
+    # per class: sklearn AP over the known rows only
+    aps = [average_precision_score(observed[observed[:, c] != 0, c] == 1,
+                                   scores[observed[:, c] != 0, c]) for c in range(5)]
+    assert math.isclose(res["mAP"], float(np.mean(aps)), rel_tol=1e-12)
+    assert res["known_fraction"] == (observed != 0).mean()
+    # "negative" (protocol B): unknowns count as negatives
+    neg = T.observed_metrics(scores, observed, unknown="negative")
+    want = np.mean([average_precision_score(observed[:, c] == 1, scores[:, c]) for c in range(5)])
+    assert math.isclose(neg["mAP"], want, rel_tol=1e-12)
+    # a class with no observed positive is excluded and counted
+    observed[:, 2] = np.where(observed[:, 2] == 1, 0, observed[:, 2])
+    assert T.observed_metrics(scores, observed)["n_empty_classes"] == 1.0
+
+
+def test_lr_schedule_constant_warmup_then_cosine():
+    cfg = TrainConfig(epochs=4, lr=0.1, warmup_epochs=1, warmup_lr=1e-5)
+    lrs = [T.lr_at(s, cfg, steps_per_epoch=10) for s in range(40)]
+    assert lrs[:10] == [1e-5] * 10 and lrs[10] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.1 * 0.01
+    const = TrainConfig(epochs=4, lr=0.1, warmup_epochs=0, scheduler="constant")
+    assert {T.lr_at(s, const, 10) for s in range(40)} == {0.1}
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    idx = np.arange(50)
+    assert np.array_equal(T.epoch_order(idx, 3, 2), T.epoch_order(idx, 3, 2))
+    assert not np.array_equal(T.epoch_order(idx, 3, 2), T.epoch_order(idx, 3, 3))
+    assert sorted(T.epoch_order(idx, 3, 2)) == list(idx)
+
+
+def test_zero_shot_is_evaluated_without_training_through_the_evaluator(world, tmp_path):
+    cfg = tiny_config(world, **{"method.name": "zero_shot"})
+    res = T.train(cfg, tmp_path / "zs", log=None)
+    assert res.best_epoch == 0 and res.history["epoch"].tolist() == [0]
+    assert "loss" not in res.history.columns
+    run = T.load_run(tmp_path / "zs")
+    direct = T.evaluate(run.method, run.batches("test"), run.session.data.test.labels)
+    assert direct["mAP"] == res.metrics["test"]["mAP"]
+
+
+def test_trm_ml_one_epoch_and_load_run_reproduces_selected_epoch(world, tmp_path):
+    cfg = tiny_config(world, **{"method.name": "trm_ml", "train.epochs": 1,
+                                "method.num_heads": 2})
+    res = T.train(cfg, tmp_path / "trm", log=None)
+    assert res.complete and np.isfinite(res.metrics["test"]["mAP"])
+    assert np.isfinite(res.history["loss"]).all()
+    run = T.load_run(tmp_path / "trm")
+    values = run.evaluate("test")
+    assert values["mAP"] == res.metrics["test"]["mAP"]
+    out = run.method(next(iter(run.batches("test", indices=[0, 1]))))
+    assert out["logits"].shape == (2, 4)
+    assert "observed_mAP" in run.evaluate("val")
