@@ -242,11 +242,17 @@ def test_nuswide_label_file_errors_name_the_file(tmp_path):
     root = fx.write_nuswide(tmp_path)
     labels = root / "Groundtruth" / "TrainTestLabels" / "Labels_sky_Train.txt"
     labels.write_text("0\n1\n0\n")
-    with pytest.raises(DatasetError, match="Labels_sky_Train.txt: 3 values, but the image list "
-                                           "has 5 lines"):
+    with pytest.raises(DatasetError, match="Labels_sky_Train.txt: 3 lines, but the image list "
+                                           "has 5"):
         load("nuswide", root=root)
     labels.write_text("0\n1\n2\n0\n1\n")
-    with pytest.raises(DatasetError, match="Labels_sky_Train.txt:3: value 2 is not 0 or 1"):
+    with pytest.raises(DatasetError, match="Labels_sky_Train.txt:3: '2' is not 0 or 1"):
+        load("nuswide", root=root)
+    labels.write_text("0\n1\nyes\n0\n1\n")
+    with pytest.raises(DatasetError, match="Labels_sky_Train.txt:3: 'yes' is not 0 or 1"):
+        load("nuswide", root=root)
+    labels.write_text("0\n1\n\n0\n1\n")  # a blank line inside would shift every later row
+    with pytest.raises(DatasetError, match="Labels_sky_Train.txt:3: '' is not 0 or 1"):
         load("nuswide", root=root)
     labels.unlink()
     with pytest.raises(DatasetError, match="Labels_sky_Train.txt: file not found"):

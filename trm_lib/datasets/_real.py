@@ -73,17 +73,17 @@ def missing_files(paths: Sequence[Path]) -> np.ndarray:
     One ``os.scandir`` per parent folder instead of one ``stat`` per image: checking COCO's 82k or
     NUS-WIDE's 270k files takes about a second this way.
     """
-    listing: dict[Path, set[str]] = {}
+    listing: dict[str, set[str]] = {}
     bad = []
     for i, path in enumerate(paths):
-        parent = path.parent
+        parent, name = os.path.split(os.fspath(path))  # strings: pathlib costs 5x more here
         if parent not in listing:
             try:
                 with os.scandir(parent) as it:
                     listing[parent] = {e.name for e in it if e.is_file()}
             except (FileNotFoundError, NotADirectoryError):
                 listing[parent] = set()
-        if path.name not in listing[parent]:
+        if name not in listing[parent]:
             bad.append(i)
     return np.asarray(bad, dtype=np.int64)
 
@@ -120,7 +120,5 @@ def handle_missing(name: str, split: str, root: Path, paths: list[Path], policy:
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
+    text, prefix = os.fspath(path), os.fspath(root).rstrip(os.sep) + os.sep
+    return text[len(prefix):].replace(os.sep, "/") if text.startswith(prefix) else text

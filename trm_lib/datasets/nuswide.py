@@ -34,15 +34,21 @@ SPLITS = {"train": "Train", "test": "Test"}
 
 
 def _read_binary_column(path: Path, n: int) -> np.ndarray:
-    try:
-        values = np.array(path.read_text(encoding="utf-8-sig").split(), dtype=np.int64)
-    except ValueError:
-        raise DatasetError(f"{path}: values must be 0 or 1, one per line") from None
+    """One ``Labels_<concept>_<split>.txt`` (a 0/1 per line) as a boolean vector of length n."""
+    lines = path.read_bytes().removeprefix(b"\xef\xbb\xbf").replace(b"\r", b"").split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    digits = b"".join(lines)
+    if len(digits) == len(lines):  # fast path: one character per line (values checked below)
+        values = np.frombuffer(digits, dtype=np.uint8).astype(np.int64) - ord("0")
+    else:
+        values = np.array([int(v) if v.strip().isdigit() else -1 for v in lines], dtype=np.int64)
     if values.size != n:
-        raise DatasetError(f"{path}: {values.size} values, but the image list has {n} lines")
+        raise DatasetError(f"{path}: {values.size} lines, but the image list has {n}")
     bad = np.flatnonzero((values != 0) & (values != 1))
     if bad.size:
-        raise DatasetError(f"{path}:{bad[0] + 1}: value {values[bad[0]]} is not 0 or 1")
+        raise DatasetError(f"{path}:{bad[0] + 1}: {lines[bad[0]].decode(errors='replace')!r} "
+                           f"is not 0 or 1")
     return values.astype(bool)
 
 
