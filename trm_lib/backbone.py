@@ -1,0 +1,590 @@
+"""The frozen open_clip backbone: global + dense text-aligned image tokens, class text embeddings.
+
+TRM-ML matches class texts against *regions*, so besides CLIP's one global image embedding we need
+a dense token map ``F~ (L = h*w tokens)`` that already lives in the joint text-image space, with
+no training (METHOD.md §2):
+
+* **ResNet** (RN50, RN101, TinyCLIP-RN): the layer4 map goes through the attention pool, which we
+  re-implement so that it also yields, per location, the value projection followed by the output
+  projection (``v_proj -> c_proj``; the MaskCLIP / DualCoOp trick). CLIP's global embedding is a
+  convex combination of exactly these per-location vectors (plus the mean token's), which is why
+  they are comparable with class texts. The positional embedding is added first, as in the pool.
+* **ViT**: the output tokens after ``ln_post``, multiplied by ``visual.proj`` -- the same map the
+  class token goes through to become the global embedding.
+
+Neither open_clip tower interpolates positional embeddings at forward time, and ResNet's pool
+embedding is not resized on checkpoint load, so every model is built at its native size, its
+weights loaded, and then resized here (bicubic, class position kept): one path for random and
+pretrained weights alike. Token order is row-major over the (h, w) grid.
+
+:class:`PromptEncoder` (CoOp-style learnable context) reuses the frozen text tower without
+registering it, so its checkpoints hold only the context vectors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer, text_global_pool
+from torch import nn
+
+from .config import BackboneConfig
+from .io import read_json, sha256_file
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUGMENTS = ("crop_flip", "cutout", "none")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+_REGISTERED: set[Path] = set()
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+class BackboneError(ValueError):
+    """A backbone cannot be built as asked; the message names the model, file or option."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Model configs and weights
+# ---------------------------------------------------------------------------------------------
+
+def register_model_configs(folder: str | os.PathLike | None = None) -> list[str]:
+    """Register every ``*.json`` model config in ``folder`` (default ``trm_lib/model_configs``)
+    with open_clip; idempotent. Returns the model names (file stems) found there.
+
+    open_clip silently skips JSONs that lack ``embed_dim``/``vision_cfg``/``text_cfg``; we raise
+    instead, naming the file, so a typo does not surface later as "model not found".
+    """
+    folder = Path(folder) if folder is not None else MODEL_CONFIG_DIR
+    if not folder.is_dir():
+        return []
+    names = []
+    for path in sorted(folder.glob("*.json")):
+        cfg = read_json(path)
+        missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg")
+                   if not isinstance(cfg, dict) or k not in cfg]
+        if missing:
+            raise BackboneError(f"{path}: model config lacks {', '.join(missing)}")
+        names.append(path.stem)
+    key = folder.resolve()
+    if names and key not in _REGISTERED:
+        open_clip.add_model_config(key)
+        _REGISTERED.add(key)
+    return names
+
+
+def _hash_files(files: Sequence[Path]) -> str:
+    """SHA-256 over (name, content hash) of ``files``; memoised on (path, size, mtime) because
+    real CLIP weights are hundreds of MB and the identity is asked for on every cache lookup."""
+    digest = hashlib.sha256()
+    for f in sorted(files):
+        st = f.stat()
+        memo = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+        if memo not in _HASH_MEMO:
+            _HASH_MEMO[memo] = sha256_file(f)
+        digest.update(f"{f.name}:{_HASH_MEMO[memo]}\n".encode())
+    return digest.hexdigest()
+
+
+def _local_dir_files(folder: Path) -> list[Path]:
+    """The config + weight files of a ``local-dir:`` folder, or an error naming what is missing
+    (open_clip only *logs* a missing checkpoint and hands back a random model)."""
+    if not folder.is_dir():
+        raise BackboneError(f"{folder}: local-dir folder not found")
+    config = folder / "open_clip_config.json"
+    if not config.is_file():
+        raise BackboneError(f"{config}: not found (a local-dir folder needs open_clip_config.json "
+                            f"with a 'model_cfg' section, plus a weights file)")
+    if "model_cfg" not in (read_json(config) or {}):
+        raise BackboneError(f"{config}: missing the 'model_cfg' section")
+    weights = [p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()]
+    if not weights:
+        raise BackboneError(f"{folder}: no weights file (*.safetensors, *.bin, *.pth) beside "
+                            f"open_clip_config.json")
+    return [config, *weights]
+
+
+def _check_quickgelu(model_name: str, tag: str) -> None:
+    """OpenAI's weights were trained with QuickGELU; open_clip only *warns* when the plain model
+    name (nn.GELU) is combined with them, and the features come out subtly wrong. Refuse early,
+    before any download is attempted."""
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    model_cfg = open_clip.get_model_config(model_name) or {}
+    want, have = bool(tag_cfg.get("quick_gelu", False)), bool(model_cfg.get("quick_gelu", False))
+    if tag_cfg and want != have:
+        fix = (f"{model_name}-quickgelu" if want else model_name.removesuffix("-quickgelu"))
+        raise BackboneError(
+            f"backbone.model {model_name!r} with pretrained={tag!r}: the weights were trained "
+            f"with quick_gelu={want} but the model uses quick_gelu={have}; use model name "
+            f"{fix!r}")
+
+
+@contextlib.contextmanager
+def _quiet_random_init_log() -> Iterator[None]:
+    """open_clip logs a root-level warning for every random model; pretrained=None is a choice."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def _resolve_pretrained(model_name: str, pretrained: str | None
+                        ) -> tuple[str, str | None, list[Path]]:
+    """Map our ``pretrained`` forms to (open_clip name, open_clip pretrained, files to hash)."""
+    if model_name.startswith("local-dir:"):
+        folder = Path(model_name[len("local-dir:"):]).expanduser()
+        return f"local-dir:{folder}", None, _local_dir_files(folder)
+    if pretrained is None or str(pretrained).lower() in ("", "none", "random"):
+        return model_name, None, []
+    if pretrained == "tinyclip":
+        try:
+            from .pretrain import ensure_tinyclip
+        except ImportError as err:
+            raise BackboneError(f"pretrained='tinyclip' needs trm_lib.pretrain ({err})") from None
+        folder = Path(ensure_tinyclip(model_name))
+        return f"local-dir:{folder}", None, _local_dir_files(folder)
+    if pretrained.startswith("local-dir:"):
+        folder = Path(pretrained[len("local-dir:"):]).expanduser()
+        return f"local-dir:{folder}", None, _local_dir_files(folder)
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        return f"local-dir:{path}", None, _local_dir_files(path)
+    if path.is_file():
+        return model_name, str(path), [path]
+    if open_clip.get_pretrained_cfg(model_name, pretrained):
+        _check_quickgelu(model_name, pretrained)
+        return model_name, pretrained, []
+    if path.suffix in _WEIGHT_SUFFIXES or os.sep in pretrained:
+        raise BackboneError(f"{path}: pretrained weights file not found")
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    raise BackboneError(
+        f"backbone.pretrained={pretrained!r} is neither a file, a local-dir: folder, 'tinyclip', "
+        f"nor an open_clip tag of {model_name!r} (tags: {', '.join(tags) or 'none'})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Positional-embedding interpolation
+# ---------------------------------------------------------------------------------------------
+
+def interpolate_pos_embed(pos: torch.Tensor, new_grid: tuple[int, int],
+                          old_grid: tuple[int, int] | None = None,
+                          extra_tokens: int = 1) -> torch.Tensor:
+    """Resize a ``(extra + h*w, C)`` positional embedding to ``new_grid`` (bicubic, antialiased
+    like open_clip's own ViT loader); the leading class position(s) are kept as they are."""
+    tok, img = pos[:extra_tokens], pos[extra_tokens:]
+    if old_grid is None:
+        side = math.isqrt(img.shape[0])
+        if side * side != img.shape[0]:
+            raise BackboneError(f"positional embedding has {img.shape[0]} grid positions, not a "
+                                f"square; pass old_grid")
+        old_grid = (side, side)
+    if old_grid[0] * old_grid[1] != img.shape[0]:
+        raise BackboneError(f"old_grid {old_grid} does not match {img.shape[0]} positions")
+    grid = img.reshape(1, old_grid[0], old_grid[1], -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False,
+                         antialias=True)
+    img = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1).to(pos.dtype)
+    return torch.cat([tok, img], dim=0)
+
+
+def _set_image_size(visual: nn.Module, size: int) -> tuple[int, int]:
+    """Resize ``visual``'s positional embedding in place for ``size`` px; returns the grid."""
+    if isinstance(visual, ModifiedResNet):
+        if size % 32:
+            raise BackboneError(f"backbone.image_size {size} must be a multiple of 32 for a "
+                                f"ResNet (the layer4 stride)")
+        grid = (size // 32, size // 32)
+        pool = visual.attnpool
+        if pool.positional_embedding.shape[0] != grid[0] * grid[1] + 1:
+            new = interpolate_pos_embed(pool.positional_embedding.data, grid)
+            pool.positional_embedding = nn.Parameter(new, requires_grad=False)
+        visual.image_size = size
+        return grid
+    patch = visual.patch_size
+    if size % patch[0] or size % patch[1]:
+        raise BackboneError(f"backbone.image_size {size} must be a multiple of the patch size "
+                            f"{patch[0]}")
+    grid = (size // patch[0], size // patch[1])
+    if tuple(visual.grid_size) != grid:
+        new = interpolate_pos_embed(visual.positional_embedding.data, grid,
+                                    old_grid=tuple(visual.grid_size))
+        visual.positional_embedding = nn.Parameter(new, requires_grad=False)
+        visual.grid_size = grid
+    visual.image_size = (size, size)
+    return grid
+
+
+# ---------------------------------------------------------------------------------------------
+# Text tower access (CLIP keeps it on the model, CustomTextCLIP on model.text)
+# ---------------------------------------------------------------------------------------------
+
+def _text_tower(model: nn.Module) -> dict[str, Any]:
+    src = model.text if hasattr(model, "text") else model
+    if not hasattr(src, "token_embedding") or getattr(src, "cls_emb", None) is not None:
+        raise BackboneError(f"{type(model).__name__}: only CLIP-style text towers "
+                            f"(token embedding + causal transformer) are supported here")
+    return {
+        "token_embedding": src.token_embedding,
+        "positional_embedding": src.positional_embedding,
+        "transformer": src.transformer,
+        "ln_final": src.ln_final,
+        "text_projection": src.text_projection,
+        "attn_mask": src.attn_mask,
+        "pool_type": getattr(src, "pool_type", getattr(model, "text_pool_type", "argmax")),
+    }
+
+
+def _text_from_embeddings(tower: dict[str, Any], embeds: torch.Tensor,
+                          tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP's text forward from token *embeddings* (so learnable context can be spliced in);
+    identical to ``CLIP.encode_text`` when ``embeds = token_embedding(tokens)``."""
+    cast = tower["transformer"].get_cast_dtype()
+    x = embeds.to(cast) + tower["positional_embedding"].to(cast)
+    x = tower["transformer"](x, attn_mask=tower["attn_mask"])
+    x = tower["ln_final"](x)
+    x = text_global_pool(x, tokens, tower["pool_type"])
+    proj = tower["text_projection"]
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+
+# ---------------------------------------------------------------------------------------------
+# FrozenCLIP
+# ---------------------------------------------------------------------------------------------
+
+class FrozenCLIP(nn.Module):
+    """A frozen open_clip model that returns global and dense text-aligned image features.
+
+    ``pretrained``: an open_clip tag (``"openai"``), a weights file, a ``local-dir:`` folder,
+    ``"tinyclip"`` (the project's cached TinyCLIP, see :mod:`trm_lib.pretrain`) or ``None``
+    (random weights, seeded by ``seed`` so that feature caches of a random model stay valid).
+    ``image_size``: None for the model's native size, else resized (positional interpolation).
+    ``precision``: autocast dtype on CUDA (auto = bf16); CPU always computes in fp32.
+    """
+
+    def __init__(self, model_name: str, pretrained: str | None = None,
+                 image_size: int | None = None, device: str | torch.device = "cpu",
+                 precision: str = "auto", batch_size: int = 128, seed: int = 0,
+                 templates: Sequence[str] = ("a photo of a {}.",)):
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise BackboneError(f"backbone.precision must be one of {list(PRECISIONS)}, "
+                                f"got {precision!r}")
+        if batch_size < 1:
+            raise BackboneError(f"backbone.batch_size must be >= 1, got {batch_size}")
+        register_model_configs()
+        oc_name, oc_pretrained, files = _resolve_pretrained(model_name, pretrained)
+        if not oc_name.startswith("local-dir:") and open_clip.get_model_config(oc_name) is None:
+            raise BackboneError(f"backbone.model {model_name!r} is not an open_clip model config "
+                                f"(see open_clip.list_models(); tiny configs live in "
+                                f"{MODEL_CONFIG_DIR})")
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.precision = precision
+        self.batch_size = batch_size
+        self.seed = seed
+        self.templates = tuple(templates)
+        self._weights_sha256 = _hash_files(files) if files else None
+        self.model = self._create(oc_name, oc_pretrained, random=not files and not oc_pretrained)
+        self.tokenizer = open_clip.get_tokenizer(oc_name)
+
+        visual = self.model.visual
+        if isinstance(visual, ModifiedResNet):
+            self.is_vit = False
+            self.dense_dim = visual.attnpool.c_proj.in_features
+        elif isinstance(visual, VisionTransformer):
+            if visual.attn_pool is not None or visual.pool_type not in ("tok", "avg"):
+                raise BackboneError(f"backbone.model {model_name!r}: ViTs with attentional "
+                                    f"pooling or pool_type 'none' are not supported")
+            self.is_vit = True
+            self.dense_dim = visual.transformer.width
+        else:
+            raise BackboneError(f"backbone.model {model_name!r}: vision tower "
+                                f"{type(visual).__name__} is not supported (ResNet or ViT only)")
+        native = visual.image_size
+        native = native[0] if isinstance(native, tuple | list) else native
+        self.set_image_size(int(image_size or native))
+        self.embed_dim = int(visual.output_dim)
+        pp = visual.preprocess_cfg
+        self.mean, self.std = tuple(pp["mean"]), tuple(pp["std"])
+        self._interpolation = pp.get("interpolation", "bicubic")
+
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.eval()
+        self.to(torch.device("cuda" if str(device) == "auto" and torch.cuda.is_available()
+                             else "cpu" if str(device) == "auto" else device))
+
+    def _create(self, name: str, pretrained: str | None, random: bool) -> nn.Module:
+        """Build at the native size and load the weights (strictly), in fp32 on the CPU."""
+        rng = torch.random.fork_rng(devices=[]) if random else contextlib.nullcontext()
+        with rng, _quiet_random_init_log(), warnings.catch_warnings():
+            # backstop for _check_quickgelu: the mismatch warning becomes an exception
+            warnings.filterwarnings("error", message=".*QuickGELU mismatch.*")
+            if random:
+                torch.manual_seed(self.seed)
+            try:
+                return open_clip.create_model(name, pretrained=pretrained, device="cpu",
+                                              precision="fp32")
+            except UserWarning as err:
+                raise BackboneError(f"backbone.model {name!r}: {err} Use the '-quickgelu' "
+                                    f"model name.") from None
+            except RuntimeError as err:
+                if pretrained and "download" in str(err).lower():
+                    raise BackboneError(
+                        f"cannot obtain open_clip weights {name}/{pretrained} ({err}); offline, "
+                        f"pass a weights file or a local-dir: folder instead") from None
+                raise
+
+    @classmethod
+    def from_config(cls, cfg: BackboneConfig, device: str | torch.device = "cpu") -> FrozenCLIP:
+        return cls(cfg.model, cfg.pretrained, cfg.image_size, device=device,
+                   precision=cfg.precision, batch_size=cfg.batch_size, templates=cfg.templates)
+
+    def set_image_size(self, size: int) -> tuple[int, int]:
+        """Run at ``size`` px from now on: the positional embedding is interpolated from the
+        current one (the constructor does this from the native size). Returns the grid."""
+        self.grid = _set_image_size(self.model.visual, size)
+        self.image_size = size
+        return self.grid
+
+    # -- placement -----------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype actually used on the current device (None = fp32)."""
+        if self.device.type != "cuda" or self.precision == "fp32":
+            return None
+        return torch.float16 if self.precision == "fp16" else torch.bfloat16
+
+    def to(self, *args: Any, **kwargs: Any) -> FrozenCLIP:
+        super().to(*args, **kwargs)
+        if self.device.type == "cuda":  # NHWC convolutions are the fast path on tensor cores
+            self.model.visual.to(memory_format=torch.channels_last)
+        return self
+
+    def train(self, mode: bool = True) -> FrozenCLIP:
+        """Always stays in eval mode: BatchNorm statistics and dropout are part of the frozen
+        model, whatever a parent module asks for."""
+        return super().train(False)
+
+    # -- images --------------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor, raw: bool = False) -> dict[str, torch.Tensor]:
+        return self.encode_images(images, raw=raw)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, raw: bool = False) -> dict[str, torch.Tensor]:
+        """``{"global": (B, D), "dense": (B, L, D)[, "dense_raw": (B, L, d_v)]}`` in float32 on
+        the backbone's device, for normalised ``(B, 3, S, S)`` images (see :meth:`transform`)."""
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (
+                self.image_size, self.image_size):
+            raise BackboneError(f"images must be (B, 3, {self.image_size}, {self.image_size}), "
+                                f"got {tuple(images.shape)}")
+        parts: list[dict[str, torch.Tensor]] = []
+        dtype = self.autocast_dtype
+        for chunk in images.split(self.batch_size):
+            x = chunk.to(self.device, torch.float32, non_blocking=True)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                out = self._vit(x, raw) if self.is_vit else self._resnet(x, raw)
+            parts.append({k: v.float() for k, v in out.items()})
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def _resnet(self, x: torch.Tensor, raw: bool) -> dict[str, torch.Tensor]:
+        v = self.model.visual
+        fmap = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(x)))))  # (B, d_v, h, w)
+        tokens = fmap.flatten(2).transpose(1, 2)  # (B, L, d_v), row-major over the grid
+        out = self.attention_pool(tokens)
+        if raw:
+            out["dense_raw"] = tokens
+        return out
+
+    def attention_pool(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """open_clip's ``AttentionPool2d`` on flattened tokens ``(B, L, d_v)``, returning the
+        pooled output (``global``, the class query over mean + spatial tokens) and, per location,
+        ``c_proj(v_proj(token + pos))`` (``dense``). Only the mean token queries, so the cost is
+        O(L) rather than O(L^2)."""
+        pool = self.model.visual.attnpool
+        B, L, C = tokens.shape
+        heads = pool.num_heads
+        x = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        x = x + pool.positional_embedding.to(x.dtype)
+        q = pool.q_proj(x[:, :1]).view(B, 1, heads, C // heads).transpose(1, 2)
+        k = pool.k_proj(x).view(B, L + 1, heads, C // heads).transpose(1, 2)
+        val = pool.v_proj(x)
+        attn = F.scaled_dot_product_attention(q, k, val.view(B, L + 1, heads, C // heads)
+                                              .transpose(1, 2))
+        pooled = pool.c_proj(attn.transpose(1, 2).reshape(B, C))
+        return {"global": pooled, "dense": pool.c_proj(val[:, 1:])}
+
+    def _vit(self, x: torch.Tensor, raw: bool) -> dict[str, torch.Tensor]:
+        v = self.model.visual
+        x = v.conv1(x).flatten(2).transpose(1, 2)  # (B, L, width)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        x = v.transformer(v.ln_pre(x))  # patch dropout is the identity in eval mode
+        tokens = v.ln_post(x[:, 1:])  # ln_post on the tokens even if the config pools first
+        if v.final_ln_after_pool:
+            pooled = v.ln_post(x[:, 0] if v.pool_type == "tok" else x[:, 1:].mean(dim=1))
+        else:
+            pooled = v.ln_post(x[:, :1])[:, 0] if v.pool_type == "tok" else tokens.mean(dim=1)
+        proj = v.proj
+        out = {"global": pooled @ proj if proj is not None else pooled,
+               "dense": tokens @ proj if proj is not None else tokens}
+        if raw:
+            out["dense_raw"] = tokens
+        return out
+
+    # -- text ----------------------------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Tokenize, refusing texts that would be truncated (a tiny context length cuts the
+        end-of-text token off, silently pooling the wrong position)."""
+        ctx_len = self.model.context_length
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is not None:
+            for text in texts:
+                if len(encode(text)) + 2 > ctx_len:
+                    raise BackboneError(f"text {text!r} does not fit the text context length "
+                                        f"{ctx_len} of {self.model_name!r}")
+        return self.tokenizer(list(texts))
+
+    @torch.no_grad()
+    def encode_text(self, class_names: Sequence[str], templates: Sequence[str] | None = None,
+                    name_map: Callable[[str], str] | None = None) -> torch.Tensor:
+        """L2-normalised class embeddings ``(C, D)``: for each class the mean of the normalised
+        embeddings of ``templates`` (default: this backbone's templates), re-normalised.
+        ``name_map`` turns dataset names into prompt words (e.g. ``prompt_name``)."""
+        templates = tuple(templates or self.templates)
+        if not templates or any("{}" not in t for t in templates):
+            raise BackboneError("templates must be non-empty and each contain '{}'")
+        names = [name_map(c) if name_map else c for c in class_names]
+        prompts = [t.format(n) for n in names for t in templates]
+        tokens = self.tokenize(prompts).to(self.device)
+        feats = torch.cat([self.model.encode_text(t).float()
+                           for t in tokens.split(max(self.batch_size, 1))])
+        feats = F.normalize(feats, dim=-1).view(len(names), len(templates), -1).mean(dim=1)
+        return F.normalize(feats, dim=-1)
+
+    # -- preprocessing and identity ------------------------------------------------------------
+
+    def transform(self, train: bool = False, augment: str = "crop_flip") -> Callable:
+        """torchvision transform for PIL images. Eval: resize to (S, S) -- no centre crop, since
+        multi-label objects often sit at the borders -- and normalise. Train: ``crop_flip`` =
+        RandomResizedCrop(S, scale 0.5-1) + flip; ``cutout`` = resize + flip + one square hole
+        (6-25 % of the image, mean colour, p=0.5); ``none`` = the eval transform."""
+        from torchvision import transforms as T
+
+        if augment not in AUGMENTS:
+            raise BackboneError(f"augment must be one of {list(AUGMENTS)}, got {augment!r}")
+        S = self.image_size
+        interp = T.InterpolationMode(self._interpolation)
+        tail = [T.ToTensor(), T.Normalize(self.mean, self.std)]
+        if not train or augment == "none":
+            return T.Compose([T.Resize((S, S), interpolation=interp), *tail])
+        if augment == "crop_flip":
+            return T.Compose([T.RandomResizedCrop(S, scale=(0.5, 1.0), interpolation=interp),
+                              T.RandomHorizontalFlip(), *tail])
+        return T.Compose([T.Resize((S, S), interpolation=interp), T.RandomHorizontalFlip(), *tail,
+                          T.RandomErasing(p=0.5, scale=(0.0625, 0.25), ratio=(1.0, 1.0),
+                                          value=0)])
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the features (for cache keys): model, weights, size, precision."""
+        pretrained = self.pretrained
+        if pretrained is None or str(pretrained).lower() in ("", "none", "random"):
+            pretrained = f"random(seed={self.seed})"
+        dtype = self.autocast_dtype
+        return {"model": self.model_name, "pretrained": str(pretrained),
+                "weights_sha256": self._weights_sha256, "image_size": self.image_size,
+                "precision": {None: "fp32", torch.bfloat16: "bf16",
+                              torch.float16: "fp16"}[dtype]}
+
+
+# ---------------------------------------------------------------------------------------------
+# CoOp-style learnable prompts
+# ---------------------------------------------------------------------------------------------
+
+class PromptEncoder(nn.Module):
+    """Learnable context vectors run through the frozen text tower (CoOp):
+    ``[SOS] ctx_1 ... ctx_n <class words> . [EOS]``.
+
+    Only ``ctx`` is a parameter; the backbone is held in a plain attribute so it never enters
+    ``state_dict()`` or ``parameters()`` (checkpoints hold the context alone). ``init``: words
+    whose token embeddings initialise the context (their token count must equal ``n_ctx``);
+    None = N(0, 0.02) as in CoOp.
+    """
+
+    def __init__(self, backbone: FrozenCLIP, class_names: Sequence[str], n_ctx: int = 16,
+                 class_specific: bool = True, init: str | None = None,
+                 name_map: Callable[[str], str] | None = None):
+        super().__init__()
+        object.__setattr__(self, "_backbone", backbone)
+        tower = _text_tower(backbone.model)
+        if tower["pool_type"] != "argmax" or not hasattr(backbone.tokenizer, "encode"):
+            raise BackboneError("PromptEncoder needs a CLIP BPE text tower (argmax pooling)")
+        if n_ctx < 1:
+            raise BackboneError(f"n_ctx must be >= 1, got {n_ctx}")
+        names = [name_map(c) if name_map else c for c in class_names]
+        n_cls = len(names)
+        if init is not None:
+            n_init = len(backbone.tokenizer.encode(init))
+            if n_init != n_ctx:
+                raise BackboneError(f"init {init!r} has {n_init} tokens but n_ctx={n_ctx}")
+        placeholder = " ".join(["X"] * n_ctx)
+        tokens = backbone.tokenize([f"{placeholder} {n}." for n in names]).to(backbone.device)
+        with torch.no_grad():
+            embeds = tower["token_embedding"](tokens)
+            if init is not None:
+                init_tokens = backbone.tokenize([init]).to(backbone.device)
+                ctx = tower["token_embedding"](init_tokens)[0, 1:1 + n_ctx]
+                ctx = ctx.expand(n_cls if class_specific else 1, -1, -1).clone()
+            else:
+                ctx = torch.empty(n_cls if class_specific else 1, n_ctx, embeds.shape[-1],
+                                  device=backbone.device).normal_(std=0.02)
+        self.ctx = nn.Parameter(ctx.float())
+        self.n_ctx, self.class_specific, self.class_names = n_ctx, class_specific, list(names)
+        # derived from frozen weights and the class names: never saved
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("token_prefix", embeds[:, :1].clone(), persistent=False)
+        self.register_buffer("token_suffix", embeds[:, 1 + n_ctx:].clone(), persistent=False)
+
+    @property
+    def backbone(self) -> FrozenCLIP:
+        return self._backbone
+
+    def forward(self) -> torch.Tensor:
+        """Unnormalised class text features ``(C, D)``; gradients reach ``ctx`` only."""
+        ctx = self.ctx.expand(self.tokens.shape[0], -1, -1)
+        embeds = torch.cat([self.token_prefix, ctx.to(self.token_prefix.dtype),
+                            self.token_suffix], dim=1)
+        return _text_from_embeddings(_text_tower(self._backbone.model), embeds, self.tokens)
+
+
+__all__ = ["AUGMENTS", "BackboneError", "FrozenCLIP", "MODEL_CONFIG_DIR", "PRECISIONS",
+           "PromptEncoder", "interpolate_pos_embed", "register_model_configs"]

@@ -1,0 +1,462 @@
+"""The frozen-feature cache: backbone features computed once per (backbone x dataset x transform).
+
+Both CLIP towers are frozen, so every epoch of every method would otherwise recompute the same
+image features; decoding JPEGs and running the image tower dominates training time. We compute the
+global embedding and the dense token map once, store them as float16 ``.npy`` files (read back as
+memmaps, so a store larger than RAM still works) and train heads on them.
+
+Layout: ``<cache>/features/<key hash>/`` with ``global.npy`` (N, D), ``dense.npy`` (N, L, D),
+optionally ``dense_raw.npy`` (N, L, d_v), and ``manifest.json`` (the full key, shapes, grid and
+the number of completed rows). The key covers everything that changes the numbers -- backbone
+identity (model, weights hash, size, precision), dataset name/split/root/fingerprint, transform,
+raw flag -- so any change lands in a different folder. Rows are written in order and the manifest
+(written atomically) advances only after the rows are flushed, so an interrupted run resumes
+where it stopped. Cached features have no augmentation: that is the trade-off of
+``train.use_cache`` (live images remain available through the backbone's train transform).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .io import read_json, write_json
+from .paths import cache_dir
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .backbone import FrozenCLIP
+    from .datasets.base import MultiLabelDataset
+
+FORMAT_VERSION = 1
+
+
+class FeatureCacheError(ValueError):
+    """A feature store is corrupt, incomplete or does not match its key; names the file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys and locations
+# ---------------------------------------------------------------------------------------------
+
+def feature_key(backbone: FrozenCLIP, dataset: MultiLabelDataset, raw: bool = False,
+                transform: Any = None) -> dict[str, Any]:
+    """Everything that determines the cached numbers (JSON-serialisable)."""
+    transform = transform if transform is not None else backbone.transform()
+    return {
+        "format": FORMAT_VERSION,
+        "backbone": backbone.identity(),
+        "dataset": {"name": dataset.name, "split": dataset.split,
+                    "root": str(Path(dataset.root).resolve()),
+                    "fingerprint": dataset.fingerprint(), "n": len(dataset)},
+        "transform": repr(transform),
+        "image_size": backbone.image_size,
+        "grid": list(backbone.grid),
+        "raw": bool(raw),
+    }
+
+
+def key_hash(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def store_dir(key: dict[str, Any], cache_root: str | Path | None = None) -> Path:
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    return root / "features" / key_hash(key)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Exclusive lock on the store while it is computed (two processes would interleave rows)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks
+        yield
+        return
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_manifest(path: Path, key: dict[str, Any] | None = None) -> dict[str, Any]:
+    try:
+        manifest = read_json(path)
+    except ValueError as err:
+        raise FeatureCacheError(f"{err}; delete {path.parent} to recompute") from None
+    need = ("format", "key", "n", "grid", "embed_dim", "dense_dim", "arrays", "completed",
+            "complete")
+    if not isinstance(manifest, dict) or any(k not in manifest for k in need):
+        missing = [k for k in need if not isinstance(manifest, dict) or k not in manifest]
+        raise FeatureCacheError(f"{path}: corrupt manifest, missing {', '.join(missing)}; "
+                                f"delete {path.parent} to recompute")
+    if manifest["format"] != FORMAT_VERSION:
+        raise FeatureCacheError(f"{path}: format {manifest['format']} != {FORMAT_VERSION}; "
+                                f"delete {path.parent} to recompute")
+    if key is not None and manifest["key"] != json.loads(json.dumps(key)):
+        raise FeatureCacheError(f"{path}: manifest key does not match the requested features "
+                                f"(a foreign or edited store); delete {path.parent}")
+    return manifest
+
+
+def _open_array(folder: Path, manifest: dict[str, Any], name: str, mode: str) -> np.memmap:
+    spec = manifest["arrays"][name]
+    path = folder / spec["file"]
+    if not path.exists():
+        raise FeatureCacheError(f"{path}: listed in {folder / 'manifest.json'} but missing; "
+                                f"delete {folder} to recompute")
+    try:
+        arr = np.load(path, mmap_mode=mode)
+    except (ValueError, OSError) as err:
+        raise FeatureCacheError(f"{path}: unreadable ({err}); delete {folder}") from None
+    if list(arr.shape) != spec["shape"] or arr.dtype != np.float16:
+        raise FeatureCacheError(f"{path}: shape {arr.shape} / dtype {arr.dtype}, manifest says "
+                                f"{tuple(spec['shape'])} / float16; delete {folder}")
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------
+
+class FeatureStore:
+    """A completed feature store, opened read-only. ``batch(indices)`` gives float32 tensors
+    under the feature-batch keys of :mod:`trm_lib.methods`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest = _read_manifest(self.path / "manifest.json")
+        if not manifest["complete"]:
+            raise FeatureCacheError(
+                f"{self.path / 'manifest.json'}: incomplete store ({manifest['completed']}/"
+                f"{manifest['n']} rows); run compute_features again to resume")
+        self.manifest = manifest
+        self.key: dict[str, Any] = manifest["key"]
+        self.grid: tuple[int, int] = tuple(manifest["grid"])
+        self.embed_dim: int = manifest["embed_dim"]
+        self.dense_dim: int = manifest["dense_dim"]
+        self.global_feats = _open_array(self.path, manifest, "global", "r")
+        self.dense = _open_array(self.path, manifest, "dense", "r")
+        self.dense_raw = (_open_array(self.path, manifest, "dense_raw", "r")
+                          if "dense_raw" in manifest["arrays"] else None)
+
+    def __len__(self) -> int:
+        return self.global_feats.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"FeatureStore({self.path}, n={len(self)}, D={self.embed_dim}, grid={self.grid}"
+                f"{', raw' if self.dense_raw is not None else ''})")
+
+    def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor,
+              device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+        """Rows ``indices`` as float32 tensors: ``global`` (B, D), ``dense`` (B, L, D) and, when
+        cached, ``dense_raw`` (B, L, d_v)."""
+        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices,
+                         dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"{self.path}: indices out of range [0, {len(self)})")
+        arrays = {"global": self.global_feats, "dense": self.dense}
+        if self.dense_raw is not None:
+            arrays["dense_raw"] = self.dense_raw
+        out = {k: torch.from_numpy(np.ascontiguousarray(a[idx])) for k, a in arrays.items()}
+        if device is not None:
+            return {k: v.to(device, non_blocking=True).float() for k, v in out.items()}
+        return {k: v.float() for k, v in out.items()}
+
+
+def compute_features(backbone: FrozenCLIP, dataset: MultiLabelDataset, *, batch_size: int = 128,
+                     raw: bool = False, num_workers: int = 0,
+                     device: str | torch.device | None = None,
+                     cache_root: str | Path | None = None, progress: bool = True) -> FeatureStore:
+    """Return the feature store of ``dataset`` under ``backbone``, computing what is missing.
+
+    Reuse costs one manifest read; an interrupted computation resumes from its last flushed
+    batch. ``cache_root`` defaults to :func:`trm_lib.paths.cache_dir`.
+    """
+    if len(dataset) == 0:
+        raise FeatureCacheError(f"{dataset.name}/{dataset.split}: dataset has no images")
+    if device is not None:
+        backbone.to(device)
+    transform = backbone.transform()
+    key = feature_key(backbone, dataset, raw, transform)
+    folder = store_dir(key, cache_root)
+    manifest_path = folder / "manifest.json"
+    with _locked(folder):
+        if manifest_path.exists():
+            manifest = _read_manifest(manifest_path, key)
+            if manifest["complete"]:
+                return FeatureStore(folder)
+            arrays = {name: _open_array(folder, manifest, name, "r+")
+                      for name in manifest["arrays"]}
+        else:
+            manifest, arrays = _create_store(folder, key, backbone, len(dataset), raw)
+        _fill(backbone, dataset, transform, manifest, manifest_path, arrays, batch_size,
+              num_workers, raw, progress)
+    return FeatureStore(folder)
+
+
+def _create_store(folder: Path, key: dict[str, Any], backbone: FrozenCLIP, n: int, raw: bool
+                  ) -> tuple[dict[str, Any], dict[str, np.memmap]]:
+    L = backbone.grid[0] * backbone.grid[1]
+    shapes = {"global": [n, backbone.embed_dim], "dense": [n, L, backbone.embed_dim]}
+    if raw:
+        shapes["dense_raw"] = [n, L, backbone.dense_dim]
+    arrays = {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+",
+                                              dtype=np.float16, shape=tuple(shape))
+              for name, shape in shapes.items()}
+    manifest = {
+        "format": FORMAT_VERSION, "key": key, "key_hash": key_hash(key), "n": n,
+        "grid": list(backbone.grid), "embed_dim": backbone.embed_dim,
+        "dense_dim": backbone.dense_dim,
+        "arrays": {name: {"file": f"{name}.npy", "shape": shape, "dtype": "float16"}
+                   for name, shape in shapes.items()},
+        "completed": 0, "complete": False, "seconds": 0.0,
+    }
+    write_json(folder / "manifest.json", manifest)  # after the arrays: it is the commit record
+    return manifest, arrays
+
+
+def _fill(backbone: FrozenCLIP, dataset: MultiLabelDataset, transform: Any,
+          manifest: dict[str, Any], manifest_path: Path, arrays: dict[str, np.memmap],
+          batch_size: int, num_workers: int, raw: bool, progress: bool) -> None:
+    from torch.utils.data import DataLoader, Subset
+    from tqdm import tqdm
+
+    start, n = manifest["completed"], manifest["n"]
+    view = Subset(dataset.torch(transform), range(start, n))
+    loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=backbone.device.type == "cuda")
+    t0 = time.perf_counter()
+    with tqdm(total=n, initial=start, disable=not progress, unit="img",
+              desc=f"features {dataset.name}/{dataset.split}") as bar:
+        for images, _, index in loader:
+            lo, hi = int(index[0]), int(index[-1]) + 1
+            out = backbone.encode_images(images, raw=raw)
+            for name, arr in arrays.items():
+                rows = out[name].to(torch.float16).cpu().numpy()
+                if not np.isfinite(rows).all():
+                    raise FeatureCacheError(
+                        f"{manifest_path.parent / (name + '.npy')}: non-finite {name} features for "
+                        f"images {lo}..{hi - 1} (e.g. {dataset.image_paths[lo]}); float16 overflow "
+                        f"or a broken backbone")
+                arr[lo:hi] = rows
+            for arr in arrays.values():
+                arr.flush()
+            manifest["completed"] = hi
+            manifest["seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            write_json(manifest_path, manifest)
+            bar.update(hi - lo)
+    manifest["complete"] = manifest["completed"] == n
+    write_json(manifest_path, manifest)
+    if progress:
+        print(f"features: {n} images of {dataset.name}/{dataset.split} -> {manifest_path.parent} "
+              f"({manifest['seconds']:.1f}s)", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: `python -m trm_lib features ...` and `python -m trm_lib bench features`
+# ---------------------------------------------------------------------------------------------
+
+def _backbone_args(parser: argparse.ArgumentParser) -> None:
+    from .config import BackboneConfig
+
+    d = BackboneConfig()
+    parser.add_argument("--model", default=d.model, help=f"open_clip model (default {d.model})")
+    parser.add_argument("--pretrained", default=d.pretrained,
+                        help="tag | weights file | local-dir:PATH | tinyclip | none "
+                             f"(default {d.pretrained})")
+    parser.add_argument("--image-size", type=int, default=d.image_size)
+    parser.add_argument("--precision", default=d.precision)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--num-workers", type=int, default=0)
+
+
+def _build_backbone(args: argparse.Namespace) -> FrozenCLIP:
+    from .backbone import FrozenCLIP
+
+    pretrained = None if str(args.pretrained).lower() in ("none", "") else args.pretrained
+    return FrozenCLIP(args.model, pretrained, args.image_size, device=args.device,
+                      precision=args.precision, batch_size=args.batch_size)
+
+
+def cli(argv: list[str]) -> int:
+    """Compute (or locate) the feature store of one dataset split and print where it is."""
+    from .datasets import load
+
+    parser = argparse.ArgumentParser(prog="python -m trm_lib features",
+                                     description="compute / locate the frozen-feature cache")
+    parser.add_argument("--dataset", default="synthscenes")
+    parser.add_argument("--root", default=None, help="dataset root (default: the loader's)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--raw", action="store_true", help="also cache the unprojected map")
+    parser.add_argument("--cache-root", default=None, help="default: the trm cache folder")
+    parser.add_argument("--quiet", action="store_true")
+    _backbone_args(parser)
+    args = parser.parse_args(argv)
+    backbone = _build_backbone(args)
+    dataset = load(args.dataset, root=args.root, split=args.split)
+    t0 = time.perf_counter()
+    store = compute_features(backbone, dataset, batch_size=args.batch_size, raw=args.raw,
+                             num_workers=args.num_workers, cache_root=args.cache_root,
+                             progress=not args.quiet)
+    print(f"{store.path}\n  images {len(store)}  global {tuple(store.global_feats.shape)}  "
+          f"dense {tuple(store.dense.shape)}  grid {store.grid}"
+          + (f"  dense_raw {tuple(store.dense_raw.shape)}" if store.dense_raw is not None else "")
+          + f"\n  backbone {store.key['backbone']}\n  ready in {time.perf_counter() - t0:.2f}s")
+    return 0
+
+
+# A small random ResNet used by the benchmark until the project's TinyCLIP exists.
+BENCH_FALLBACK_CONFIG = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 128, "layers": [1, 1, 2, 1], "width": 32, "head_width": 64},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2,
+                 "layers": 1},
+}
+
+
+def _default_world_available() -> bool:
+    import importlib.util
+
+    from .backbone import register_model_configs
+    from .config import BackboneConfig
+
+    return (importlib.util.find_spec("trm_lib.pretrain") is not None
+            and importlib.util.find_spec("trm_lib.datasets.synthetic") is not None
+            and BackboneConfig().model in register_model_configs())
+
+
+def _write_bench_images(root: Path, n: int, size: int = 256, seed: int = 0) -> None:
+    """n JPEGs of random coloured shapes in the generic folder format (decode cost ~ real)."""
+    from PIL import Image, ImageDraw
+
+    from .datasets import write_generic
+
+    rng = np.random.default_rng(seed)
+    names = [f"c{i}" for i in range(8)]
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rel, labels = [], np.full((n, len(names)), -1, dtype=np.int8)
+    for i in range(n):
+        im = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 255, 3)))
+        draw = ImageDraw.Draw(im)
+        for c in rng.choice(len(names), size=3, replace=False):
+            x, y = rng.integers(0, size - 40, 2)
+            w, h = rng.integers(20, 120, 2)
+            draw.ellipse([int(x), int(y), int(x + w), int(y + h)],
+                         fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+            labels[i, c] = 1
+        rel.append(f"images/{i:05d}.jpg")
+        im.save(root / rel[-1], quality=90)
+    write_generic(root, "bench", rel, labels, names)
+
+
+def bench(argv: list[str]) -> int:
+    """Images/s of an uncached epoch (JPEG decode + transform + backbone) vs a cached epoch
+    (``FeatureStore.batch`` over shuffled indices), and their ratio."""
+    from .backbone import register_model_configs
+    from .datasets import load, read_generic
+
+    parser = argparse.ArgumentParser(prog="python -m trm_lib bench features")
+    parser.add_argument("--dataset", default="auto",
+                        help="registry name, or auto (synthscenes if it exists, else generated)")
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--n", type=int, default=256, help="images measured")
+    parser.add_argument("--train-batch", type=int, default=64, help="batch of the cached read")
+    parser.add_argument("--raw", action="store_true")
+    _backbone_args(parser)
+    parser.set_defaults(model="auto", pretrained="auto")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="trm-bench-") as tmp:
+        tmp = Path(tmp)
+        world = _default_world_available()
+        if args.model == "auto":
+            if world:
+                from .config import BackboneConfig
+
+                args.model, args.pretrained = BackboneConfig().model, BackboneConfig().pretrained
+            else:
+                write_json(tmp / "configs" / "bench-RN.json", BENCH_FALLBACK_CONFIG)
+                register_model_configs(tmp / "configs")
+                args.model, args.pretrained = "bench-RN", None
+                print("NOTE: the default TinyCLIP is not available yet; measuring a random tiny "
+                      "ResNet (bench-RN: layers [1,1,2,1], width 32, 128 px)")
+        if args.pretrained == "auto":
+            args.pretrained = None
+        if args.dataset == "auto" and world:
+            args.dataset = "synthscenes"
+        if args.dataset == "auto":
+            _write_bench_images(tmp / "data", args.n)
+            dataset = read_generic(tmp / "data", "bench", name="bench-folder")
+            print(f"NOTE: SynthScenes is not available yet; measuring {args.n} generated "
+                  f"256x256 JPEGs")
+        else:
+            dataset = load(args.dataset, root=args.root, split=args.split)
+        dataset = dataset.subset(range(min(args.n, len(dataset))))
+        backbone = _build_backbone(args)
+        n = len(dataset)
+        print(f"backbone {backbone.identity()} on {backbone.device}, grid {backbone.grid}; "
+              f"dataset {dataset.name}/{dataset.split}, {n} images; "
+              f"torch threads {torch.get_num_threads()}")
+
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(dataset.torch(backbone.transform()), batch_size=args.batch_size,
+                            num_workers=args.num_workers,
+                            pin_memory=backbone.device.type == "cuda")
+        warm = next(iter(loader))[0]  # first-call allocations and thread start-up
+        backbone.encode_images(warm, raw=args.raw)
+        t0 = time.perf_counter()
+        for images, _, _ in loader:
+            out = backbone.encode_images(images, raw=args.raw)
+        if backbone.device.type == "cuda":
+            torch.cuda.synchronize()
+        live = n / (time.perf_counter() - t0)
+        del out
+
+        t0 = time.perf_counter()
+        store = compute_features(backbone, dataset, batch_size=args.batch_size, raw=args.raw,
+                                 num_workers=args.num_workers, cache_root=tmp / "cache",
+                                 progress=False)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        compute_features(backbone, dataset, batch_size=args.batch_size, raw=args.raw,
+                         cache_root=tmp / "cache", progress=False)
+        reuse = time.perf_counter() - t0
+
+        perm = np.random.default_rng(0).permutation(n)
+        reps = max(1, int(2048 // n))  # a few passes so that tiny stores time reliably
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            for i in range(0, n, args.train_batch):
+                store.batch(perm[i:i + args.train_batch])
+        cached = reps * n / (time.perf_counter() - t0)
+
+        print(f"uncached epoch (decode + transform + backbone): {live:10.1f} images/s")
+        print(f"compute_features, first call (incl. writing):   {n / first:10.1f} images/s")
+        print(f"compute_features, reuse:                         {reuse * 1e3:10.1f} ms")
+        print(f"cached epoch (shuffled batch() of {args.train_batch}):        "
+              f"{cached:10.1f} images/s")
+        print(f"speed-up per epoch: {cached / live:.1f}x (target >= 30x for SynthScenes + "
+              f"TinyCLIP)")
+    return 0
+
+
+__all__ = ["FORMAT_VERSION", "FeatureCacheError", "FeatureStore", "cli",
+           "compute_features", "feature_key", "key_hash", "store_dir", "bench"]
