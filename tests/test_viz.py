@@ -1,0 +1,259 @@
+"""trm_lib.viz: every function draws what its input says, and saved files are byte-stable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from trm_lib import viz
+from trm_lib.datasets.base import DatasetError
+from trm_lib.labels import cooccurrence, label_stats
+
+CLASSES = [f"class_{i}" for i in range(6)]
+
+
+def _observed(n: int = 40, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).choice([1, -1, 0], size=(n, len(CLASSES)),
+                                              p=[0.2, 0.4, 0.4]).astype(np.int8)
+
+
+def _results() -> pd.DataFrame:
+    """Tidy results with known values: value = base(method, variant) + p/10 + seed/100."""
+    base = {("trm_ml", "full"): 0.70, ("trm_ml", "no_kd"): 0.65, ("dualcoop", "full"): 0.60}
+    rows = [dict(method=m, variant=v, protocol="proportion", proportion=p, seed=s, split=split,
+                 metric="mAP", value=b + p / 10 + s / 100)
+            for (m, v), b in base.items() for p in (0.1, 0.5, 0.9) for s in (0, 1, 2)
+            for split in ("val", "test")]
+    rows.append(dict(method="zero_shot", variant="full", protocol="full", proportion=1.0, seed=0,
+                     split="test", metric="mAP", value=0.3))
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------ label views
+def test_plot_mask_draws_the_matrix_with_three_colours():
+    Y = _observed(100)
+    fig = viz.plot_mask(Y, CLASSES, max_rows=30)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.images[0].get_array(), Y[:30])
+    assert f"{np.mean(Y != 0):.1%}" in ax.get_title()  # known fraction over all rows
+    rgba = ax.images[0].to_rgba(np.array([[-1, 0, 1]]))[0, :, :3]
+    assert len({tuple(c) for c in rgba.round(3)}) == 3
+
+
+def test_plot_mask_rejects_bad_input():
+    with pytest.raises(ValueError, match="column"):
+        viz.plot_mask(_observed(), CLASSES[:-1])
+    bad = _observed()
+    bad[3, 2] = 2
+    with pytest.raises(ValueError, match="row 3, column 2"):
+        viz.plot_mask(bad, CLASSES)
+
+
+def test_plot_mask_comparison_one_panel_per_mask():
+    masks = {0.1: _observed(seed=1), 0.5: _observed(seed=2), "single positive": _observed(seed=3)}
+    fig = viz.plot_mask_comparison(masks, CLASSES)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("p = 10%") and titles[2].startswith("single positive")
+    for ax, Y in zip(fig.axes, masks.values()):
+        np.testing.assert_array_equal(ax.images[0].get_array(), Y[:60])
+
+
+def test_plot_label_stats_stacks_the_counts_of_label_stats():
+    Y_full = np.where(np.random.default_rng(0).random((40, 6)) < 0.3, 1, -1)
+    Y_obs = np.where(np.random.default_rng(1).random((40, 6)) < 0.5, Y_full, 0)
+    stats = label_stats(Y_obs, CLASSES, Y_full=Y_full)
+    fig = viz.plot_label_stats(stats)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASSES  # "total" row dropped
+    # the right end of each stacked bar is the number of images
+    ends = np.zeros(len(CLASSES))
+    for patch in ax.patches:
+        i = round(patch.get_y() + patch.get_height() / 2)
+        ends[i] = max(ends[i], patch.get_x() + patch.get_width())
+    np.testing.assert_allclose(ends, 40)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "unknown: hidden positives" in labels
+    viz.plot_label_stats(label_stats(Y_obs, CLASSES))  # without full labels
+
+
+def test_plot_cooccurrence_and_shape_check():
+    M = cooccurrence(_observed())
+    fig = viz.plot_cooccurrence(M, CLASSES)
+    np.testing.assert_allclose(np.ma.filled(fig.axes[0].images[0].get_array(), np.nan), M)
+    assert len(fig.axes[0].texts) == np.isfinite(M).sum()  # annotated, NaN cells left blank
+    with pytest.raises(ValueError, match=r"\(5, 5\)"):
+        viz.plot_cooccurrence(M, CLASSES[:5])
+
+
+def test_show_images_grid_and_titles(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (20, 10), (255, 0, 0)).save(path)
+    imgs = [path, np.zeros((8, 8, 3), np.uint8), np.ones((8, 8)), Image.new("L", (5, 5))]
+    fig = viz.show_images(imgs, [["dog", "cat"], "car", [], "x"], ncols=3)
+    axes = [ax for ax in fig.axes if ax.images]
+    assert len(axes) == 4 and len(fig.axes) == 6  # 2 x 3 grid, two empty cells
+    assert axes[0].get_title() == "dog, cat" and axes[2].get_title() == "(no labels)"
+    np.testing.assert_allclose(axes[0].images[0].get_array()[0, 0], [1, 0, 0])
+    with pytest.raises(ValueError, match="2 titles for 4 images"):
+        viz.show_images(imgs, ["a", "b"])
+    with pytest.raises(DatasetError, match="missing.png: image file not found"):
+        viz.show_images([tmp_path / "missing.png"])
+
+
+# --------------------------------------------------------------------------------------- training
+def test_plot_training_curves_plots_the_columns_that_exist():
+    hist = pd.DataFrame({"epoch": [0, 1, 2, 3], "lr": [0, 1e-3, 1e-3, 5e-4],
+                         "loss": [np.nan, 1.0, 0.8, 0.7], "loss_cls": [np.nan, 0.9, 0.7, 0.6],
+                         "val_mAP": [0.2, 0.4, 0.5, 0.55], "test_mAP": [0.1, 0.3, 0.4, 0.45],
+                         "pseudo_precision": [np.nan, 0.9, 0.8, 0.85], "seconds": 1.0})
+    fig = viz.plot_training_curves(hist)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "mAP (%)", "pseudo-labels",
+                                                   "learning rate"]
+    loss_line = fig.axes[0].get_lines()[0]
+    np.testing.assert_allclose(loss_line.get_xdata(), [1, 2, 3])  # the NaN epoch 0 is skipped
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [20, 40, 50, 55])
+    fig = viz.plot_training_curves(hist[["epoch", "loss"]])
+    assert len(fig.axes) == 1
+    with pytest.raises(ValueError, match="no loss"):
+        viz.plot_training_curves(hist[["epoch", "seconds"]])
+
+
+# ---------------------------------------------------------------------------------------- results
+def test_plot_proportion_curves_mean_and_std_over_seeds():
+    df = _results()
+    fig = viz.plot_proportion_curves(df)
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {"dualcoop", "trm_ml (full)", "trm_ml (no_kd)"}  # zero_shot: protocol
+    seeds = np.array([0, 1, 2]) / 100
+    for p, y in zip((0.1, 0.5, 0.9), lines["trm_ml (no_kd)"].get_ydata()):
+        assert y == pytest.approx(100 * np.mean(0.65 + p / 10 + seeds))
+    # the band is mean ± sample std (ddof=1); the first band is dualcoop's (sorted labels)
+    ys = ax.collections[0].get_paths()[0].vertices[:, 1]
+    std = 100 * np.std(seeds, ddof=1)
+    assert ys.min() == pytest.approx(100 * (0.60 + 0.01 + 0.01) - std)
+    assert ys.max() == pytest.approx(100 * (0.60 + 0.09 + 0.01) + std)
+    with pytest.raises(ValueError, match="metric='CF1'"):
+        viz.plot_proportion_curves(df, metric="CF1")
+
+
+def test_results_table_matches_hand_computation():
+    df = _results()
+    table = viz.results_table(df, digits=2)
+    assert list(table.columns) == ["10%", "50%", "90%", "avg"]
+    vals = 100 * (0.70 + 0.05 + np.array([0, 1, 2]) / 100)
+    assert table.loc["trm_ml (full)", "50%"] == f"{vals.mean():.2f} ± {np.std(vals, ddof=1):.2f}"
+    avg = np.mean([100 * (0.60 + p / 10 + 0.01) for p in (0.1, 0.5, 0.9)])
+    assert table.loc["dualcoop", "avg"] == f"{avg:.2f}"
+    # a row missing a proportion gets no average; a single seed shows the mean alone
+    part = df[~((df.method == "dualcoop") & (df.proportion == 0.9)) & (df.seed == 0)]
+    t2 = viz.results_table(part)
+    assert t2.loc["dualcoop", "90%"] == "" and t2.loc["dualcoop", "avg"] == ""
+    assert "±" not in t2.loc["trm_ml (full)", "10%"]
+
+
+def test_markdown_table_and_save_table(tmp_path):
+    df = pd.DataFrame({"name": ["a|b", "c"], "x": [1.5, 2.0]}, index=pd.Index([0, 1], name="i"))
+    md = viz.markdown_table(df)
+    assert md.splitlines() == ["| i | name | x |", "| ---: | --- | ---: |",
+                               "| 0 | a\\|b | 1.5 |", "| 1 | c | 2.0 |"]
+    paths = viz.save_table(df, tmp_path / "t.csv")
+    assert [p.name for p in paths] == ["t.csv", "t.md"]
+    pd.testing.assert_frame_equal(pd.read_csv(paths[0], index_col="i"), df)
+    assert paths[1].read_text() == md
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.md"]  # no temp files
+
+
+def test_plot_ablation_bars_errorbars_and_deltas():
+    df = _results()
+    fig = viz.plot_ablation(df, method="trm_ml")
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    expected = sorted(round(100 * (b + p / 10 + 0.01), 6) for b in (0.70, 0.65)
+                      for p in (0.1, 0.5, 0.9))
+    assert heights == pytest.approx(expected)
+    assert sorted(t.get_text() for t in ax.texts) == ["-5.0"] * 3
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["full", "no_kd"]
+    with pytest.raises(ValueError, match="pass method="):
+        viz.plot_ablation(df)
+    with pytest.raises(ValueError, match="baseline_variant='nope'"):
+        viz.plot_ablation(df, method="trm_ml", baseline_variant="nope")
+
+
+# -------------------------------------------------------------------------------------- attention
+def test_upsample_map_matches_torch_bilinear():
+    m = np.random.default_rng(0).random((3, 5)).astype(np.float32)
+    ours = viz.upsample_map(m, (48, 80))
+    ref = torch.nn.functional.interpolate(torch.from_numpy(m)[None, None], size=(48, 80),
+                                          mode="bilinear", align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_overlay_map_blends_the_colour_mapped_map():
+    img = np.full((16, 16, 3), 255, np.uint8)
+    m = np.zeros((2, 2), np.float32)
+    m[0, 0] = 1.0
+    out = viz.overlay_map(img, m, cmap="gray", alpha=0.5)
+    assert out.shape == (16, 16, 3)
+    # top-left corner is the map's maximum (white in gray), bottom-right its minimum (black)
+    np.testing.assert_allclose(out[0, 0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[-1, -1], 0.5, atol=1e-6)
+
+
+def test_plot_attention_rows_top_classes_and_maps():
+    rng = np.random.default_rng(0)
+    scores = np.array([0.1, 0.9, 0.3, 0.8, 0.05, 0.7])
+    rows = {"DualCoOp": rng.random((6, 12)), "TRM-ML": rng.random((6, 12))}
+    img = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    fig = viz.plot_attention_rows(img, rows, CLASSES, scores, grid=(3, 4))
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles == ["image", "class_1 (0.90)", "class_3 (0.80)", "class_5 (0.70)"]
+    assert fig.axes[4].get_ylabel() == "TRM-ML"
+    shown = fig.axes[4 + 2].images[0].get_array()  # TRM-ML row, class_3
+    expected = viz.overlay_map(img, rows["TRM-ML"][3].reshape(3, 4))
+    np.testing.assert_allclose(shown, expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"rows\['DualCoOp'\] has shape \(6, 12\)"):
+        viz.plot_attention_rows(img, rows, CLASSES, scores, grid=(4, 4))
+
+
+# ----------------------------------------------------------------------------------------- saving
+_SAVE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from trm_lib import viz
+    Y = np.random.default_rng(0).choice([1, -1, 0], size=(30, 6))
+    fig = viz.plot_mask(Y, [f"c{i}" for i in range(6)])
+    viz.save_figure(fig, sys.argv[1], formats=("png", "svg", "pdf"))
+""")
+
+
+def test_save_figure_is_byte_stable_across_processes(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    bases = [tmp_path / run / "mask.png" for run in ("a", "b")]  # suffix replaced per format
+    procs = [subprocess.Popen([sys.executable, "-c", _SAVE, str(b)]) for b in bases]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    outs = [{p.name: p.read_bytes() for p in sorted(b.parent.iterdir())} for b in bases]
+    assert sorted(outs[0]) == ["mask.pdf", "mask.png", "mask.svg"]
+    for name in outs[0]:
+        assert outs[0][name] == outs[1][name], name
+    assert b"<dc:date>" not in outs[0]["mask.svg"] and b"Matplotlib v" not in outs[0]["mask.svg"]
+
+
+def test_save_figure_dates_only_from_source_date_epoch(tmp_path, monkeypatch):
+    fig = viz.plot_mask(_observed(), CLASSES)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    svg, pdf = viz.save_figure(fig, tmp_path / "m", formats=("svg", "pdf"))
+    assert b"<dc:date>2023-11-14T22:13:20+00:00</dc:date>" in svg.read_bytes()
+    assert b"D:20231114221320Z" in pdf.read_bytes()
+    with pytest.raises(ValueError, match="formats"):
+        viz.save_figure(fig, tmp_path / "m", formats=("jpg",))
