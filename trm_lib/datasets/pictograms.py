@@ -168,20 +168,22 @@ class Sketch:
         self._add(_LINE, [v for p in pts for v in p], fill, None, width)
 
     def place(self, box: Sequence[float], angle: float = 0.0, flip: bool = False) -> Placed:
-        """Map the frame onto pixel ``box = (x0, y0, x1, y1)``, mirrored if ``flip``, rotated by
-        ``angle`` degrees about the box centre. The frame is stretched to the box (aspect
-        variation comes from the caller's box)."""
+        """Map the frame onto pixel ``box = (x0, y0, x1, y1)``: stretch the frame to the box
+        (aspect variation comes from the caller's box), mirror if ``flip``, rotate by ``angle``
+        degrees, then scale uniformly so the drawn points fill the box (``contain``): a pose
+        with raised arms or a rotated object stays inside its box, and drawers that leave part
+        of their frame empty still fill it."""
         x0, y0, x1, y1 = (float(v) for v in box)
         sx, sy = (x1 - x0) / self.aspect, (y1 - y0)
         pts = np.array(self.xy, dtype=np.float64).reshape(-1, 2)
-        # one affine map: flip, scale, rotate about the box centre, translate
         fx = -sx if flip else sx
         c, s = (math.cos(math.radians(angle)), math.sin(math.radians(angle))) if angle else (1, 0)
-        ux, uy = (self.aspect / 2, 0.5)
-        m = np.array([[fx * c, -sy * s], [fx * s, sy * c]])
-        t = np.array([(x0 + x1) / 2, (y0 + y1) / 2]) - m @ np.array([ux, uy])
-        out = pts @ m.T + t
-        return Placed(out, self.ops, math.sqrt(max(sx * sy, 1e-9)))
+        out = pts @ np.array([[fx * c, fx * s], [-sy * s, sy * c]])
+        lo, hi = out.min(axis=0), out.max(axis=0)
+        ext = np.maximum(hi - lo, 1e-9)
+        f = min((x1 - x0) / ext[0], (y1 - y0) / ext[1])
+        out = (out - (lo + hi) / 2) * f + ((x0 + x1) / 2, (y0 + y1) / 2)
+        return Placed(out, self.ops, f * math.sqrt(max(sx * sy, 1e-9)))
 
 
 class Placed:
@@ -198,15 +200,17 @@ class Placed:
     def __init__(self, pts: np.ndarray, ops: list, scale: float):
         widths = [max(1, round(op[5] * scale)) if (op[0] == _LINE or op[5] > 0) else 0
                   for op in ops]
-        wmax = max(widths, default=0)
-        pad = wmax // 2 + 2
-        lo, hi = pts.min(axis=0).tolist(), pts.max(axis=0).tolist()
+        # per-primitive bounds grown by that primitive's half stroke width
+        starts = [op[1] for op in ops]
+        hw = np.array(widths, dtype=np.float64)[:, None] / 2
+        lo = (np.minimum.reduceat(pts, starts, axis=0) - hw).min(axis=0).tolist()
+        hi = (np.maximum.reduceat(pts, starts, axis=0) + hw).max(axis=0).tolist()
+        pad = 2
         ox, oy = math.floor(lo[0]) - pad, math.floor(lo[1]) - pad
         self.origin = (ox, oy)
         self.size = (math.ceil(hi[0]) + pad - ox + 1, math.ceil(hi[1]) + pad - oy + 1)
-        hw = wmax / 2
-        self.extent = (math.floor(lo[0] - hw) - ox, math.floor(lo[1] - hw) - oy,
-                       math.floor(hi[0] + hw) + 1 - ox, math.floor(hi[1] + hw) + 1 - oy)
+        self.extent = (math.floor(lo[0]) - ox, math.floor(lo[1]) - oy,
+                       math.floor(hi[0]) + 1 - ox, math.floor(hi[1]) + 1 - oy)
         self.pts = pts - (ox, oy)
         self.ops = ops
         self.widths = widths
