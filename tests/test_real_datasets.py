@@ -204,6 +204,15 @@ def test_coco_bad_json_and_dangling_ids_name_the_file(tmp_path):
         load("coco2014", root=root)
 
 
+def test_coco_labels_without_images_with_missing_ignore(tmp_path):
+    root = fx.write_coco(tmp_path)
+    shutil.rmtree(root / "train2014")
+    with pytest.raises(DatasetError, match="neither is any other of the 4 images"):
+        load("coco2014", root=root)
+    ds = load("coco2014", root=root, missing="ignore")  # label statistics need no pixels
+    assert rows(ds) == [fx.COCO_POSITIVES[i] for i in fx.COCO_ALL_ORDER]
+
+
 # ---------------------------------------------------------------------------------------------
 # NUS-WIDE
 # ---------------------------------------------------------------------------------------------
@@ -397,3 +406,4 @@ def test_our_protocol_a_mask_round_trips_through_the_peer_format(tmp_path):
     # and a second export of the import is byte-identical to the first
     again = labels.write_peer_labels(tmp_path / "export" / "again.txt", back)
     assert again.read_bytes() == path.read_bytes()
+

@@ -68,7 +68,7 @@ def load_coco2014(root: str | os.PathLike | None = None, split: str = "train", *
     choice("coco2014", "images", images, ("all", "annotated"))
     choice("coco2014", "crowd", crowd, ("include", "exclude"))
     ann_file = first_existing([base / "annotations" / f"instances_{official}.json"], LAYOUT)
-    image_dir = first_existing([base / official], LAYOUT, what="folder")
+    image_dir = base / official  # its absence is reported by handle_missing (unless "ignore")
     data = _read_json(ann_file)
 
     cats = sorted(data["categories"], key=lambda c: _field(ann_file, "a category", c, "id"))
