@@ -1,0 +1,392 @@
+"""``python -m trm_lib report``: run the notebooks in order with papermill into ``reports/``.
+
+Each ``notebooks/NN_name.ipynb`` runs (kernel ``python3``, cwd = repository root) into
+``reports/NN_name.ipynb`` with the parameters ``report_dir`` (absolute) and ``smoke`` plus any
+``-p key=value`` overrides, and writes its figures and tables under ``report_dir/figures`` and
+``report_dir/tables``. The run stops at the first failing notebook, naming the notebook and cell.
+
+Provenance needs no cooperation from notebooks: the driver lists the artifact folders before and
+after each notebook, and every file created or rewritten in between (atomic writes always make a
+new file) is credited to that notebook. The record (artifacts, seconds, status, git revision) is
+stored in the executed copy's metadata under ``trm_report``, and ``reports/README.md`` is rebuilt
+from the executed copies after every notebook, so a ``--only`` run keeps the other entries.
+
+Notebook conventions (checked here and by ``tests/test_reports.py``): exactly one cell tagged
+``parameters`` declaring ``smoke`` and ``report_dir``; committed without outputs; ``%matplotlib
+inline`` so the figures of :mod:`trm_lib.viz` display in the executed copies (kernels get
+``MPLBACKEND=Agg``, which shows nothing by itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .config import ConfigError, parse_overrides
+from .io import atomic_write
+from .paths import REPO_ROOT, notebooks_dir, reports_dir
+
+NOTEBOOK_NAME = re.compile(r"^(\d{2})_[A-Za-z0-9_\-]+\.ipynb$")
+ARTIFACT_DIRS = ("figures", "tables")
+REQUIRED_PARAMETERS = ("smoke", "report_dir")
+META_KEY = "trm_report"
+# ipykernel warns on every start that its local TCP sockets are unencrypted; cell errors still
+# reach the executed copy, so only the kernel app's own chatter is silenced.
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+
+
+class ReportError(RuntimeError):
+    """A notebook is misnamed, malformed or failed; the message names the notebook (and cell)."""
+
+
+class NotebookFailed(ReportError):
+    def __init__(self, message: str, notebook: Path, cell: int | None, ename: str, evalue: str):
+        super().__init__(message)
+        self.notebook, self.cell, self.ename, self.evalue = notebook, cell, ename, evalue
+
+
+@dataclass
+class NotebookRun:
+    name: str  # NN_name (no suffix)
+    output: Path  # the executed copy
+    seconds: float
+    status: str  # "ok" | "failed"
+    artifacts: list[str] = field(default_factory=list)  # relative to the report folder
+    error: str | None = None
+
+
+# ------------------------------------------------------------------------------ notebook checks
+def discover_notebooks(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The notebooks of ``folder`` (default ``notebooks/``) in run order; a misnamed one is an
+    error rather than silently skipped."""
+    folder = Path(folder) if folder is not None else notebooks_dir()
+    if not folder.is_dir():
+        raise ReportError(f"{folder}: notebooks folder not found")
+    paths = sorted(folder.glob("*.ipynb"))
+    bad = [p.name for p in paths if not NOTEBOOK_NAME.match(p.name)]
+    if bad:
+        raise ReportError(f"{folder}: notebooks must be named NN_name.ipynb (NN = run order); "
+                          f"rename or move {bad}")
+    return paths
+
+
+def select_notebooks(paths: Sequence[Path], only: Sequence[str] | None) -> list[Path]:
+    """Keep the notebooks whose number (``03``) or stem (``03_training``) is in ``only``."""
+    if not only:
+        return list(paths)
+    keys = [k.strip().removesuffix(".ipynb") for k in only if k.strip()]
+    unknown = [k for k in keys if not any(k in (p.stem, p.name[:2]) for p in paths)]
+    if unknown:
+        raise ReportError(f"--only {','.join(unknown)}: no such notebook; have "
+                          f"{[p.stem for p in paths]}")
+    return [p for p in paths if p.stem in keys or p.name[:2] in keys]
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    try:
+        return nbformat.read(path, as_version=4)
+    except FileNotFoundError:
+        raise ReportError(f"{path}: notebook not found") from None
+    except Exception as err:  # nbformat raises several unrelated types for corrupt files
+        raise ReportError(f"{path}: not a readable notebook ({err})") from None
+
+
+def parameters_of(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """The parameters declared by the notebook's single ``parameters`` cell:
+    ``{name: {"type": ..., "default": ..., "help": ...}}`` (values as written in the cell)."""
+    from papermill import inspect_notebook
+
+    path = Path(path)
+    nb = _read(path)
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    if len(tagged) != 1:
+        raise ReportError(f"{path}: expected exactly one cell tagged 'parameters', found "
+                          f"{len(tagged)} (cells {tagged})")
+    return {p["name"]: {"type": p["inferred_type_name"], "default": p["default"], "help": p["help"]}
+            for p in inspect_notebook(str(path)).values()}
+
+
+def notebook_has_outputs(path: str | os.PathLike) -> bool:
+    """True if any code cell holds outputs or an execution count, or widget state is saved."""
+    nb = _read(Path(path))
+    if nb.metadata.get("widgets"):
+        return True
+    return any(c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)
+               for c in nb.cells)
+
+
+def strip_outputs(path: str | os.PathLike) -> bool:
+    """Remove outputs, execution counts, run metadata and widget state in place (atomic);
+    returns whether the file changed."""
+    path = Path(path)
+    nb = _read(path)
+    before = nbformat.writes(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        for key in ("execution", "papermill"):
+            cell.metadata.pop(key, None)
+    for key in ("widgets", "papermill", META_KEY):
+        nb.metadata.pop(key, None)
+    after = nbformat.writes(nb)
+    if after == before:
+        return False
+    with atomic_write(path) as fh:
+        fh.write(after)
+    return True
+
+
+# ----------------------------------------------------------------------------------- provenance
+def git_revision(root: str | os.PathLike = REPO_ROOT) -> str:
+    """Commit id, with ``+dirty`` when tracked files have uncommitted changes (the form of
+    ``trm_lib.train.provenance``, which this avoids importing: it pulls in torch)."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty.strip() else "")
+
+
+def _commit_epoch(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=root, check=True,
+                             capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out or None
+
+
+@contextlib.contextmanager
+def kernel_environment(root: Path = REPO_ROOT) -> Iterator[dict[str, str]]:
+    """Environment the kernels inherit: headless matplotlib, a fixed hash seed, and
+    ``SOURCE_DATE_EPOCH`` (kept if set, else the HEAD commit time) for dated file formats."""
+    env = {"MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"}
+    epoch = os.environ.get("SOURCE_DATE_EPOCH") or _commit_epoch(root)
+    if epoch:
+        env["SOURCE_DATE_EPOCH"] = epoch
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _snapshot(out_dir: Path) -> dict[str, tuple[int, int, int]]:
+    snap = {}
+    for sub in ARTIFACT_DIRS:
+        for p in (out_dir / sub).rglob("*"):
+            if p.is_file() and not p.name.startswith("."):  # skip atomic-write temp files
+                st = p.stat()
+                snap[p.relative_to(out_dir).as_posix()] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return snap
+
+
+def _record(output: Path, run: NotebookRun, smoke: bool, revision: str) -> None:
+    """Store the run's provenance in the executed copy (the one durable record per notebook)."""
+    if not output.exists():  # papermill failed before writing anything
+        return
+    nb = nbformat.read(output, as_version=4)
+    nb.metadata[META_KEY] = {"artifacts": run.artifacts, "seconds": round(run.seconds, 1),
+                             "status": run.status, "error": run.error, "smoke": smoke,
+                             "git": revision}
+    with atomic_write(output) as fh:
+        nbformat.write(nb, fh)
+
+
+def write_index(out_dir: str | os.PathLike) -> Path:
+    """Rebuild ``<out_dir>/README.md`` from the executed copies' ``trm_report`` metadata: every
+    notebook run (status, seconds, smoke, git revision) and every file under figures/ and tables/
+    with the notebook that wrote it."""
+    out_dir = Path(out_dir)
+    runs: dict[str, dict[str, Any]] = {}
+    for path in sorted(out_dir.glob("*.ipynb")):
+        if NOTEBOOK_NAME.match(path.name):
+            with contextlib.suppress(Exception):  # a half-written copy from a killed run
+                runs[path.stem] = nbformat.read(path, as_version=4).metadata.get(META_KEY) or {}
+    owners: dict[str, list[str]] = {}
+    for name, meta in runs.items():
+        for art in meta.get("artifacts", []):
+            owners.setdefault(art, []).append(name)
+    lines = ["# Report index", "",
+             "Generated by `python -m trm_lib report`; regenerate it, never edit it.", "",
+             f"Index written at git revision `{git_revision()}`.", "",
+             "| notebook | status | smoke | seconds | git revision |", "| --- | --- | --- | ---: | --- |"]
+    for name, meta in runs.items():
+        status = meta.get("status", "not recorded")
+        if meta.get("error"):
+            status += f": {meta['error'].splitlines()[0]}"
+        lines.append(f"| [{name}]({name}.ipynb) | {status.replace('|', '/')} | "
+                     f"{meta.get('smoke', '')} | {meta.get('seconds', '')} | "
+                     f"`{meta.get('git', '')}` |")
+    files = sorted(_snapshot(out_dir))
+    for sub in ARTIFACT_DIRS:
+        lines += ["", f"## {sub.capitalize()}", ""]
+        mine = [f for f in files if f.startswith(sub + "/")]
+        if not mine:
+            lines.append("(none)")
+            continue
+        lines += ["| artifact | notebook |", "| --- | --- |"]
+        for f in mine:
+            who = ", ".join(owners.get(f, [])) or "unknown (not written by a recorded run)"
+            lines.append(f"| [{f}]({f}) | {who} |")
+    path = out_dir / "README.md"
+    with atomic_write(path) as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- run
+def _failure(err: Exception, source: Path, output: Path) -> NotebookFailed:
+    """Name the notebook and the failing cell by its 1-based position in the *source* notebook:
+    papermill's ``cell_index`` also counts the injected-parameters cell, which papermill puts
+    right after the ``parameters`` cell (we always inject: ``report_dir`` is required)."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if not isinstance(err, PapermillExecutionError):
+        return NotebookFailed(f"{source}: {type(err).__name__}: {err}\n  executed copy (if any): "
+                              f"{output}", source, None, type(err).__name__, str(err))
+    nb = _read(source)
+    params_at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    cell = err.cell_index - (err.cell_index > params_at) + 1
+    first = next(iter((err.source or "").strip().splitlines()), "")
+    msg = (f"{source}: cell {cell} (In [{err.exec_count}]: {first}) raised {err.ename}: "
+           f"{err.evalue}\n  executed copy with the traceback: {output}")
+    return NotebookFailed(msg, source, cell, err.ename, err.evalue)
+
+
+def run_notebooks(notebooks: str | os.PathLike | None = None,
+                  out_dir: str | os.PathLike | None = None,
+                  only: Sequence[str] | None = None, smoke: bool = False,
+                  parameters: dict[str, Any] | None = None,
+                  cwd: str | os.PathLike | None = None, log_output: bool = False,
+                  echo: Callable[..., None] = print) -> list[NotebookRun]:
+    """Run the notebooks of ``notebooks`` (default ``notebooks/``) into ``out_dir`` (default
+    ``reports/``) in order; see the module docstring. Raises :class:`NotebookFailed` at the first
+    failure, after recording it in the index.
+
+    Each notebook receives only the parameters it declares; an override that no selected
+    notebook declares is an error before anything runs (a typo would otherwise be ignored).
+    """
+    import papermill as pm
+
+    paths = select_notebooks(discover_notebooks(notebooks), only)
+    if not paths:
+        raise ReportError(f"{notebooks or notebooks_dir()}: no notebooks to run")
+    out = Path(out_dir if out_dir is not None else reports_dir()).resolve()
+    overrides = dict(parameters or {})
+    declared = {p: parameters_of(p) for p in paths}
+    for p, params in declared.items():
+        missing = [k for k in REQUIRED_PARAMETERS if k not in params]
+        if missing:
+            raise ReportError(f"{p}: the parameters cell must declare {missing}")
+    unknown = sorted(set(overrides) - set().union(*map(set, declared.values())))
+    if unknown:
+        raise ReportError(f"-p {', '.join(unknown)}: declared by none of "
+                          f"{[p.name for p in paths]}")
+    for sub in ARTIFACT_DIRS:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    revision = git_revision()
+    runs: list[NotebookRun] = []
+    with kernel_environment():
+        for i, src in enumerate(paths, start=1):
+            values = {"report_dir": str(out), "smoke": smoke, **overrides}
+            params = {k: v for k, v in values.items() if k in declared[src]}
+            output = out / src.name
+            echo(f"[{i}/{len(paths)}] {src.stem} ...", end="" if not log_output else "\n",
+                 flush=True)
+            before, start = _snapshot(out), time.perf_counter()
+            error: Exception | None = None
+            try:
+                pm.execute_notebook(src, output, parameters=params, kernel_name="python3",
+                                    cwd=str(cwd if cwd is not None else REPO_ROOT),
+                                    progress_bar=False, log_output=log_output,
+                                    extra_arguments=KERNEL_ARGS)
+            except Exception as err:  # any failure stops the run; reported below
+                error = err
+            seconds = time.perf_counter() - start
+            after = _snapshot(out)
+            run = NotebookRun(src.stem, output, seconds, "failed" if error else "ok",
+                              sorted(k for k, v in after.items() if before.get(k) != v))
+            failure = _failure(error, src, output) if error else None
+            if failure is not None:
+                run.error = f"{failure.ename}: {failure.evalue}"
+            _record(output, run, smoke, revision)
+            write_index(out)
+            runs.append(run)
+            if failure is not None:
+                echo(f" FAILED after {seconds:.1f} s", flush=True)
+                raise failure
+            echo(f" done in {seconds:.1f} s ({len(run.artifacts)} artifacts)", flush=True)
+    echo(f"index: {out / 'README.md'}", flush=True)
+    return runs
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m trm_lib report",
+        description="Run notebooks/NN_*.ipynb in order with papermill into reports/ "
+                    "(executed copies, figures/, tables/, README.md index).")
+    ap.add_argument("--smoke", action="store_true", help="pass smoke=True (tiny, fast runs)")
+    ap.add_argument("--only", default="", help="comma-separated numbers or names, e.g. 03,05")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="parameter override (YAML value), repeatable")
+    ap.add_argument("--out", default=None, help="report folder (default: reports/)")
+    ap.add_argument("--notebooks", default=None, help="notebooks folder (default: notebooks/)")
+    ap.add_argument("--log-output", action="store_true",
+                    help="stream cell outputs to stderr (CI logs)")
+    ap.add_argument("--list", action="store_true",
+                    help="list the notebooks and their parameters, run nothing")
+    ap.add_argument("--strip", action="store_true",
+                    help="strip outputs from the notebooks in place, run nothing")
+    return ap
+
+
+def cli(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        paths = discover_notebooks(args.notebooks)
+        if args.strip:
+            for p in paths:
+                print(f"{p}: {'stripped' if strip_outputs(p) else 'clean'}")
+            return 0
+        if args.list:
+            for p in paths:
+                print(p.name)
+                for name, info in parameters_of(p).items():
+                    print(f"  {name}: {info['type']} = {info['default']}  {info['help']}")
+            return 0
+        if args.log_output:
+            import logging
+
+            logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        run_notebooks(args.notebooks, args.out, only=args.only.split(",") if args.only else None,
+                      smoke=args.smoke, parameters=parse_overrides(args.param),
+                      log_output=args.log_output)
+    except (ReportError, ConfigError) as err:
+        print(f"\nreport: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))
