@@ -47,6 +47,7 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("crop_flip", "cutout", "none")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+_LOCAL_DIR_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip looks for in a folder
 _REGISTERED: set[Path] = set()
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
@@ -108,7 +109,7 @@ def _local_dir_files(folder: Path) -> list[Path]:
                             f"with a 'model_cfg' section, plus a weights file)")
     if "model_cfg" not in (read_json(config) or {}):
         raise BackboneError(f"{config}: missing the 'model_cfg' section")
-    weights = [p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()]
+    weights = [p for p in folder.iterdir() if p.suffix in _LOCAL_DIR_SUFFIXES and p.is_file()]
     if not weights:
         raise BackboneError(f"{folder}: no weights file (*.safetensors, *.bin, *.pth) beside "
                             f"open_clip_config.json")

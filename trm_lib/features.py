@@ -373,7 +373,8 @@ def bench(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m trm_lib bench features")
     parser.add_argument("--dataset", default="auto",
-                        help="registry name, or auto (synthscenes if it exists, else generated)")
+                        help="registry name | generated (n random-shape 256 px JPEGs) | auto "
+                             "(synthscenes if its loader exists, else generated)")
     parser.add_argument("--root", default=None)
     parser.add_argument("--split", default="train")
     parser.add_argument("--n", type=int, default=256, help="images measured")
@@ -399,13 +400,14 @@ def bench(argv: list[str]) -> int:
                       "ResNet (bench-RN: layers [1,1,2,1], width 32, 128 px)")
         if args.pretrained == "auto":
             args.pretrained = None
-        if args.dataset == "auto" and world:
-            args.dataset = "synthscenes"
         if args.dataset == "auto":
+            args.dataset = "synthscenes" if world else "generated"
+            if not world:
+                print("NOTE: SynthScenes is not available yet; using generated JPEGs")
+        if args.dataset == "generated":
             _write_bench_images(tmp / "data", args.n)
-            dataset = read_generic(tmp / "data", "bench", name="bench-folder")
-            print(f"NOTE: SynthScenes is not available yet; measuring {args.n} generated "
-                  f"256x256 JPEGs")
+            dataset = read_generic(tmp / "data", "bench", name="generated")
+            print(f"dataset: {args.n} generated 256x256 JPEGs (random ellipses)")
         else:
             dataset = load(args.dataset, root=args.root, split=args.split)
         dataset = dataset.subset(range(min(args.n, len(dataset))))
