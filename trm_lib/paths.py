@@ -41,3 +41,19 @@ def shared_fixtures_dir() -> Path:
     if env:
         return Path(env) / "fixtures"
     return REPO_ROOT.parent / "shared" / "fixtures"
+
+
+def git_revision(root: str | os.PathLike = REPO_ROOT) -> str:
+    """Commit id, with ``+dirty`` when tracked files have uncommitted changes; ``unknown``
+    outside a git checkout. Recorded in every results row and report index."""
+    import subprocess
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True,
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, check=True, capture_output=True, text=True,
+                               timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty.strip() else "")

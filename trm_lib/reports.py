@@ -35,7 +35,7 @@ import nbformat
 
 from .config import ConfigError, parse_overrides
 from .io import atomic_write
-from .paths import REPO_ROOT, notebooks_dir, reports_dir
+from .paths import REPO_ROOT, git_revision, notebooks_dir, reports_dir
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})_[A-Za-z0-9_\-]+\.ipynb$")
 ARTIFACT_DIRS = ("figures", "tables")
@@ -148,19 +148,6 @@ def strip_outputs(path: str | os.PathLike) -> bool:
 
 
 # ----------------------------------------------------------------------------------- provenance
-def git_revision(root: str | os.PathLike = REPO_ROOT) -> str:
-    """Commit id, with ``+dirty`` when tracked files have uncommitted changes (the form of
-    ``trm_lib.train.provenance``, which this avoids importing: it pulls in torch)."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True,
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty.strip() else "")
-
-
 def _commit_epoch(root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=root, check=True,
