@@ -1008,7 +1008,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
         return 2
     meta = read_json(root / "world.json")
     print(root)
-    for split, info in meta["splits"].items():
+    order = sorted(meta["splits"], key=lambda k: (k != "train", k != "test", k))
+    for split in order:
+        info = meta["splits"][split]
         if a.split in ("all", split):
             print(f"  {split}: {info['images']} images, {info['positives_per_image']:.2f} "
                   f"positive classes and {info['instances_per_image']:.2f} instances per image")
