@@ -315,6 +315,7 @@ def test_local_dir_loading(config_dir, tmp_path):
               FrozenCLIP("test-ViT", pretrained=str(folder))):
         torch.testing.assert_close(b.encode_images(x)["global"], ref)
         assert b.identity()["weights_sha256"] is not None
+        assert "random" not in b.identity()["pretrained"]
 
     (folder / "open_clip_pytorch_model.bin").unlink()
     with pytest.raises(BackboneError, match="no weights file"):

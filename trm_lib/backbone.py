@@ -304,7 +304,11 @@ class FrozenCLIP(nn.Module):
         self.seed = seed
         self.templates = tuple(templates)
         self._weights_sha256 = _hash_files(files) if files else None
-        self.model = self._create(oc_name, oc_pretrained, random=not files and not oc_pretrained)
+        random = not files and not oc_pretrained
+        # what the identity calls the weights: a local-dir model name carries its own weights
+        self._source = (f"random(seed={seed})" if random
+                        else str(pretrained) if pretrained is not None else model_name)
+        self.model = self._create(oc_name, oc_pretrained, random=random)
         self.tokenizer = open_clip.get_tokenizer(oc_name)
 
         visual = self.model.visual
@@ -517,11 +521,8 @@ class FrozenCLIP(nn.Module):
 
     def identity(self) -> dict[str, Any]:
         """What determines the features (for cache keys): model, weights, size, precision."""
-        pretrained = self.pretrained
-        if pretrained is None or str(pretrained).lower() in ("", "none", "random"):
-            pretrained = f"random(seed={self.seed})"
         dtype = self.autocast_dtype
-        return {"model": self.model_name, "pretrained": str(pretrained),
+        return {"model": self.model_name, "pretrained": self._source,
                 "weights_sha256": self._weights_sha256, "image_size": self.image_size,
                 "precision": {None: "fp32", torch.bfloat16: "bf16",
                               torch.float16: "fp16"}[dtype]}
