@@ -120,7 +120,7 @@ def test_train_writes_history_checkpoints_and_honest_metrics(world, tmp_path, he
         assert (out / name).exists(), name
     hist = pd.read_csv(out / "history.csv")
     assert list(hist["epoch"]) == [1, 2, 3]
-    for col in ("lr", "loss", "loss_cls", "val_mAP", "val_mAP_hidden", "test_mAP", "seen_mean",
+    for col in ("lr", "loss", "train_cls", "val_mAP", "val_mAP_hidden", "test_mAP", "seen_mean",
                 "seconds"):
         assert col in hist.columns, col
     last = torch.load(out / "last.pt", weights_only=True)
@@ -226,6 +226,7 @@ def test_validation_metric_ignores_unknown_entries():
     observed = np.where(rng.random(full.shape) < 0.5, full, 0)
     scores = rng.random(full.shape)
     res = T.observed_metrics(scores, observed)
+    assert res["n_excluded_classes"] == 0
     # changing the scores of unknown entries changes nothing
     scrambled = np.where(observed == 0, rng.random(full.shape), scores)
     assert T.observed_metrics(scrambled, observed) == res
@@ -238,9 +239,14 @@ def test_validation_metric_ignores_unknown_entries():
     neg = T.observed_metrics(scores, observed, unknown="negative")
     want = np.mean([average_precision_score(observed[:, c] == 1, scores[:, c]) for c in range(5)])
     assert math.isclose(neg["mAP"], want, rel_tol=1e-12)
-    # a class with no observed positive is excluded and counted
+    # classes that cannot rank are excluded and counted: no observed positive (class 2), or
+    # only observed positives (class 3, whose AP would be a trivial 1)
     observed[:, 2] = np.where(observed[:, 2] == 1, 0, observed[:, 2])
-    assert T.observed_metrics(scores, observed)["n_empty_classes"] == 1.0
+    observed[:, 3] = np.where(observed[:, 3] == -1, 0, observed[:, 3])
+    res = T.observed_metrics(scores, observed)
+    assert res["n_excluded_classes"] == 2
+    assert math.isclose(res["mAP"], float(np.mean([aps[0], aps[1], aps[4]])), rel_tol=1e-12)
+    assert math.isnan(T.observed_metrics(scores, np.zeros_like(observed))["mAP"])
 
 
 def test_lr_schedule_constant_warmup_then_cosine():

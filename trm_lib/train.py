@@ -307,17 +307,19 @@ class Resources:
 
 
 def prompt_names(dataset: MultiLabelDataset) -> Callable[[str], str] | None:
-    """Class name → words used in prompts: ``dataset.meta["prompt_names"]`` (a mapping), or
-    SynthScenes' :func:`~trm_lib.datasets.synthetic.prompt_name`; None keeps the names."""
+    """Class name → words used in prompts, from ``dataset.meta["prompt_names"]`` (a list aligned
+    with the class names, as SynthScenes writes it, or a mapping); None keeps the names."""
     names = dataset.meta.get("prompt_names")
-    if names:
+    if not names:
+        return None
+    if isinstance(names, dict):
         mapping = dict(names)
-        return lambda c: mapping.get(c, c)
-    if dataset.name == "synthscenes":
-        from .datasets.synthetic import prompt_name
-
-        return prompt_name
-    return None
+    else:
+        if len(names) != dataset.num_classes:
+            raise ValueError(f"{dataset.name}/{dataset.split}: meta['prompt_names'] has "
+                             f"{len(names)} entries for {dataset.num_classes} classes")
+        mapping = dict(zip(dataset.class_names, names))
+    return lambda c: mapping.get(c, c)
 
 
 @dataclass
@@ -410,26 +412,26 @@ def observed_metrics(scores: np.ndarray, observed: np.ndarray,
                      unknown: str = "exclude") -> dict[str, float]:
     """mAP against *observed* labels {1,-1,0} — the validation signal of a partial-label run.
 
-    ``unknown="exclude"``: per class, rows whose entry is unknown (0) are left out, and classes
-    without an observed positive are excluded (counted in ``n_empty_classes``).
-    ``unknown="negative"``: unknown entries count as negatives (for protocol B, which observes
-    no negatives). ``known_fraction`` is the share of observed entries.
+    ``unknown="exclude"``: per class, rows whose entry is unknown (0) are left out.
+    ``unknown="negative"``: unknown entries count as negatives (protocol B observes none).
+    Either way a class needs at least one positive *and* one negative to rank: without both its
+    AP is undefined or trivially 1, so it is excluded and counted in ``n_excluded_classes``
+    (with few validation images and small p that happens; ``mAP`` is NaN if every class is).
+    ``known_fraction`` is the share of observed entries.
     """
     observed = labels.check_labels(observed, where="observed labels")
     if unknown not in ("exclude", "negative"):
         raise ValueError(f"unknown must be 'exclude' or 'negative', got {unknown!r}")
-    if unknown == "negative":
-        res = metrics.mean_average_precision(scores, observed == 1)
-        ap = res.per_class
-    else:
-        ap = np.full(observed.shape[1], np.nan)
-        for c in range(observed.shape[1]):
-            known = observed[:, c] != 0
-            if (observed[known, c] == 1).any():
-                ap[c] = metrics.average_precision(scores[known, c], observed[known, c])
-    empty = int(np.isnan(ap).sum())
-    return {"mAP": float(np.nanmean(ap)) if empty < ap.size else float("nan"),
-            "n_empty_classes": float(empty),
+    targets = np.where(observed == 0, -1, observed) if unknown == "negative" else observed
+    ap = np.full(observed.shape[1], np.nan)
+    for c in range(observed.shape[1]):
+        known = targets[:, c] != 0
+        col = targets[known, c]
+        if (col == 1).any() and (col == -1).any():
+            ap[c] = metrics.average_precision(scores[known, c], col)
+    excluded = int(np.isnan(ap).sum())
+    return {"mAP": float(np.nanmean(ap)) if excluded < ap.size else float("nan"),
+            "n_excluded_classes": float(excluded),
             "known_fraction": float((observed != 0).mean())}
 
 
@@ -539,19 +541,18 @@ def config_hash(cfg: RunConfig) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def _fmt_row(row: dict[str, Any], epochs: int) -> str:
+    """One human line per epoch: ``epoch 3/12  lr 1.9e-03  loss 0.41  cls 0.30 ...``."""
     parts = [f"epoch {row['epoch']}/{epochs}"]
     if "lr" in row:
         parts.append(f"lr {row['lr']:.2e}")
-    losses = {k[5:]: v for k, v in row.items() if k.startswith("loss_")}
     if "loss" in row:
-        extra = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        parts.append(f"loss {row['loss']:.4f}" + (f" ({extra})" if extra else ""))
-    for key in ("val_mAP", "val_mAP_hidden", "test_mAP"):
-        if key in row:
-            parts.append(f"{key} {_pct(row[key])}")
+        parts.append(f"loss {row['loss']:.4f}")
+    parts += [f"{k[6:]} {v:.4g}" for k, v in row.items() if k.startswith("train_")]
+    parts += [f"{k} {_pct(row[k])}" for k in ("val_mAP", "val_mAP_hidden", "test_mAP")
+              if k in row]
     skip = {"epoch", "lr", "loss", "val_mAP", "val_mAP_hidden", "test_mAP", "seconds"}
     parts += [f"{k} {v:.4g}" for k, v in row.items()
-              if k not in skip and not k.startswith("loss_") and isinstance(v, float)]
+              if k not in skip and not k.startswith("train_") and isinstance(v, float)]
     parts.append(f"{row['seconds']:.1f}s")
     return "  ".join(parts)
 
@@ -604,7 +605,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
     device, data = session.device, session.data
     unknown = "negative" if cfg.data.protocol == "single_positive" else "exclude"
     has_val = len(data.val_idx) > 0
-    if has_val and cfg.train.select_metric not in ("mAP", "n_empty_classes", "known_fraction"):
+    if has_val and cfg.train.select_metric != "mAP":
         raise ConfigError(f"train.select_metric {cfg.train.select_metric!r} is not available "
                           f"on the partially labelled validation split (use 'mAP')")
 
@@ -671,10 +672,13 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
 
-        score = val[cfg.train.select_metric] if has_val else float(epoch)
-        score = score if np.isfinite(score) else -math.inf
-        if "best_epoch" not in summary or score > summary["best_score"]:
-            summary.update(best_epoch=epoch, best_score=score, val=val, test=test)
+        # Selection rank: an informative validation score beats none (ties keep the earlier
+        # epoch); without one (no val split, or no class with both an observed positive and
+        # negative) the latest epoch wins.
+        score = val.get(cfg.train.select_metric, math.nan)
+        rank = [1.0, score] if np.isfinite(score) else [0.0, float(epoch)]
+        if "best_epoch" not in summary or rank > summary["best_rank"]:
+            summary.update(best_epoch=epoch, best_rank=rank, val=val, test=test)
             with atomic_path(out / "test_scores.npy") as tmp:
                 np.save(tmp, test_scores)
             _save(best_path, {"method": _method_state(method), "epoch": epoch,
@@ -763,7 +767,7 @@ def _train_epoch(method: Method, optimizer: torch.optim.Optimizer, session: Sess
         optimizer.step()
         sums["loss"] = sums.get("loss", 0.0) + value
         for key, v in logs.items():
-            sums[f"loss_{key}"] = sums.get(f"loss_{key}", 0.0) + float(v)
+            sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + float(v)
         steps += 1
     row = {k: v / max(steps, 1) for k, v in sums.items()}
     row["lr"] = lr
