@@ -576,8 +576,10 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
     match apart from :data:`NON_RESULT_FIELDS`); a finished run is returned as stored.
     ``stop_after_epoch`` ends the run early after that epoch's checkpoint (an interruption on
     purpose, for tests and notebooks). ``resources`` shares backbones/features across runs.
-    ``log`` receives the per-epoch lines (None: silent). Methods with ``trainable=False``, or
-    ``train.epochs=0``, are evaluated once as "epoch 0".
+    ``log`` receives the per-epoch lines (None: silent); they, not the optional tqdm bars
+    (``progress``), carry the information, since ``tqdm.auto`` bars show only "0%" in executed
+    notebooks. Methods with ``trainable=False``, or ``train.epochs=0``, are evaluated once as
+    "epoch 0".
     """
     cfg = from_dict(cfg.to_dict()).validate()  # private copy: callers may reuse theirs
     say = log or (lambda _msg: None)
