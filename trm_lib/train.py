@@ -33,7 +33,6 @@ import contextlib
 import json
 import math
 import random
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,7 +51,7 @@ from .datasets import MultiLabelDataset
 from .datasets import load as load_dataset
 from .io import atomic_path, atomic_write, read_json, write_json
 from .methods import Method, MethodContext, build_method
-from .paths import REPO_ROOT, runs_dir
+from .paths import git_revision, runs_dir
 
 Batch = dict[str, torch.Tensor]
 Log = Callable[[str], None] | None
@@ -114,22 +113,12 @@ def load_result(out_dir: str | Path) -> RunResult:
 
 
 def provenance() -> dict[str, Any]:
-    """Git revision (``+dirty`` if the work tree has changes) and library versions."""
+    """Git revision (:func:`trm_lib.paths.git_revision`) and library versions."""
     import open_clip
 
-    rev = "unknown"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode == 0:
-            rev = out.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                   cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-            if dirty.returncode == 0 and dirty.stdout.strip():
-                rev += "+dirty"
-    return {"git_rev": rev, "versions": {"torch": torch.__version__,
-                                         "open_clip": open_clip.__version__,
-                                         "trm_lib": __version__}}
+    return {"git_rev": git_revision(), "versions": {"torch": torch.__version__,
+                                                    "open_clip": open_clip.__version__,
+                                                    "trm_lib": __version__}}
 
 
 # ---------------------------------------------------------------------------------------------
