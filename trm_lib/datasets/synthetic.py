@@ -69,7 +69,7 @@ from .pictograms import (
 
 # Bump when the drawing or layout code changes what a given config produces: it is part of every
 # cache key, so stale worlds and corpora are never reused.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 _SPLIT_ROWS = {"train": "trainval", "test": "test"}  # SynthScenes split -> VOC2007 label matrix
 
