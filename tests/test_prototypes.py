@@ -1,0 +1,172 @@
+"""Memory bank, visual prototypes and the pseudo-labeler (METHOD.md §4) on hand examples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trm_lib.prototypes import PrototypeMemory, PseudoLabeler
+
+torch.set_num_threads(1)
+
+
+def _feats(B: int, C: int, D: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(B, C, D, generator=torch.Generator().manual_seed(seed))
+
+
+def test_gate_admits_only_confident_observed_positives():
+    mem = PrototypeMemory(num_classes=3, dim=4, memory_size=8, gate=0.8)
+    z = _feats(2, 3, 4)
+    probs = torch.tensor([[0.9, 0.5, 0.95], [0.99, 0.9, 0.1]])
+    targets = torch.tensor([[1, 1, 0], [-1, 1, 1]])
+    # entering: (0,0) and (1,1); (0,1) is unconfident, (0,2) unknown, (1,0) negative, (1,2) low
+    assert mem.update(z, probs, targets) == 2
+    assert mem.bank_count.tolist() == [1, 1, 0]
+    assert mem.visual_valid.tolist() == [True, True, False]
+    assert torch.allclose(mem.bank[0, 0], F.normalize(z[0, 0], dim=0))
+    assert torch.allclose(mem.bank[1, 0], F.normalize(z[1, 1], dim=0))
+    assert mem.update(z, torch.zeros(2, 3), targets) == 0  # nothing is confident
+
+
+def test_ring_buffer_keeps_the_latest_features():
+    mem = PrototypeMemory(num_classes=1, dim=2, memory_size=3, update="overwrite")
+    vecs = [torch.tensor([[[math.cos(a), math.sin(a)]]]) for a in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    for v in vecs:
+        mem.update(v, torch.ones(1, 1), torch.ones(1, 1))
+    feats, labels = mem.bank_features()
+    assert labels.tolist() == [0, 0, 0]
+    got = sorted(round(math.atan2(f[1].item(), f[0].item()), 4) for f in feats)
+    assert got == [0.3, 0.4, 0.5]
+    assert mem.bank_ptr.item() == 5 % 3
+    # overwrite = normalised mean of the bank
+    expected = F.normalize(torch.stack([vecs[i][0, 0] for i in (2, 3, 4)]).mean(0), dim=0)
+    assert torch.allclose(mem.visual[0], expected, atol=1e-6)
+
+
+def test_more_features_than_slots_in_one_batch():
+    mem = PrototypeMemory(num_classes=1, dim=3, memory_size=2)
+    z = _feats(5, 1, 3)
+    mem.update(z, torch.ones(5, 1), torch.ones(5, 1))
+    feats, _ = mem.bank_features()
+    assert mem.bank_count.item() == 2
+    assert torch.allclose(feats, F.normalize(z[3:, 0], dim=-1))
+
+
+def test_ema_versus_overwrite():
+    z1, z2 = _feats(3, 1, 4, seed=1), _feats(2, 1, 4, seed=2)
+    ones = torch.ones
+    ema = PrototypeMemory(num_classes=1, dim=4, memory_size=16, update="ema", momentum=0.9)
+    ovw = PrototypeMemory(num_classes=1, dim=4, memory_size=16, update="overwrite")
+    for mem in (ema, ovw):
+        mem.update(z1, ones(3, 1), ones(3, 1))
+        mem.update(z2, ones(2, 1), ones(2, 1))
+    n1, n2 = F.normalize(z1[:, 0], dim=-1), F.normalize(z2[:, 0], dim=-1)
+    first = F.normalize(n1.mean(0), dim=0)
+    assert torch.allclose(ema.visual[0], F.normalize(0.9 * first + 0.1 * n2.mean(0), dim=0),
+                          atol=1e-6)
+    assert torch.allclose(ovw.visual[0], F.normalize(torch.cat([n1, n2]).mean(0), dim=0),
+                          atol=1e-6)
+
+
+def test_bad_switches_name_the_field():
+    with pytest.raises(ValueError, match="method.proto_update"):
+        PrototypeMemory(2, 4, update="median")
+    with pytest.raises(ValueError, match="method.pseudo_low"):
+        PseudoLabeler(4, 2, high=0.2, low=0.5)
+
+
+def test_thresholds_never_touch_observed_or_prototypeless_classes():
+    pl = PseudoLabeler(num_train=4, num_classes=4, high=0.9, low=0.1)
+    scores = torch.tensor([[0.95, 0.05, 0.5, 0.99], [0.9, 0.1, 0.11, 0.95]])
+    observed = torch.tensor([[0, 0, 0, 1], [0, 0, 0, 0]])
+    valid = torch.tensor([True, True, True, False])
+    pseudo = pl.assign(scores, observed, valid)
+    assert pseudo.tolist() == [[1, -1, 0, 0], [1, -1, 0, 0]]
+    assert pseudo.dtype == torch.int8
+
+
+def test_softmax_mean_score_by_hand():
+    # two classes in 2-D; feature aligned with class 0's text and visual prototype
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    visual = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    z = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # (B=1, C=2, D=2)
+    pl = PseudoLabeler(1, 2, temperature=0.5)
+    s = pl.score(z, text, visual, torch.tensor([True, True]))
+    m0, m1 = (1.0 + 1.0) / 2, (0.0 + 0.6) / 2  # mean(cos visual, cos text) per class
+    p0 = math.exp(m0 / 0.5) / (math.exp(m0 / 0.5) + math.exp(m1 / 0.5))
+    assert s[0, 0].item() == pytest.approx(p0, rel=1e-6)
+    assert s[0, 1].item() == pytest.approx(1 - p0, rel=1e-6)
+    # without a visual prototype for class 1 only its text counts
+    s = pl.score(z, text, visual, torch.tensor([True, False]))
+    p0 = math.exp(1.0 / 0.5) / (math.exp(1.0 / 0.5) + math.exp(0.0))
+    assert s[0, 0].item() == pytest.approx(p0, rel=1e-6)
+    cos = PseudoLabeler(1, 2, score="cosine_mean").score(z, text, visual, torch.ones(2, dtype=bool))
+    assert cos[0].tolist() == pytest.approx([m0, m1])
+
+
+def test_nothing_before_warmup_then_buffer_and_counts():
+    C, D = 3, 4
+    mem = PrototypeMemory(C, D, memory_size=4)
+    text = torch.eye(C, D)
+    mem.update(text[None].repeat(2, 1, 1), torch.ones(2, C), torch.ones(2, C))  # prototypes = t
+    pl = PseudoLabeler(num_train=10, num_classes=C, high=0.9, low=0.05, temperature=0.07,
+                       warmup=2)
+    z = text[None].repeat(2, 1, 1).clone()  # every query looks exactly like its class
+    z[1, 2] = text[0]  # ... except sample 1, class 2, which looks like class 0
+    observed = torch.tensor([[1, 0, 0], [0, -1, 0]])
+    full = torch.tensor([[1, 1, -1], [1, -1, -1]])
+    index = torch.tensor([7, 3])
+    for epoch in (1, 2):  # warm-up epochs (1-based): nothing happens
+        assert not pl.step(z, observed, index, text, mem, epoch, full).any()
+    assert not pl.labels.any() and not pl.counts.any()
+    pseudo = pl.step(z, observed, index, text, mem, 3, full)
+    assert pseudo.tolist() == [[0, 1, 1], [1, 0, -1]]
+    assert pl.labels[7].tolist() == [0, 1, 1] and pl.labels[3].tolist() == [1, 0, -1]
+    st = pl.stats()
+    # unknown entries: (0,1) pos->1 ok, (0,2) neg->1 wrong, (1,0) pos->1 ok, (1,2) neg->-1 ok
+    assert st["pseudo_precision"] == pytest.approx(2 / 3)
+    assert st["pseudo_recall"] == pytest.approx(1.0)
+    assert st["pseudo_neg_precision"] == pytest.approx(1.0)
+    assert st["pseudo_neg_recall"] == pytest.approx(1 / 2)
+    assert st["pseudo_coverage"] == pytest.approx(1.0)
+    assert (st["pseudo_pos"], st["pseudo_neg"], st["pseudo_unknown"]) == (3, 1, 4)
+    pl.reset_stats()
+    assert math.isnan(pl.stats()["pseudo_precision"])
+
+
+def test_stats_by_hand_and_without_full_labels():
+    pl = PseudoLabeler(num_train=2, num_classes=4)
+    observed = torch.tensor([[0, 0, 0, 0], [1, 0, 0, -1]])
+    pseudo = torch.tensor([[1, 1, -1, 0], [0, -1, 0, 0]], dtype=torch.int8)
+    full = torch.tensor([[1, -1, -1, 1], [1, -1, 1, -1]])
+    pl.record(pseudo, observed, full)
+    st = pl.stats()
+    # unknown: 6 entries; hidden positives among them (0,0) (0,3) (1,2) = 3, negatives 3
+    assert st["pseudo_precision"] == pytest.approx(1 / 2)
+    assert st["pseudo_recall"] == pytest.approx(1 / 3)
+    assert st["pseudo_neg_precision"] == pytest.approx(1.0)
+    assert st["pseudo_neg_recall"] == pytest.approx(2 / 3)
+    assert st["pseudo_coverage"] == pytest.approx(4 / 6)
+    pl.reset_stats()
+    pl.record(pseudo, observed, None)  # real data without hidden labels: counts only
+    st = pl.stats()
+    assert math.isnan(st["pseudo_precision"]) and st["pseudo_coverage"] == pytest.approx(4 / 6)
+
+
+def test_state_round_trip(tmp_path):
+    mem = PrototypeMemory(3, 4, memory_size=2)
+    mem.update(_feats(4, 3, 4), torch.ones(4, 3), torch.ones(4, 3))
+    pl = PseudoLabeler(5, 3)
+    pl.labels[2] = torch.tensor([1, -1, 0], dtype=torch.int8)
+    pl.counts += 3
+    torch.save({"m": mem.state_dict(), "p": pl.state_dict()}, tmp_path / "s.pt")
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    mem2, pl2 = PrototypeMemory(3, 4, memory_size=2), PseudoLabeler(5, 3)
+    mem2.load_state_dict(state["m"])
+    pl2.load_state_dict(state["p"])
+    for a, b in zip(list(mem.buffers()) + list(pl.buffers()),
+                    list(mem2.buffers()) + list(pl2.buffers()), strict=True):
+        assert torch.equal(a, b)

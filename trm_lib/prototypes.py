@@ -1,0 +1,223 @@
+"""Multimodal category prototypes and pseudo-labels (METHOD.md §4).
+
+Two stateful pieces, both ``nn.Module`` whose whole state lives in registered buffers (plain
+tensors), so a checkpoint taken mid-training restores them bit-exactly and loads with
+``torch.load(weights_only=True)``:
+
+- :class:`PrototypeMemory` — a per-class ring buffer of query-level features of *confident,
+  observed* positives, and one visual prototype per class (EMA or mean of the bank). Text
+  prototypes are the class text embeddings t_c and are passed in, not stored.
+- :class:`PseudoLabeler` — turns unknown label entries into pseudo-positives / negatives by
+  comparing the entry's query-level feature with the prototypes of *its* class and of *all other*
+  classes (intra + inter category), keeps a per-sample pseudo-label buffer and counts how often
+  the pseudo-labels agree with the hidden full labels, so precision/recall can be logged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PrototypeMemory", "PseudoLabeler"]
+
+
+class PrototypeMemory(nn.Module):
+    """Memory bank and visual prototypes of the query-level features z_{n,c}.
+
+    Only entries that are *observed* positives (``targets == 1``) **and** confidently predicted
+    (``sigmoid(s) > gate``) enter, so neither unknown entries nor pseudo-labels nor badly-fitted
+    positives pollute the prototypes. Features are stored L2-normalised (all later comparisons
+    are cosines).
+
+    Prototype update (``update``):
+
+    - ``"ema"``: ``v_c ← normalize(m · v_c + (1 - m) · mean(new gated features of c))``; the first
+      update of a class sets ``v_c`` to that mean. A long-horizon average, smooth but lagging.
+    - ``"overwrite"``: ``v_c ← normalize(mean of the bank of c)`` — the last ``memory_size``
+      features, equally weighted.
+    """
+
+    def __init__(self, num_classes: int, dim: int, memory_size: int = 64, update: str = "ema",
+                 momentum: float = 0.9, gate: float = 0.8):
+        super().__init__()
+        if update not in ("ema", "overwrite"):
+            raise ValueError(f"method.proto_update must be ema|overwrite, got {update!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"method.proto_momentum must be in [0, 1), got {momentum}")
+        self.num_classes, self.dim, self.memory_size = num_classes, dim, memory_size
+        self.update_rule, self.momentum, self.gate = update, momentum, gate
+        self.register_buffer("bank", torch.zeros(num_classes, memory_size, dim))
+        self.register_buffer("bank_ptr", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("bank_count", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("visual", torch.zeros(num_classes, dim))
+        self.register_buffer("visual_valid", torch.zeros(num_classes, dtype=torch.bool))
+
+    def gate_mask(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, C) bool: entries allowed into the memory (observed positive and ``p > gate``)."""
+        return (targets > 0) & (probs > self.gate)
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor) -> int:
+        """Push gated features of a batch into the bank and refresh the prototypes.
+
+        ``z`` (B, C, D) query-level features, ``probs`` (B, C) sigmoid(s), ``targets`` (B, C)
+        *observed* labels. Returns the number of features that entered."""
+        mask = self.gate_mask(probs, targets)
+        if not mask.any():
+            return 0
+        feats_all = F.normalize(z.detach().float(), dim=-1)
+        for c in mask.any(0).nonzero().flatten().tolist():
+            feats = feats_all[mask[:, c], c]
+            if self.memory_size > 0:
+                keep = feats[-self.memory_size:]
+                idx = (self.bank_ptr[c] + torch.arange(len(keep), device=keep.device))
+                self.bank[c, idx % self.memory_size] = keep
+                self.bank_ptr[c] = (self.bank_ptr[c] + len(keep)) % self.memory_size
+                self.bank_count[c] = min(int(self.bank_count[c]) + len(keep), self.memory_size)
+            if self.update_rule == "overwrite" and self.memory_size > 0:
+                new = self.bank[c, : int(self.bank_count[c])].mean(0)
+            else:
+                new = feats.mean(0)
+                if self.visual_valid[c]:
+                    new = self.momentum * self.visual[c] + (1.0 - self.momentum) * new
+            self.visual[c] = F.normalize(new, dim=0)
+            self.visual_valid[c] = True
+        return int(mask.sum())
+
+    def bank_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All filled bank slots as ``(feats (K, D), labels (K,))``."""
+        filled = torch.arange(self.memory_size, device=self.bank.device)[None, :] \
+            < self.bank_count[:, None]
+        labels = torch.arange(self.num_classes, device=self.bank.device)[:, None].expand_as(filled)
+        return self.bank[filled], labels[filled]
+
+
+class PseudoLabeler(nn.Module):
+    """Pseudo-labels for unknown entries from multimodal prototypes, with bookkeeping.
+
+    Score of an unknown entry (n, c), with ẑ = z_{n,c}/‖z_{n,c}‖ and, for every class c',
+    ``m_{c'} = (cos(ẑ, v_{c'}) + cos(ẑ, t_{c'})) / 2`` (just ``cos(ẑ, t_{c'})`` while c' has no
+    visual prototype yet):
+
+    - ``"softmax_mean"`` (default): ``softmax_{c'}(m_{c'} / temperature)[c]`` — the entry's
+      feature must be closer to class c's prototypes than to every other class's (intra- *and*
+      inter-category evidence); a region feature of an absent class usually resembles whatever
+      other object or background the query attended to, which sends the score to ~0.
+    - ``"cosine_mean"``: ``m_c`` alone (intra-category only; thresholds then act on a cosine).
+
+    Rule: ``score ≥ high`` → +1, ``score ≤ low`` → −1, else 0 (still unknown). An entry of class c
+    can only be pseudo-labelled once class c has a visual prototype, observed entries are never
+    touched, and nothing happens during the first ``warmup`` epochs (the trainer counts epochs
+    from 1; epoch 0 is the evaluation before training), i.e. pseudo-labels start at epoch
+    ``warmup + 1``, once the prototypes have seen ``warmup`` epochs of observed positives.
+
+    ``labels`` (num_train, C) int8 holds the latest pseudo-labels of every training sample (0 on
+    observed entries), so notebooks can inspect them and checkpoints resume them. ``counts``
+    accumulates agreement with the hidden full labels over the current epoch (reset by
+    :meth:`reset_stats`), from which :meth:`stats` derives precision/recall.
+    """
+
+    #: order of the counters in the ``counts`` buffer
+    COUNTERS = ("unknown", "pseudo_pos", "pseudo_neg", "evaluated", "eval_pseudo_pos",
+                "eval_pseudo_neg", "unknown_pos", "unknown_neg", "true_pos", "true_neg")
+
+    def __init__(self, num_train: int, num_classes: int, high: float = 0.9, low: float = 0.02,
+                 temperature: float = 0.07, score: str = "softmax_mean", warmup: int = 2):
+        super().__init__()
+        if score not in ("softmax_mean", "cosine_mean"):
+            raise ValueError(f"method.pseudo_score must be softmax_mean|cosine_mean, got {score!r}")
+        if not low < high:
+            raise ValueError(f"method.pseudo_low ({low}) must be < method.pseudo_high ({high})")
+        if temperature <= 0:
+            raise ValueError(f"method.pseudo_temp must be > 0, got {temperature}")
+        self.high, self.low, self.temperature = high, low, temperature
+        self.score_rule, self.warmup = score, warmup
+        self.register_buffer("labels", torch.zeros(num_train, num_classes, dtype=torch.int8))
+        self.register_buffer("counts", torch.zeros(len(self.COUNTERS), dtype=torch.long))
+
+    def active(self, epoch: int) -> bool:
+        """Whether pseudo-labelling runs in (1-based) ``epoch``."""
+        return epoch > self.warmup
+
+    @torch.no_grad()
+    def score(self, z: torch.Tensor, text: torch.Tensor, visual: torch.Tensor,
+              visual_valid: torch.Tensor) -> torch.Tensor:
+        """(B, C) prototype score of every entry (see the class docstring)."""
+        zn = F.normalize(z.detach().float(), dim=-1)  # (B, C, D)
+        cos_t = zn @ F.normalize(text.detach().float(), dim=-1).t()  # (B, C, C')
+        cos_v = zn @ F.normalize(visual.float(), dim=-1).t()
+        valid = visual_valid.to(zn.device)[None, None, :]
+        mean = torch.where(valid, 0.5 * (cos_v + cos_t), cos_t)
+        if self.score_rule == "cosine_mean":
+            return torch.diagonal(mean, dim1=1, dim2=2)
+        probs = torch.softmax(mean / self.temperature, dim=-1)
+        return torch.diagonal(probs, dim1=1, dim2=2)
+
+    def assign(self, scores: torch.Tensor, observed: torch.Tensor,
+               visual_valid: torch.Tensor) -> torch.Tensor:
+        """(B, C) int8 pseudo-labels in {1, -1, 0}; 0 wherever a label is observed."""
+        eligible = (observed == 0) & visual_valid.to(observed.device)[None, :]
+        pseudo = torch.zeros(observed.shape, dtype=torch.int8, device=observed.device)
+        pseudo[eligible & (scores >= self.high)] = 1
+        pseudo[eligible & (scores <= self.low)] = -1
+        return pseudo
+
+    @torch.no_grad()
+    def step(self, z: torch.Tensor, observed: torch.Tensor, index: torch.Tensor,
+             text: torch.Tensor, memory: PrototypeMemory, epoch: int,
+             full: torch.Tensor | None = None) -> torch.Tensor:
+        """Pseudo-label one training batch, store the result and count agreement with ``full``.
+
+        Returns (B, C) int8 in {1, -1, 0} (all 0 before warm-up)."""
+        if not self.active(epoch):
+            return torch.zeros(observed.shape, dtype=torch.int8, device=observed.device)
+        scores = self.score(z, text, memory.visual, memory.visual_valid)
+        pseudo = self.assign(scores, observed, memory.visual_valid)
+        self.labels[index.to(self.labels.device).long()] = pseudo.to(self.labels.device)
+        self.record(pseudo, observed, full)
+        return pseudo
+
+    @torch.no_grad()
+    def record(self, pseudo: torch.Tensor, observed: torch.Tensor,
+               full: torch.Tensor | None) -> None:
+        """Add one batch to the epoch counters (agreement counters only if ``full`` is known)."""
+        unknown = observed == 0
+        ppos, pneg = pseudo > 0, pseudo < 0
+        c = {"unknown": unknown.sum(), "pseudo_pos": ppos.sum(), "pseudo_neg": pneg.sum()}
+        if full is not None:
+            fpos, fneg = unknown & (full > 0), unknown & (full < 0)
+            c.update(evaluated=unknown.sum(), eval_pseudo_pos=ppos.sum(),
+                     eval_pseudo_neg=pneg.sum(), unknown_pos=fpos.sum(), unknown_neg=fneg.sum(),
+                     true_pos=(ppos & fpos).sum(), true_neg=(pneg & fneg).sum())
+        for name, value in c.items():
+            self.counts[self.COUNTERS.index(name)] += value.to(self.counts.device)
+
+    def reset_stats(self) -> None:
+        self.counts.zero_()
+
+    def stats(self) -> dict[str, float]:
+        """Epoch statistics of the pseudo-labels on unknown entries.
+
+        ``pseudo_precision`` = correct pseudo-positives / pseudo-positives; ``pseudo_recall`` =
+        correct pseudo-positives / hidden positives among unknowns; ``pseudo_neg_precision`` /
+        ``pseudo_neg_recall`` the same for negatives; ``pseudo_coverage`` = labelled / unknown.
+        Ratios with an empty denominator are NaN (undefined, not 0). Agreement figures use only the
+        batches that carried ``full`` labels (NaN if none did)."""
+        n = dict(zip(self.COUNTERS, self.counts.tolist(), strict=True))
+
+        def ratio(a: float, b: float) -> float:
+            return a / b if b > 0 else math.nan
+
+        return {
+            "pseudo_precision": ratio(n["true_pos"], n["eval_pseudo_pos"]),
+            "pseudo_recall": ratio(n["true_pos"], n["unknown_pos"]),
+            "pseudo_neg_precision": ratio(n["true_neg"], n["eval_pseudo_neg"]),
+            "pseudo_neg_recall": ratio(n["true_neg"], n["unknown_neg"]),
+            "pseudo_coverage": ratio(n["pseudo_pos"] + n["pseudo_neg"], n["unknown"]),
+            "pseudo_pos": float(n["pseudo_pos"]),
+            "pseudo_neg": float(n["pseudo_neg"]),
+            "pseudo_unknown": float(n["unknown"]),
+        }
