@@ -275,13 +275,14 @@ def test_zero_shot_is_evaluated_without_training_through_the_evaluator(world, tm
     assert direct["mAP"] == res.metrics["test"]["mAP"]
 
 
-def test_trm_ml_one_epoch_and_load_run_reproduces_selected_epoch(world, tmp_path):
-    cfg = tiny_config(world, **{"method.name": "trm_ml", "train.epochs": 1,
-                                "method.num_heads": 2})
-    res = T.train(cfg, tmp_path / "trm", log=None)
+@pytest.mark.parametrize("name", ["trm_ml", "dualcoop"])
+def test_method_one_epoch_and_load_run_reproduces_selected_epoch(world, tmp_path, name):
+    cfg = tiny_config(world, **{"method.name": name, "train.epochs": 1, "method.num_heads": 2,
+                                "method.n_ctx": 4})
+    res = T.train(cfg, tmp_path / name, log=None)
     assert res.complete and np.isfinite(res.metrics["test"]["mAP"])
     assert np.isfinite(res.history["loss"]).all()
-    run = T.load_run(tmp_path / "trm")
+    run = T.load_run(tmp_path / name)
     values = run.evaluate("test")
     assert values["mAP"] == res.metrics["test"]["mAP"]
     out = run.method(next(iter(run.batches("test", indices=[0, 1]))))
