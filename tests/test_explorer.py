@@ -1,0 +1,226 @@
+"""The explorer (notebook 06): settings → run keys, cached revisits, metrics from the one evaluator
+(checked against sklearn), the attention figure, and widget callbacks driving the explorer.
+
+A 4-class world of coloured squares in the generic folder format and a random-weight
+TinyCLIP-RN at 64 px (a 2x2 token grid): no pre-training, seconds per run on one core.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ipywidgets as widgets
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from sklearn.metrics import average_precision_score
+
+import trm_lib.explorer as E
+from trm_lib.config import ConfigError
+from trm_lib.datasets import write_generic
+from trm_lib.train import predict
+
+CLASSES = ["red", "green", "blue", "white"]
+COLORS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220], [240, 240, 240]], np.uint8)
+
+
+def _world(root, n_train: int = 40, n_test: int = 16, seed: int = 0):
+    """Images with a square of each present class's colour on grey noise."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rel, Y = [], []
+        for i in range(n):
+            present = rng.random(len(CLASSES)) < 0.4
+            present[rng.integers(len(CLASSES))] = True
+            img = rng.integers(60, 140, size=(64, 64, 3)).astype(np.uint8)
+            for c in np.flatnonzero(present):
+                y0, x0 = rng.integers(0, 44, size=2)
+                img[y0:y0 + 20, x0:x0 + 20] = COLORS[c]
+            (root / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / split / f"{i:03d}.png")
+            rel.append(f"{split}/{i:03d}.png")
+            Y.append(np.where(present, 1, -1))
+        write_generic(root, split, rel, np.asarray(Y), CLASSES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """(base config, runs root): a private cache, one CPU thread, 2 epochs with pseudo-labels
+    from epoch 1 and an open memory gate, so pseudo-label statistics exist even at random init."""
+    world = _world(tmp_path_factory.mktemp("world"))
+    cache = tmp_path_factory.mktemp("cache")
+    runs = tmp_path_factory.mktemp("runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRM_CACHE", str(cache))
+        base = E.explorer_config({
+            "data.dataset": "folder", "data.root": str(world), "data.proportion": 0.5,
+            "data.val_fraction": 0.25, "backbone.pretrained": None, "backbone.image_size": 64,
+            "backbone.batch_size": 32, "train.epochs": 2, "train.batch_size": 16,
+            "train.device": "cpu", "method.pseudo_warmup": 1, "method.proto_gate": 0.0,
+            "method.n_ctx": 4})
+        yield base, runs
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def explorer(env):
+    base, runs = env
+    return E.Explorer(base, runs)
+
+
+def test_explorer_config_short_schedule_and_warmup_cap():
+    cfg = E.explorer_config({"train.epochs": 1})
+    assert cfg.train.epochs == 1 and cfg.train.warmup_epochs == 0
+    assert cfg.method.pseudo_warmup == 1  # capped so a 1-epoch run still pseudo-labels
+    assert E.explorer_config().train.epochs == E.EXPLORER_OVERRIDES["train.epochs"]
+
+
+def test_every_control_changes_the_key_and_irrelevant_ones_do_not(env):
+    explorer = E.Explorer(*env)
+    base = explorer.run_key()
+    changed = {"proportion": 0.2, "method": "dualcoop", "kd": False, "mcl": False,
+               "pseudo": False, "pseudo_high": 0.8, "pseudo_low": 0.1}
+    keys = {name: explorer.run_key(**{name: value}) for name, value in changed.items()}
+    assert base not in keys.values()
+    assert len(set(keys.values())) == len(keys)
+    # the key is the config hash, and the config carries the control
+    assert explorer.config(kd=False).method.kd == "none"
+    assert explorer.config(proportion=0.2).data.proportion == 0.2
+    # switches do not exist for a baseline, thresholds not without pseudo-labels
+    dual = explorer.run_key(method="dualcoop")
+    assert explorer.run_key(method="dualcoop", kd=False, pseudo_high=0.7) == dual
+    no_pseudo = explorer.run_key(pseudo=False)
+    assert explorer.run_key(pseudo=False, pseudo_high=0.7, pseudo_low=0.3) == no_pseudo
+    # float noise from arithmetic is the same setting
+    assert explorer.run_key(proportion=0.1 + 0.2) == explorer.run_key(proportion=0.3)
+    assert explorer.run_dir().name.endswith(base[:10])
+    assert explorer.trained == []  # keys are computed without training
+
+
+def test_bad_controls_raise_naming_the_control(explorer):
+    with pytest.raises(ConfigError, match="unknown control.*colour"):
+        explorer.setting(colour=1)
+    with pytest.raises(ConfigError, match="method must be one of"):
+        explorer.setting(method="resnet")
+    with pytest.raises(ConfigError, match="pseudo_low"):
+        explorer.setting(pseudo_high=0.5, pseudo_low=0.6)
+    with pytest.raises(ConfigError, match="data.proportion"):
+        explorer.setting(proportion=0.0)
+    with pytest.raises(ConfigError, match="kd must be True/False"):
+        explorer.setting(kd="yes")
+    with pytest.raises(ConfigError, match=r"image must be an integer test index in \[0, 15\]"):
+        explorer.figure(image=16)
+
+
+def test_revisit_is_cached_in_memory_and_on_disk(env, explorer, monkeypatch, tmp_path):
+    base, _ = env
+    first = E.Explorer(base, tmp_path, resources=explorer.resources)
+    run = first.run()
+    assert run.source == "trained" and first.trained == [run.key]
+    assert first.run() is run and first.trained == [run.key]  # memory, no retraining
+    assert first.cached_keys == [run.key]
+    assert (first.run_dir() / "result.json").exists()
+
+    def no_training(*_a, **_k):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr(E, "train", no_training)
+    again = E.Explorer(base, tmp_path, resources=explorer.resources)
+    other = again.run()
+    assert other.source == "read back" and again.trained == []
+    assert other.key == run.key and other.loaded.epoch == run.loaded.epoch
+    assert again.metrics() == pytest.approx(first.metrics(), nan_ok=True)
+
+
+def test_metrics_are_the_evaluators_and_match_sklearn(explorer):
+    run = explorer.run()
+    m = explorer.metrics()
+    loaded = run.loaded
+    scores = predict(loaded.method, loaded.batches("test"), loaded.session.device)
+    Y = loaded.session.data.test.labels
+    ap = [average_precision_score(Y[:, c] == 1, scores[:, c]) for c in range(Y.shape[1])
+          if (Y[:, c] == 1).any()]
+    assert m["mAP"] == pytest.approx(float(np.mean(ap)), abs=1e-6)
+    assert m["mAP"] == run.result.metrics["test"]["mAP"]
+    assert m["epochs"] == 2
+    # pseudo-label statistics: the last epoch's, finite with the open gate of this fixture
+    last = run.result.history.iloc[-1]
+    for key in ("pseudo_recall", "pseudo_coverage"):
+        assert math.isfinite(m[key]) and m[key] == pytest.approx(float(last[key]))
+    assert 0.0 <= m["pseudo_coverage"] <= 1.0
+    # a run without pseudo-labels has none to report
+    assert math.isnan(explorer.metrics(method="linear_probe")["pseudo_recall"])
+
+
+def test_static_figure_shows_top3_of_trm_ml_over_both_methods(explorer):
+    fig = E.static_figure(explorer, image=3)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2 * 4  # DualCoOp and TRM-ML rows x (image + top-3)
+    maps, scores = explorer.maps(image=3)
+    assert maps.shape == (len(CLASSES), 4)  # 2x2 token grid at 64 px
+    np.testing.assert_allclose(maps.sum(1), 1.0, atol=1e-5)  # attention rows
+    top = np.argsort(-scores, kind="stable")[:3]
+    titles = [ax.get_title() for ax in fig.axes[1:4]]
+    assert titles == [f"{CLASSES[c]} ({scores[c]:.2f})" for c in top]
+    assert ", ".join(explorer.image_labels(3)) in fig.get_suptitle()
+    dual_maps, _ = explorer.maps(image=3, method="dualcoop")
+    assert not np.allclose(dual_maps, maps)
+    with pytest.raises(ValueError, match="no spatial maps"):
+        explorer.maps(image=3, method="linear_probe")
+
+
+def test_compare_gives_one_row_per_setting(explorer):
+    df = explorer.compare([{}, {"method": "zero_shot"}])
+    assert list(df["method"]) == ["trm_ml", "zero_shot"]
+    assert df.loc[0, "mAP"] == explorer.metrics()["mAP"]
+    assert {"pseudo_precision", "pseudo_recall", "label", "key"} <= set(df.columns)
+
+
+def test_widgets_call_the_explorer_and_update_the_outputs(explorer, monkeypatch):
+    calls: list[dict] = []
+    view = explorer.view
+
+    def spy(**state):
+        calls.append(state)
+        return view(**state)
+
+    monkeypatch.setattr(explorer, "view", spy)
+    ui = E.build_widgets(explorer, image=1)
+    assert isinstance(ui, widgets.Widget)
+    assert set(ui.controls) == {*E.CONTROLS, "image"}
+    assert calls[-1]["image"] == 1 and ui.updates == 1
+    assert bytes(ui.figure.value).startswith(b"\x89PNG")
+    assert "TRM-ML, p=50%" in ui.table.value and "DualCoOp, p=50%" in ui.table.value
+
+    before_png, before_table = bytes(ui.figure.value), ui.table.value
+    ui.controls["proportion"].value = 0.9
+    assert calls[-1]["proportion"] == 0.9 and ui.updates == 2
+    assert "TRM-ML, p=90%" in ui.table.value and ui.table.value != before_table
+    assert bytes(ui.figure.value) != before_png
+    assert "epoch 2/2" in "".join(o.get("text", "") for o in ui.log_area.outputs)
+
+    ui.controls["image"].value = 2
+    assert calls[-1]["image"] == 2 and ui.updates == 3
+    assert ", ".join(explorer.image_labels(2)) in ui.truth.value
+
+    ui.controls["method"].value = "dualcoop"
+    assert ui.controls["kd"].disabled and ui.controls["pseudo_high"].disabled
+    ui.controls["method"].value = "trm_ml"
+    ui.controls["pseudo"].value = False
+    assert not ui.controls["kd"].disabled and ui.controls["pseudo_high"].disabled
+    assert calls[-1]["pseudo"] is False and ui.updates == 6
+
+    # an error inside the callback is shown, not raised, and keeps the last figure
+    def broken(**_state):
+        raise ValueError("no such image file: x.png")
+
+    monkeypatch.setattr(explorer, "view", broken)
+    shown = bytes(ui.figure.value)
+    ui.controls["image"].value = 0
+    assert "no such image file" in ui.status.value and bytes(ui.figure.value) == shown
+    assert ui.updates == 6
