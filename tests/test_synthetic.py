@@ -139,6 +139,15 @@ def test_boxes_show_every_positive_and_no_negative(tiny_world):
                 assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
 
 
+def test_crowded_rows_still_show_every_positive():
+    """Rows with more positives than max_objects (COCO-like) keep one visible instance each."""
+    cfg = syn.WorldConfig(image_size=64, max_objects=4)
+    for i in range(3):
+        _, objs = syn.render_world_image("train", i, list(range(20)), cfg)
+        assert {o["class"] for o in objs} == set(VOC_CLASSES)
+        assert all(o["visible"] >= cfg.min_visible for o in objs)
+
+
 def test_world_statistics_are_varied(tmp_path):
     """Several scales (small objects too), occlusion and repeated instances all occur."""
     cfg = syn.WorldConfig(image_size=96, n_train=120, n_test=1)

@@ -134,8 +134,9 @@ class WorldConfig:
 class CaptionConfig:
     """The caption corpus: mostly one large object per image, sometimes two.
 
-    16,000 images at 224 px take about 30 s to generate on two cores; pre-training may also
-    render samples in memory with :func:`render_caption_sample` instead of reading JPEGs.
+    16,000 images at 224 px take about 40 CPU-seconds to generate (about 20 s on two idle
+    cores); pre-training may also render samples in memory with :func:`render_caption_sample`
+    instead of reading JPEGs.
     """
 
     n_images: int = 16000
