@@ -456,12 +456,13 @@ def _try_scene(positives: Sequence[int], classes: Sequence[str], cfg: WorldConfi
     draw = ImageDraw.Draw(im)
     for _ in range(rng.poisson(cfg.distractors)):  # behind everything
         _draw_distractor(draw, rng, S)
-    ids = np.zeros((S, S), dtype=np.uint8)  # instance id map: k + 1 for placements[k]
     placements: list[_Placement] = []
     items: list[tuple[_Instance | None, Placed | None]] = [
         (i, None) for i in _instances(positives, classes, cfg, rng)]
     if rng.random() < 0.3 * cfg.clutter:  # a distractor in front, occluding a little
         items.append((None, _distractor(rng, S, 0.6)))
+    # instance id map: k + 1 for placements[k], 0 for background
+    ids = np.zeros((S, S), dtype=np.uint8 if len(items) < 255 else np.uint16)
     for inst, obj in items:
         if inst is not None:
             sk, cname = sketch_object(inst.spec, rng)
