@@ -179,6 +179,13 @@ def test_compare_gives_one_row_per_setting(explorer):
     assert list(df["method"]) == ["trm_ml", "zero_shot"]
     assert df.loc[0, "mAP"] == explorer.metrics()["mAP"]
     assert {"pseudo_precision", "pseudo_recall", "label", "key"} <= set(df.columns)
+    assert list(df["variant"]) == ["kd+mcl+pseudo(0.90/0.02)", "default"]
+    long = E.tidy(df, metrics=("mAP",))
+    assert list(long.columns) == ["method", "variant", "protocol", "proportion", "seed", "split",
+                                  "metric", "value"]
+    assert long["value"].tolist() == df["mAP"].tolist()
+    with pytest.raises(ValueError, match="lacks column"):
+        E.tidy(df.drop(columns="variant"))
 
 
 def test_widgets_call_the_explorer_and_update_the_outputs(explorer, monkeypatch):

@@ -55,7 +55,7 @@ from .train import (
 
 __all__ = ["EXPLORER_OVERRIDES", "METHODS", "PROPORTIONS", "Explorer", "ExplorerRun",
            "ExplorerWidgets", "Setting", "View", "build_widgets", "explorer_config",
-           "static_figure"]
+           "static_figure", "tidy"]
 
 #: methods the explorer offers, with their display names
 METHODS = {"trm_ml": "TRM-ML", "dualcoop": "DualCoOp", "linear_probe": "linear probe",
@@ -101,15 +101,20 @@ class Setting:
     pseudo_high: float
     pseudo_low: float
 
-    def label(self) -> str:
-        """``"TRM-ML, p=10%, kd+mcl+pseudo(0.90/0.02)"`` — names a row of the metrics table."""
-        name = f"{METHODS.get(self.method, self.method)}, p={self.proportion:.0%}"
+    def variant(self) -> str:
+        """The switches as a name: ``"kd+mcl+pseudo(0.90/0.02)"`` for TRM-ML, ``"default"``
+        for a baseline (which has none)."""
         if self.method != "trm_ml":
-            return name
+            return "default"
         parts = [s for s in ("kd", "mcl") if getattr(self, s)]
         if self.pseudo:
             parts.append(f"pseudo({self.pseudo_high:.2f}/{self.pseudo_low:.2f})")
-        return f"{name}, {'+'.join(parts) or 'no kd/mcl/pseudo'}"
+        return "+".join(parts) or "no kd/mcl/pseudo"
+
+    def label(self) -> str:
+        """``"TRM-ML, p=10%, kd+mcl+pseudo(0.90/0.02)"`` — names a row of the metrics table."""
+        name = f"{METHODS.get(self.method, self.method)}, p={self.proportion:.0%}"
+        return name if self.method != "trm_ml" else f"{name}, {self.variant()}"
 
 
 CONTROLS = tuple(f.name for f in fields(Setting))
@@ -259,8 +264,9 @@ class Explorer:
         for controls in settings:
             s = self.setting(**controls)
             run = self._run(s)
-            rows.append({**{c: getattr(s, c) for c in CONTROLS}, "label": s.label(),
-                         **_run_metrics(run), "key": run.key[:12]})
+            rows.append({**_controls(s), "variant": s.variant(), "label": s.label(),
+                         **_run_metrics(run), "seed": run.config.train.seed,
+                         "key": run.key[:12]})
         return pd.DataFrame(rows)
 
     def table(self, **controls: Any) -> pd.DataFrame:
@@ -397,6 +403,22 @@ def _image_maps(run: ExplorerRun, idx: int) -> tuple[np.ndarray, np.ndarray]:
                          f"{', '.join(m for _, m in FIGURE_ROWS)} do)")
     return (out["maps"][0].float().cpu().numpy(),
             method.scores(out)[0].float().cpu().numpy())
+
+
+def tidy(compare_df: pd.DataFrame, metrics: Sequence[str] = ("mAP", "CF1", "OF1")
+         ) -> pd.DataFrame:
+    """:meth:`Explorer.compare` rows in the package's tidy results schema (``method, variant,
+    protocol, proportion, seed, split, metric, value``; test split), for the plots and tables of
+    :mod:`trm_lib.viz` (e.g. :func:`~trm_lib.viz.plot_ablation`)."""
+    missing = [c for c in ("method", "variant", "proportion", "seed", *metrics)
+               if c not in compare_df.columns]
+    if missing:
+        raise ValueError(f"tidy: compare table lacks column(s) {missing}")
+    rows = [{"method": r["method"], "variant": r["variant"], "protocol": "proportion",
+             "proportion": float(r["proportion"]), "seed": int(r["seed"]), "split": "test",
+             "metric": metric, "value": float(r[metric])}
+            for _, r in compare_df.iterrows() for metric in metrics]
+    return pd.DataFrame(rows)
 
 
 def static_figure(explorer: Explorer, **state: Any) -> Figure:
