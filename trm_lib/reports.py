@@ -29,13 +29,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError, parse_overrides
 from .io import atomic_write
 from .paths import REPO_ROOT, git_revision, notebooks_dir, reports_dir
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import nbformat
 
 NOTEBOOK_NAME = re.compile(r"^(\d{2})_[A-Za-z0-9_\-]+\.ipynb$")
 ARTIFACT_DIRS = ("figures", "tables")
@@ -94,6 +95,8 @@ def select_notebooks(paths: Sequence[Path], only: Sequence[str] | None) -> list[
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
+    import nbformat  # lazily: its jsonschema import costs seconds, and notebooks import this module
+
     try:
         return nbformat.read(path, as_version=4)
     except FileNotFoundError:
@@ -129,6 +132,8 @@ def notebook_has_outputs(path: str | os.PathLike) -> bool:
 def strip_outputs(path: str | os.PathLike) -> bool:
     """Remove outputs, execution counts, run metadata and widget state in place (atomic);
     returns whether the file changed."""
+    import nbformat
+
     path = Path(path)
     nb = _read(path)
     before = nbformat.writes(nb)
@@ -189,6 +194,8 @@ def _snapshot(out_dir: Path) -> dict[str, tuple[int, int, int]]:
 
 def _record(output: Path, run: NotebookRun, smoke: bool, revision: str) -> None:
     """Store the run's provenance in the executed copy (the one durable record per notebook)."""
+    import nbformat
+
     if not output.exists():  # papermill failed before writing anything
         return
     nb = nbformat.read(output, as_version=4)
@@ -203,6 +210,8 @@ def write_index(out_dir: str | os.PathLike) -> Path:
     """Rebuild ``<out_dir>/README.md`` from the executed copies' ``trm_report`` metadata: every
     notebook run (status, seconds, smoke, git revision) and every file under figures/ and tables/
     with the notebook that wrote it."""
+    import nbformat
+
     out_dir = Path(out_dir)
     runs: dict[str, dict[str, Any]] = {}
     for path in sorted(out_dir.glob("*.ipynb")):
@@ -239,6 +248,57 @@ def write_index(out_dir: str | os.PathLike) -> Path:
     with atomic_write(path) as fh:
         fh.write("\n".join(lines) + "\n")
     return path
+
+
+# ---------------------------------------------------------------------- notebook parameters
+#: What ``smoke=True`` means in every notebook: a world and runs small enough that a notebook runs
+#: in seconds on a laptop CPU (the test suite regenerates the world in a temporary cache), with
+#: random backbone weights, because pre-training TinyCLIP takes minutes. A quarter of the training
+#: images is held out so that validation mAP at p = 0.1 still has classes with an observed positive
+#: and negative. Numbers from a smoke run check the plumbing only; they mean nothing.
+SMOKE = {"n_train": 64, "n_test": 48, "image_size": 128, "epochs": 2, "batch_size": 32,
+         "val_fraction": 0.25}
+
+
+def notebook_overrides(*, smoke: bool, dataset: str = "synthscenes", data_root: str = "",
+                       model: str = "TinyCLIP-RN", pretrained: str = "tinyclip",
+                       device: str = "auto", seed: int = 0, epochs: int | None = None,
+                       overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Dotted :class:`~trm_lib.config.RunConfig` overrides for the parameters every notebook
+    shares, validated (a bad value raises :class:`~trm_lib.config.ConfigError` naming the field).
+
+    ``data_root=""`` means the embedded world (SynthScenes) or the loader's default;
+    ``pretrained`` ``"none"``/``""`` means random weights; ``seed`` sets both the training seed
+    and the label-mask seed (as :mod:`trm_lib.experiments` does). ``smoke`` applies :data:`SMOKE`:
+    a tiny SynthScenes world (or the first images of a real dataset), random weights, at most two
+    epochs and pseudo-labels from epoch 2, so that every code path runs. ``overrides`` (dotted
+    keys) are applied last. Outside smoke nothing else changes, so a notebook's runs have the
+    config hashes of the same runs started from the CLI, and share their run folders.
+    """
+    from .config import RunConfig
+    from .datasets import available
+
+    if dataset not in available():
+        raise ConfigError(f"dataset {dataset!r} is unknown (known: {', '.join(available())})")
+    weights = None if str(pretrained).lower() in ("", "none", "random") else pretrained
+    out: dict[str, Any] = {"data.dataset": dataset, "data.root": data_root or None,
+                           "backbone.model": model, "backbone.pretrained": weights,
+                           "train.device": device, "train.seed": seed, "data.mask_seed": seed,
+                           "train.progress": False}
+    if epochs is not None:
+        out["train.epochs"] = epochs
+    if smoke:
+        out.update({"data.max_train": SMOKE["n_train"], "data.max_test": SMOKE["n_test"],
+                    "backbone.pretrained": None, "backbone.image_size": SMOKE["image_size"],
+                    "train.epochs": min(SMOKE["epochs"], RunConfig().train.epochs
+                                        if epochs is None else epochs),
+                    "train.batch_size": SMOKE["batch_size"], "method.pseudo_warmup": 1,
+                    "data.val_fraction": SMOKE["val_fraction"]})
+        if dataset == "synthscenes" and not data_root:
+            out["data.options"] = {k: SMOKE[k] for k in ("n_train", "n_test", "image_size")}
+    out.update(overrides or {})
+    RunConfig().with_overrides(out)  # validation only: raises naming the field
+    return out
 
 
 # ------------------------------------------------------------------------------------------- run
