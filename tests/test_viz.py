@@ -257,3 +257,119 @@ def test_save_figure_dates_only_from_source_date_epoch(tmp_path, monkeypatch):
     assert b"D:20231114221320Z" in pdf.read_bytes()
     with pytest.raises(ValueError, match="formats"):
         viz.save_figure(fig, tmp_path / "m", formats=("jpg",))
+
+
+# ------------------------------------------------------------------ notebook helpers (05, 01)
+def test_sample_titles_mark_hidden_positives_and_count_known_entries():
+    Y = np.array([[1, -1, 1, -1, -1, -1], [-1, -1, -1, -1, -1, -1]])
+    obs = np.array([[1, 0, 0, -1, 0, 0], [0, 0, 0, 0, 0, 0]])
+    assert viz.sample_titles(Y, CLASSES) == ["class_0, class_2", "(no positive)"]
+    assert viz.sample_titles(Y, CLASSES, obs) == ["class_0, class_2? [2/6 known]",
+                                                  "(no positive) [0/6 known]"]
+    with pytest.raises(ValueError, match="Y_full"):
+        viz.sample_titles(obs, CLASSES)  # a {1,-1,0} mask is not a full label matrix
+    with pytest.raises(ValueError, match="shape"):
+        viz.sample_titles(Y, CLASSES, obs[:1])
+
+
+def _one_hot_map(grid, cell):
+    m = np.zeros(grid[0] * grid[1], np.float32)
+    m[cell] = 1.0
+    return m
+
+
+def test_pointing_game_hits_misses_and_centre_baseline():
+    grid, size = (2, 2), 40  # cells of 20 px; cell centres at 10 / 30 px
+    classes = CLASSES[:3]
+    Y = np.array([[1, 1, -1], [1, -1, 1]])
+    objects = [[{"class": "class_0", "box": [0, 0, 20, 20]},   # top-left
+                {"class": "class_1", "box": [20, 20, 40, 40]}],  # bottom-right
+               [{"class": "class_0", "box": [10, 10, 30, 30]},  # centre
+                {"class": "class_2", "box": [0, 20, 20, 40]}]]  # bottom-left
+    maps = np.zeros((2, 3, 4), np.float32)
+    maps[0, 0] = _one_hot_map(grid, 0)  # hit: peak in the top-left cell
+    maps[0, 1] = _one_hot_map(grid, 0)  # miss: class_1 sits bottom-right
+    maps[0, 2] = _one_hot_map(grid, 3)  # a negative class: never scored
+    maps[1, 0] = _one_hot_map(grid, 1)  # miss: cell centre (x 30, y 10) is outside [10, 30)
+    maps[1, 2] = _one_hot_map(grid, 2)  # hit: bottom-left
+    df = viz.pointing_game(maps, grid, Y, objects, classes, size)
+    assert df.loc["class_0", ["hits", "pairs"]].tolist() == [1, 2]
+    assert df.loc["class_1", ["hits", "pairs"]].tolist() == [0, 1]
+    assert df.loc["class_2", ["hits", "pairs"]].tolist() == [1, 1]
+    assert df.loc["total", ["hits", "pairs"]].tolist() == [2, 4]
+    assert df.loc["total", "hit_rate"] == pytest.approx(0.5)
+    centre = viz.pointing_game(None, grid, Y, objects, classes, size)  # point (20, 20)
+    assert centre["hits"].tolist() == [1, 1, 0, 2]  # the centre box of image 1, class_1's box
+    empty = viz.pointing_game(maps, grid, np.array([[1, -1, -1], [1, -1, -1]]), objects,
+                              classes, size)
+    assert np.isnan(empty.loc["class_1", "hit_rate"]) and empty.loc["class_1", "pairs"] == 0
+    with pytest.raises(ValueError, match="maps shape"):
+        viz.pointing_game(maps[:, :, :3], grid, Y, objects, classes, size)
+    with pytest.raises(ValueError, match="object lists"):
+        viz.pointing_game(maps, grid, Y, objects[:1], classes, size)
+
+
+class _FakeMethod(torch.nn.Module):
+    """Scores = mean dense token, maps = softmax over tokens of each channel (C = D = 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = type("Cfg", (), {"name": "fake"})()
+
+    def forward(self, batch):
+        dense = batch["dense"]  # (B, L, 2)
+        return {"logits": dense.mean(1), "maps": torch.softmax(dense.transpose(1, 2), -1)}
+
+    def scores(self, out):
+        return torch.sigmoid(out["logits"])
+
+
+class _FakeBackbone:
+    """Images become 2x2-token feature batches: token value = mean intensity of a quadrant."""
+
+    def transform(self, train=False):
+        assert not train
+        return lambda im: torch.from_numpy(np.asarray(im.resize((8, 8)), np.float32) / 255
+                                           ).permute(2, 0, 1)
+
+    def encode_images(self, x, raw=False):
+        q = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 4).flatten(1)  # (B, 4)
+        return {"global": q, "dense": torch.stack([q, -q], dim=-1)}
+
+
+def _fake_run(feature_rows):
+    from types import SimpleNamespace
+
+    def batches(split, indices, batch_size):
+        for start in range(0, len(indices), batch_size):
+            rows = indices[start:start + batch_size]
+            yield {"dense": torch.stack([feature_rows[i] for i in rows]),
+                   "global": torch.zeros(len(rows), 2)}
+
+    cfg = SimpleNamespace(backbone=SimpleNamespace(cache_raw=False),
+                          method=SimpleNamespace(kv_source="projected"))
+    session = SimpleNamespace(device=torch.device("cpu"), backbone=_FakeBackbone())
+    return SimpleNamespace(method=_FakeMethod(), session=session, config=cfg, batches=batches)
+
+
+def test_saliency_maps_from_rows_and_from_image_files(tmp_path):
+    rows = [torch.randn(4, 2) for _ in range(5)]
+    run = _fake_run(rows)
+    scores, maps = viz.saliency_maps(run, indices=[3, 0, 4], batch_size=2)
+    assert scores.shape == (3, 2) and maps.shape == (3, 2, 4)
+    expected = torch.sigmoid(torch.stack([rows[i] for i in (3, 0, 4)]).mean(1)).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+    np.testing.assert_allclose(maps.sum(-1), 1.0, rtol=1e-5)
+    # image files of any size: a white top-left quadrant lights the first token of class 0
+    img = np.zeros((30, 50, 3), np.uint8)
+    img[:15, :25] = 255
+    from PIL import Image
+
+    Image.fromarray(img).save(tmp_path / "a.png")
+    s, m = viz.saliency_maps(run, images=[tmp_path / "a.png", img[::-1]])
+    assert m.shape == (2, 2, 4)
+    assert m[0, 0].argmax() == 0 and m[1, 0].argmax() == 2  # flipped vertically: bottom-left
+    with pytest.raises(ValueError, match="exactly one"):
+        viz.saliency_maps(run)
+    with pytest.raises(DatasetError, match="not found"):
+        viz.saliency_maps(run, images=[tmp_path / "missing.jpg"])

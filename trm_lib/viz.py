@@ -238,6 +238,28 @@ def show_images(images: Sequence[Any], titles: Sequence[str | Sequence[str]] | N
     return fig
 
 
+def sample_titles(Y_full: np.ndarray, class_names: Sequence[str],
+                  Y_obs: np.ndarray | None = None) -> list[str]:
+    """One title per image: its true positive classes; with the observed matrix ``Y_obs``, each
+    hidden positive is marked ``name?`` and the count of observed entries is appended, so a grid
+    of samples shows what a missing label looks like to the learner."""
+    Y = check_labels(Y_full, allowed=(1, -1), where="Y_full")
+    if Y.shape[1] != len(class_names):
+        raise ValueError(f"Y_full: {Y.shape[1]} columns but {len(class_names)} class names")
+    obs = None if Y_obs is None else _check_mask(Y_obs, class_names, "Y_obs")
+    if obs is not None and obs.shape != Y.shape:
+        raise ValueError(f"Y_obs: shape {obs.shape} != Y_full shape {Y.shape}")
+    titles = []
+    for i, row in enumerate(Y):
+        names = [class_names[c] + ("?" if obs is not None and obs[i, c] == 0 else "")
+                 for c in np.flatnonzero(row == 1)]
+        title = ", ".join(names) or "(no positive)"
+        if obs is not None:
+            title += f" [{int((obs[i] != 0).sum())}/{len(class_names)} known]"
+        titles.append(title)
+    return titles
+
+
 @_styled
 def plot_label_stats(stats_df: pd.DataFrame, title: str | None = None) -> Figure:
     """Per-class stacked bars of known positives, known negatives and unknown entries.
@@ -580,3 +602,108 @@ def plot_attention_rows(image: Any, rows: Mapping[str, np.ndarray], class_names:
         ax.set_yticks([])
         ax.grid(False)
     return fig
+
+
+def saliency_maps(run: Any, indices: Sequence[int] | None = None, split: str = "test",
+                  images: Sequence[Any] | None = None, batch_size: int = 32
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(N, C)`` and saliency maps ``(N, C, L)`` of a trained run's method, in fp32.
+
+    ``run`` is a :class:`trm_lib.train.LoadedRun`. Either ``indices`` (rows of ``split``, fed
+    through the run's own feature source, i.e. exactly what the evaluator sees) or ``images``
+    (any image files, PIL images or arrays, of any size: resized by the backbone's evaluation
+    transform, then the frozen backbone). The method must return ``out["maps"]`` (TRM-ML: its
+    region attention; DualCoOp: its text-pixel weights); maps are on ``run.session.backbone.grid``.
+    """
+    import torch
+
+    if (indices is None) == (images is None):
+        raise ValueError("saliency_maps: pass exactly one of indices= or images=")
+    method, session = run.method, run.session
+    device = session.device
+    if images is None:
+        batches: Any = run.batches(split, indices=list(indices), batch_size=batch_size)
+    else:
+        backbone, cfg = session.backbone, run.config
+        raw = cfg.backbone.cache_raw or cfg.method.kv_source == "raw"
+        transform = backbone.transform(train=False)
+
+        def encoded() -> Any:
+            for start in range(0, len(images), batch_size):
+                chunk = images[start:start + batch_size]
+                x = torch.stack([transform(Image.fromarray(
+                    (_as_rgb(im, where=f"images[{start + j}]") * 255).round().astype(np.uint8)))
+                    for j, im in enumerate(chunk)])
+                yield backbone.encode_images(x, raw=raw)
+
+        batches = encoded()
+    was_training = method.training
+    method.eval()
+    scores, maps = [], []
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                out = method({k: v.to(device) for k, v in batch.items()})
+                if "maps" not in out:
+                    raise ValueError(f"saliency_maps: method {method.cfg.name!r} returns no "
+                                     "'maps' (only methods with spatial saliency can be shown)")
+                scores.append(method.scores(out).float().cpu())
+                maps.append(out["maps"].float().cpu())
+    finally:
+        method.train(was_training)
+    if not scores:
+        raise ValueError("saliency_maps: no images given")
+    return torch.cat(scores).numpy(), torch.cat(maps).numpy()
+
+
+def pointing_game(maps: np.ndarray | None, grid: tuple[int, int], labels: np.ndarray,
+                  objects: Sequence[Sequence[Mapping[str, Any]]], class_names: Sequence[str],
+                  image_size: int | tuple[int, int]) -> pd.DataFrame:
+    """Pointing game (Zhang et al., ECCV 2016) for class saliency maps with ground-truth boxes.
+
+    For every (image, true positive class) pair, the map of that class points at the centre of
+    its hottest cell, in image pixels (where the bilinearly upsampled overlay of
+    :func:`plot_attention_rows` peaks; ties go to the first cell in row-major order), and the
+    pair is a *hit* if that point lies inside a box of that class (boxes ``[x0, y0, x1, y1]``,
+    exclusive ends, as in the SynthScenes sidecar
+    :func:`trm_lib.datasets.synthetic.load_objects`). ``maps=None`` scores the *centre
+    baseline* (always point at the image centre), the number a saliency map has to beat before
+    it says anything.
+
+    ``maps`` (N, C, h*w); ``labels`` (N, C) full labels; ``objects[i]`` the instances of image
+    i (``{"class", "box"}``); ``image_size`` S or (H, W). Returns per class ``hits``, ``pairs``
+    and ``hit_rate`` plus a ``total`` row (hits over all pairs); classes without a positive have
+    NaN rate.
+    """
+    Y = check_labels(labels, allowed=(1, -1), where="labels")
+    N, C = Y.shape
+    if C != len(class_names):
+        raise ValueError(f"pointing_game: labels have {C} columns for {len(class_names)} classes")
+    if len(objects) != N:
+        raise ValueError(f"pointing_game: {len(objects)} object lists for {N} label rows")
+    H, W = (image_size, image_size) if isinstance(image_size, int | np.integer) else image_size
+    h, w = grid
+    if maps is not None:
+        maps = np.asarray(maps, dtype=np.float32)
+        if maps.shape != (N, C, h * w):
+            raise ValueError(f"pointing_game: maps shape {maps.shape}, expected (images, "
+                             f"classes, h*w) = ({N}, {C}, {h * w}) for grid {grid}")
+    index = {name: c for c, name in enumerate(class_names)}
+    hits, pairs = np.zeros(C, np.int64), np.zeros(C, np.int64)
+    for i, c in zip(*np.nonzero(Y == 1)):
+        boxes = [o["box"] for o in objects[i] if index.get(o["class"]) == c]
+        if not boxes:
+            continue  # a positive without a drawn instance cannot be pointed at
+        if maps is None:
+            y, x = H / 2, W / 2
+        else:
+            row, col = divmod(int(np.argmax(maps[i, c])), w)
+            y, x = (row + 0.5) * H / h, (col + 0.5) * W / w
+        pairs[c] += 1
+        hits[c] += any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in boxes)
+    df = pd.DataFrame({"hits": hits, "pairs": pairs},
+                      index=pd.Index(list(class_names), name="class"))
+    df.loc["total"] = [hits.sum(), pairs.sum()]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df["hit_rate"] = np.where(df["pairs"] > 0, df["hits"] / df["pairs"].clip(lower=1), np.nan)
+    return df
