@@ -1,0 +1,164 @@
+"""Zero-shot CLIP, the linear probe and DualCoOp in the method contract (METHOD.md §6).
+
+DualCoOp needs a real text tower: a random-weight TinyCLIP-RN built through FrozenCLIP (seconds
+on a CPU, no download)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trm_lib.backbone import FrozenCLIP
+from trm_lib.baselines import DualCoOp, LinearProbe, ZeroShotCLIP
+from trm_lib.config import MethodConfig
+from trm_lib.losses import partial_asl
+from trm_lib.methods import MethodContext, build_method
+
+torch.set_num_threads(1)
+
+NAMES = ["cat", "dog", "traffic light"]
+L = 9
+
+
+@pytest.fixture(scope="module")
+def backbone() -> FrozenCLIP:
+    return FrozenCLIP("TinyCLIP-RN", pretrained=None, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ctx(backbone) -> MethodContext:
+    text = backbone.encode_text(NAMES)
+    return MethodContext(list(NAMES), text, backbone.embed_dim, 32, (3, 3), 8, backbone)
+
+
+def _cfg(name: str, **kw) -> MethodConfig:
+    return dataclasses.replace(MethodConfig(name=name), **kw)
+
+
+def _batch(ctx: MethodContext, B: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    D, C = ctx.embed_dim, len(ctx.class_names)
+    full = torch.where(torch.rand(B, C, generator=g) < 0.5, 1.0, -1.0)
+    observed = torch.where(torch.rand(B, C, generator=g) < 0.6, full, torch.zeros_like(full))
+    observed[0] = full[0]
+    return {"global": torch.randn(B, D, generator=g), "dense": torch.randn(B, L, D, generator=g),
+            "observed": observed, "full": full, "index": torch.arange(B)}
+
+
+def test_factory_builds_every_baseline(ctx):
+    assert isinstance(build_method(_cfg("zero_shot"), ctx), ZeroShotCLIP)
+    assert isinstance(build_method(_cfg("linear_probe"), ctx), LinearProbe)
+    assert isinstance(build_method(_cfg("dualcoop", n_ctx=4), ctx), DualCoOp)
+
+
+def test_zero_shot_is_scaled_cosine_and_untrainable(ctx):
+    m = ZeroShotCLIP(_cfg("zero_shot"), ctx)
+    b = _batch(ctx)
+    logits = m(b)["logits"]
+    ref = 50.0 * F.cosine_similarity(b["global"][:, None], ctx.text_embeddings[None], dim=-1)
+    assert torch.allclose(logits, ref, atol=1e-4)
+    assert m.trainable is False and m.trainable_parameters() == []
+    loss, logs = m.loss(m(b), b, 1)
+    assert torch.isfinite(loss) and not loss.requires_grad and logs["cls"] == loss.item()
+
+
+def test_linear_probe_starts_as_zero_shot_and_learns(ctx):
+    zs = ZeroShotCLIP(_cfg("zero_shot"), ctx)
+    lp = LinearProbe(_cfg("linear_probe"), ctx)
+    b = _batch(ctx)
+    assert torch.allclose(lp(b)["logits"], zs(b)["logits"], atol=1e-4)
+    assert {n for n, _ in lp.named_parameters()} == {"weight", "bias"}
+    opt = torch.optim.SGD(lp.trainable_parameters(), lr=0.1)
+    first, _ = lp.loss(lp(b), b, 1)
+    for _ in range(20):
+        loss, _ = lp.loss(lp(b), b, 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first.item()
+    bce = LinearProbe(_cfg("linear_probe", cls_loss="bce"), ctx)
+    assert bce.loss(bce(b), b, 1)[0].item() != pytest.approx(first.item())
+
+
+@pytest.fixture(scope="module")
+def dualcoop(ctx) -> DualCoOp:
+    torch.manual_seed(0)
+    return DualCoOp(_cfg("dualcoop", n_ctx=4), ctx)
+
+
+def test_dualcoop_forward_matches_the_formula(dualcoop, ctx):
+    b = _batch(ctx)
+    out = dualcoop(b)
+    C = len(NAMES)
+    assert out["logits"].shape == (4, C) and out["maps"].shape == (4, C, L)
+    assert torch.allclose(out["maps"].sum(-1), torch.ones(4, C), atol=1e-5)
+    t_pos = F.normalize(dualcoop.prompt_pos(), dim=-1)
+    t_neg = F.normalize(dualcoop.prompt_neg(), dim=-1)
+    f = F.normalize(b["dense"], dim=-1)
+    cos_p = torch.einsum("bld,cd->bcl", f, t_pos)
+    cos_n = torch.einsum("bld,cd->bcl", f, t_neg)
+    w = torch.softmax(20.0 * cos_p, dim=-1)
+    assert torch.allclose(out["maps"], w, atol=1e-5)
+    ref = 50.0 * ((w * cos_p).sum(-1) - (w * cos_n).sum(-1))
+    assert torch.allclose(out["logits"], ref, atol=1e-3)
+    # ASL on the softmax over the (neg, pos) pair = ASL on the logit difference
+    pair = torch.stack([out["neg_logits"], out["pos_logits"]])
+    assert torch.allclose(torch.softmax(pair, 0)[1], torch.sigmoid(out["logits"]), atol=1e-6)
+    loss, _ = dualcoop.loss(out, b, 1)
+    assert loss.item() == pytest.approx(partial_asl(out["logits"], b["observed"]).item(), rel=1e-6)
+
+
+def test_dualcoop_trains_only_the_prompts(dualcoop, ctx, backbone):
+    b = _batch(ctx)
+    dualcoop.train()
+    dualcoop.zero_grad(set_to_none=True)
+    loss, _ = dualcoop.loss(dualcoop(b), b, 1)
+    loss.backward()
+    names = {n for n, p in dualcoop.named_parameters() if p.grad is not None}
+    assert names == {"prompt_pos.ctx", "prompt_neg.ctx", "logit_scale", "spatial_scale"}
+    assert dualcoop.prompt_pos.ctx.shape == (len(NAMES), 4, backbone.model.token_embedding.weight
+                                             .shape[1])  # class-specific contexts
+    assert all(p.grad is None for p in backbone.parameters())
+    assert set(dualcoop.state_dict()) == set(names)  # the frozen text tower is not saved
+
+
+def test_dualcoop_eval_cache_follows_the_weights(dualcoop, ctx, tmp_path):
+    b = _batch(ctx)
+    dualcoop.eval()
+    with torch.no_grad():
+        first = dualcoop(b)["logits"]
+        assert torch.equal(first, dualcoop(b)["logits"])
+        state = {k: v.clone() for k, v in dualcoop.state_dict().items()}
+        state["prompt_pos.ctx"] += 0.5
+        torch.save(state, tmp_path / "d.pt")
+        dualcoop.load_state_dict(torch.load(tmp_path / "d.pt", weights_only=True))
+        assert not torch.allclose(first, dualcoop(b)["logits"])
+    dualcoop.train()
+
+
+def test_dualcoop_generic_context_and_fixed_scales(ctx):
+    m = DualCoOp(_cfg("dualcoop", n_ctx=4, class_specific_ctx=False, learn_logit_scale=False),
+                 ctx)
+    assert m.prompt_pos.ctx.shape[0] == 1
+    assert {n for n, p in m.named_parameters() if p.requires_grad} == {"prompt_pos.ctx",
+                                                                      "prompt_neg.ctx"}
+
+
+def test_dualcoop_without_backbone_is_a_clear_error(ctx):
+    bare = dataclasses.replace(ctx, backbone=None)
+    with pytest.raises(ValueError, match="backbone"):
+        DualCoOp(_cfg("dualcoop"), bare)
+
+
+def test_trm_ml_with_learnable_text_context(ctx):
+    torch.manual_seed(0)
+    m = build_method(_cfg("trm_ml", learn_text_context=True, n_ctx=4, num_heads=4), ctx)
+    b = _batch(ctx)
+    m.train()
+    loss, _ = m.loss(m(b), b, 1)
+    loss.backward()
+    assert m.prompt.ctx.grad is not None and m.prompt.ctx.grad.abs().sum() > 0
+    assert "prompt.ctx" in m.state_dict()

@@ -1,0 +1,328 @@
+"""The TRM-ML head (METHOD.md §2–§4): category queries, cross-attention, MLP, one-to-one matching.
+
+Data flow for one image (C classes, L = h·w dense tokens, D = joint embedding width)::
+
+    Q (C, D) ──LN──W_q──┐
+                        ├─ A = softmax_L(q kᵀ/√d_h), head-averaged → maps (C, L)   [Figure 4]
+    F (L, d) ──LN──W_k──┘
+    Q̂ = W_o · A_h (LN(F) W_v)                 (per head, concatenated)
+    Z = MLP(Q̂)          (C, D)  query-level features (student, trained)
+    R = A · F̃           (C, D)  region-level features (teacher, CLIP space, only A is learned)
+    s_c = λ cos(z_c, t_c)        one-to-one text-region logits (class c sees only its own text)
+
+Only Q, the cross-attention and the MLP (and λ) are trained; the CLIP towers are frozen and
+their outputs arrive as a feature batch (see :mod:`trm_lib.methods`). The training loss is
+``L = L_cls + α L_kd + β L_mcl`` with pseudo-labels from :mod:`trm_lib.prototypes` after warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MethodConfig
+from .losses import distillation_loss, multimodal_contrastive_loss, partial_asl, partial_bce
+from .methods import Method, MethodContext
+from .prototypes import PrototypeMemory, PseudoLabeler
+
+__all__ = ["CategoryCrossAttention", "TRMML", "classification_loss", "probabilities",
+           "text_features"]
+
+#: CLIP's own cap on the logit scale (exp(λ) ≤ 100), so a learnable λ cannot run away.
+MAX_LOGIT_SCALE = 100.0
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """σ(logits) in float64. With λ ≈ 50, logits beyond ±17 are common and float32 rounds their
+    sigmoid to exactly 1 (or 0), which turns the ranking of confident images into ties and
+    lowers AP; float64 keeps them apart up to |logit| ≈ 36."""
+    return torch.sigmoid(logits.double())
+
+
+def classification_loss(cfg: MethodConfig, logits: torch.Tensor, targets: torch.Tensor,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``method.cls_loss``: partial ASL (default) or partial BCE on the observed entries."""
+    if cfg.cls_loss == "asl":
+        return partial_asl(logits, targets, cfg.asl_gamma_pos, cfg.asl_gamma_neg, cfg.asl_clip,
+                           weights=weights)
+    return partial_bce(logits, targets, weights=weights)
+
+
+def batch_key(batch: dict[str, torch.Tensor], key: str, hint: str = "") -> torch.Tensor:
+    """``batch[key]`` or one clear error naming the missing key."""
+    if key not in batch:
+        raise KeyError(f"feature batch has no {key!r} (keys: {sorted(batch)}){hint}")
+    return batch[key]
+
+
+def text_features(ctx: MethodContext) -> torch.Tensor:
+    """Validated, L2-normalised ``ctx.text_embeddings`` (C, D)."""
+    t = ctx.text_embeddings
+    if t is None or t.dim() != 2 or t.shape[0] != len(ctx.class_names):
+        shape = None if t is None else tuple(t.shape)
+        raise ValueError(f"MethodContext.text_embeddings must be (C={len(ctx.class_names)}, D), "
+                         f"got {shape}")
+    if t.shape[1] != ctx.embed_dim:
+        raise ValueError(f"MethodContext.text_embeddings width {t.shape[1]} != "
+                         f"MethodContext.embed_dim {ctx.embed_dim}")
+    return F.normalize(t.detach().float(), dim=-1)
+
+
+class CategoryCrossAttention(nn.Module):
+    """Multi-head cross-attention from C category queries to L dense tokens that *returns its
+    attention maps* (``nn.MultiheadAttention`` with fused kernels does not expose them reliably,
+    and open_clip never returns them).
+
+    Pre-norm on both inputs: CLIP dense tokens have image-dependent norms, and the normalised keys
+    keep the attention temperature independent of the backbone.
+
+    ``init="clip"`` starts W_q and W_k as the identity (zero bias), so that with text-initialised
+    queries and projected tokens each head's map starts as CLIP's own text-pixel similarity
+    ``softmax_L(LN(t_c)·LN(F̃_l)/√d_h)`` over its slice of the channels: the queries' text
+    initialisation then means something from the first step instead of passing through a
+    random projection. ``"random"``: PyTorch's default Linear init everywhere. W_k stays random
+    when the key width differs (``kv_source="raw"``)."""
+
+    def __init__(self, dim: int, kv_dim: int, num_heads: int, init: str = "clip"):
+        super().__init__()
+        if init not in ("clip", "random"):
+            raise ValueError(f"method.attn_init must be clip|random, got {init!r}")
+        if dim % num_heads:
+            raise ValueError(f"method.num_heads={num_heads} must divide the embedding width {dim}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(kv_dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(kv_dim, dim)
+        self.v_proj = nn.Linear(kv_dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        if init == "clip":
+            with torch.no_grad():
+                for lin in (self.q_proj, self.k_proj):
+                    if lin.in_features == lin.out_features:
+                        nn.init.eye_(lin.weight)
+                        nn.init.zeros_(lin.bias)
+
+    def values(self, kv: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) value vectors ``LN(F) W_v`` (used directly by the uniform-pooling ablation)."""
+        return self.v_proj(self.norm_kv(kv))
+
+    def forward(self, queries: torch.Tensor, kv: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``queries`` (C, D) shared or (B, C, D) per image, ``kv`` (B, L, d).
+
+        Returns ``(Q̂ (B, C, D), A (B, H, C, L))`` with every row of A summing to 1 over L."""
+        b, L, _ = kv.shape
+        if queries.dim() == 2:
+            queries = queries.unsqueeze(0).expand(b, -1, -1)
+        c = queries.shape[1]
+        h, dh = self.num_heads, self.head_dim
+        q = self.q_proj(self.norm_q(queries)).view(b, c, h, dh).transpose(1, 2)
+        kvn = self.norm_kv(kv)
+        k = self.k_proj(kvn).view(b, L, h, dh).transpose(1, 2)
+        v = self.v_proj(kvn).view(b, L, h, dh).transpose(1, 2)
+        attn = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(dh), dim=-1)  # (B, H, C, L)
+        out = (attn @ v).transpose(1, 2).reshape(b, c, h * dh)
+        return self.out_proj(out), attn
+
+
+class TRMML(Method):
+    """Text-Region Matching for Multi-Label recognition with missing labels.
+
+    Switches (``MethodConfig``): ``query_init`` (text | random), ``num_heads``, ``num_layers``,
+    ``kv_source`` (projected F̃ | raw F for keys/values; R always uses F̃), ``matching``,
+    ``inference``, ``learn_logit_scale``, ``learn_text_context``, the loss and prototype switches.
+
+    ``matching="image"`` is the **text-image ablation**: the attention is replaced by uniform
+    pooling over all L tokens, so every class sees the same whole-image feature — there are no
+    category-aware regions, Z is identical for all classes and s_c = λ cos(z, t_c) compares one
+    image vector with every class text. The queries are then unused.
+
+    With ``num_layers > 1`` the query is refined ``Q ← Q + Q̂`` between layers (a decoder stack
+    without self-attention); maps, Q̂ and R come from the last layer.
+
+    Output of :meth:`forward`: ``logits`` (B, C) s_c; ``maps`` (B, C, L) head-averaged attention;
+    ``z`` (B, C, D); ``r`` (B, C, D); ``region_logits`` (B, C) λ cos(r_c, t_c).
+    """
+
+    name = "trm_ml"
+
+    def __init__(self, cfg: MethodConfig, ctx: MethodContext):
+        super().__init__(cfg, ctx)
+        text = text_features(ctx)
+        num_classes, dim = text.shape
+        self.num_classes, self.dim = num_classes, dim
+        self.register_buffer("text", text)
+        self.prompt = None
+        if cfg.learn_text_context:
+            self.prompt = make_prompt_encoder(cfg, ctx)
+        self._text_cache: torch.Tensor | None = None
+        if cfg.query_init == "text":
+            init = text.clone()
+        else:
+            init = torch.randn(num_classes, dim) / math.sqrt(dim)
+        self.queries = nn.Parameter(init)
+        kv_dim = dim if cfg.kv_source == "projected" else ctx.dense_dim
+        # proposed switch method.attn_init (clip | random); read defensively until config has it
+        attn_init = getattr(cfg, "attn_init", "clip")
+        self.layers = nn.ModuleList(CategoryCrossAttention(dim, kv_dim, cfg.num_heads, attn_init)
+                                    for _ in range(cfg.num_layers))
+        hidden = max(1, int(cfg.mlp_hidden * dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(hidden, dim))
+        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)),
+                                        requires_grad=cfg.learn_logit_scale)
+        self.memory = PrototypeMemory(num_classes, dim, cfg.memory_size, cfg.proto_update,
+                                      cfg.proto_momentum, cfg.proto_gate)
+        self.pseudo = None
+        if cfg.pseudo:
+            self.pseudo = PseudoLabeler(ctx.num_train, num_classes, cfg.pseudo_high,
+                                        cfg.pseudo_low, cfg.pseudo_temp, cfg.pseudo_score,
+                                        cfg.pseudo_warmup)
+
+    # ------------------------------------------------------------------ text side
+    def class_text(self) -> torch.Tensor:
+        """(C, D) normalised class texts t_c: fixed, or from the learnable prompt encoder.
+
+        Outside training (eval mode, no grad) the prompt encoder's output is cached until the
+        next ``train()`` / ``load_state_dict``, so evaluation does not re-run the text tower per
+        batch."""
+        if self.prompt is None:
+            return self.text
+        if not self.training and not torch.is_grad_enabled():
+            if self._text_cache is None:
+                self._text_cache = F.normalize(self.prompt().float(), dim=-1)
+            return self._text_cache
+        return F.normalize(self.prompt().float(), dim=-1)
+
+    def train(self, mode: bool = True) -> TRMML:
+        self._text_cache = None
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._text_cache = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def scale(self) -> torch.Tensor:
+        """λ = exp(log-scale), capped at 100 like CLIP's."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        dense = batch_key(batch, "dense")
+        if self.cfg.kv_source == "raw":
+            kv = batch_key(batch, "dense_raw",
+                           "; method.kv_source=raw needs backbone.cache_raw=true")
+        else:
+            kv = dense
+        b, L, _ = dense.shape
+        if self.cfg.matching == "image":
+            # text-image ablation: one uniformly pooled image feature shared by all classes
+            layer = self.layers[-1]
+            pooled = layer.values(kv).mean(1, keepdim=True)  # (B, 1, D)
+            q_hat = layer.out_proj(pooled).expand(-1, self.num_classes, -1)
+            maps = dense.new_full((b, self.num_classes, L), 1.0 / L)
+        else:
+            queries = self.queries
+            for i, layer in enumerate(self.layers):
+                q_hat, attn = layer(queries, kv)
+                if i + 1 < len(self.layers):
+                    queries = queries + q_hat
+            maps = attn.mean(1)  # (B, C, L), average over heads
+        z = self.mlp(q_hat)
+        r = maps.to(dense.dtype) @ dense  # region features in CLIP space, only A is learned
+        text = self.class_text().to(z.dtype)
+        lam = self.scale()
+        logits = lam * (F.normalize(z, dim=-1) * text).sum(-1)
+        region_logits = lam * (F.normalize(r, dim=-1) * text).sum(-1)
+        return {"logits": logits, "maps": maps, "z": z, "r": r, "region_logits": region_logits}
+
+    def scores(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """σ(s) (``inference="query"``) or the mean of σ(s) and σ(λ cos(r, t)), in float64
+        (see :func:`probabilities`)."""
+        p = probabilities(out["logits"])
+        if self.cfg.inference == "query+region":
+            p = 0.5 * (p + probabilities(out["region_logits"]))
+        return p
+
+    # ------------------------------------------------------------------ training
+    def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+             epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """``L = L_cls + α L_kd + β L_mcl``; pseudo-labels and memory updates in training only.
+
+        Order within a step: (1) pseudo-label the unknown entries with the prototypes as they
+        were *before* this batch, (2) losses, (3) push this batch's confident observed positives
+        into the memory (no grad). Observed entries have weight 1, pseudo-labelled entries
+        ``pseudo_weight``."""
+        cfg = self.cfg
+        logits, z = out["logits"], out["z"]
+        observed = batch_key(batch, "observed").to(logits.device)
+        if observed.shape != logits.shape:
+            raise ValueError(f"batch['observed'] has shape {tuple(observed.shape)}, expected "
+                             f"{tuple(logits.shape)} (batch, classes)")
+        targets = observed.float()
+        weights = None
+        logs: dict[str, float] = {}
+        text = self.class_text()
+        if self.pseudo is not None and self.training and self.pseudo.active(epoch):
+            index = batch_key(batch, "index", "; pseudo-labels need the sample index "
+                                              "(or set method.pseudo=false)")
+            pseudo = self.pseudo.step(z, observed, index, text, self.memory, epoch,
+                                      full=batch.get("full"))
+            is_pseudo = pseudo != 0
+            targets = torch.where(is_pseudo, pseudo.float(), targets)
+            weights = torch.where(is_pseudo, torch.full_like(targets, cfg.pseudo_weight),
+                                  torch.ones_like(targets))
+            logs["n_pseudo_pos"] = float((pseudo > 0).sum())
+            logs["n_pseudo_neg"] = float((pseudo < 0).sum())
+
+        l_cls = classification_loss(cfg, logits, targets, weights)
+        total = l_cls
+        logs["cls"] = float(l_cls.detach())
+        if cfg.kd != "none" and cfg.kd_weight > 0:
+            l_kd = distillation_loss(z, out["r"], cfg.kd, logits, out["region_logits"])
+            total = total + cfg.kd_weight * l_kd
+            logs["kd"] = float(l_kd.detach())
+        if cfg.mcl and cfg.mcl_weight > 0:
+            pos = targets > 0
+            bank, bank_labels = self.memory.bank_features()
+            l_proto, l_feat = multimodal_contrastive_loss(
+                z[pos], pos.nonzero()[:, 1], text, self.memory.visual, self.memory.visual_valid,
+                bank, bank_labels, cfg.mcl_temp_proto, cfg.mcl_temp_feat, return_terms=True)
+            l_mcl = l_proto + l_feat
+            total = total + cfg.mcl_weight * l_mcl
+            logs.update(mcl=float(l_mcl.detach()), mcl_proto=float(l_proto.detach()),
+                        mcl_feat=float(l_feat.detach()))
+        if self.training:
+            probs = torch.sigmoid(logits.detach().float())
+            logs["n_memory_in"] = float(self.memory.update(z, probs, observed))
+        logs["logit_scale"] = float(self.scale().detach())
+        logs["loss"] = float(total.detach())
+        return total, logs
+
+    def epoch_start(self, epoch: int) -> None:
+        if self.pseudo is not None:
+            self.pseudo.reset_stats()
+
+    def epoch_end(self, epoch: int) -> dict[str, float]:
+        logs = {"proto_classes": float(self.memory.visual_valid.sum()),
+                "memory_fill": float(self.memory.bank_count.float().mean()
+                                     / max(1, self.memory.memory_size))}
+        if self.pseudo is not None and self.pseudo.active(epoch):
+            logs.update(self.pseudo.stats())
+        return logs
+
+
+def make_prompt_encoder(cfg: MethodConfig, ctx: MethodContext) -> nn.Module:
+    """A CoOp-style :class:`trm_lib.backbone.PromptEncoder` for ``ctx.class_names``."""
+    if ctx.backbone is None:
+        raise ValueError("learnable prompt contexts need MethodContext.backbone (the FrozenCLIP "
+                         "text tower); it is None")
+    from .backbone import PromptEncoder
+
+    # the words the fixed text embeddings were made from, if the context carries them
+    names = getattr(ctx, "prompt_names", None) or ctx.class_names
+    return PromptEncoder(ctx.backbone, list(names), n_ctx=cfg.n_ctx,
+                         class_specific=cfg.class_specific_ctx)
