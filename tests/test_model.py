@@ -77,6 +77,23 @@ def test_maps_are_head_averaged_attention_and_r_is_a_f(layers):
                           lam * F.cosine_similarity(out["r"], m.text[None], -1), atol=1e-4)
 
 
+def test_matching_runs_in_float32_under_autocast():
+    torch.manual_seed(0)
+    m = TRMML(_cfg(pseudo=False), _ctx())
+    b = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(b)
+        loss, _ = m.loss(out, b, 1)
+    assert out["z"].dtype == torch.bfloat16  # the head itself does run in bf16
+    for key in ("logits", "region_logits", "r", "maps"):
+        assert out[key].dtype == torch.float32, key
+    lam = m.scale()
+    ref = lam * F.cosine_similarity(out["z"].float(), m.text[None], dim=-1)
+    assert torch.allclose(out["logits"], ref, atol=1e-4)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
 def test_query_init_and_logit_scale_init():
     ctx = _ctx()
     m = TRMML(_cfg(), ctx)

@@ -72,7 +72,8 @@ class ZeroShotCLIP(_Baseline):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         g = F.normalize(batch_key(batch, "global").float(), dim=-1)
         lam = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-        return {"logits": lam * g @ self.text.t()}
+        with torch.autocast(g.device.type, enabled=False):  # float32 cosines, see TRMML
+            return {"logits": lam * g @ self.text.t()}
 
 
 class LinearProbe(_Baseline):
@@ -93,7 +94,8 @@ class LinearProbe(_Baseline):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         g = F.normalize(batch_key(batch, "global").float(), dim=-1)
-        return {"logits": F.linear(g, self.weight, self.bias)}
+        with torch.autocast(g.device.type, enabled=False):  # float32 logits, see TRMML
+            return {"logits": F.linear(g, self.weight, self.bias)}
 
 
 class DualCoOp(_Baseline):
@@ -150,6 +152,11 @@ class DualCoOp(_Baseline):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         dense = F.normalize(batch_key(batch, "dense").float(), dim=-1)  # (B, L, D)
         t_pos, t_neg = self.texts()
+        with torch.autocast(dense.device.type, enabled=False):  # float32 cosines, see TRMML
+            return self._pixel_logits(dense, t_pos.float(), t_neg.float())
+
+    def _pixel_logits(self, dense: torch.Tensor, t_pos: torch.Tensor, t_neg: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
         if t_pos.shape[0] != self.num_classes:
             raise ValueError(f"prompt encoder returned {t_pos.shape[0]} classes, expected "
                              f"{self.num_classes}")

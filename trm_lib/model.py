@@ -232,11 +232,15 @@ class TRMML(Method):
                     queries = queries + q_hat
             maps = attn.mean(1)  # (B, C, L), average over heads
         z = self.mlp(q_hat)
-        r = maps.to(dense.dtype) @ dense  # region features in CLIP space, only A is learned
-        text = self.class_text().to(z.dtype)
-        lam = self.scale()
-        logits = lam * (F.normalize(z, dim=-1) * text).sum(-1)
-        region_logits = lam * (F.normalize(r, dim=-1) * text).sum(-1)
+        # The matching itself runs in float32 even under autocast: a bf16 cosine has ~3
+        # significant digits, which would make many images tie in the ranking.
+        with torch.autocast(dense.device.type, enabled=False):
+            maps = maps.float()
+            r = maps @ dense.float()  # region features in CLIP space, only A is learned
+            text = self.class_text().float()
+            lam = self.scale()
+            logits = lam * (F.normalize(z.float(), dim=-1) * text).sum(-1)
+            region_logits = lam * (F.normalize(r, dim=-1) * text).sum(-1)
         return {"logits": logits, "maps": maps, "z": z, "r": r, "region_logits": region_logits}
 
     def scores(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
