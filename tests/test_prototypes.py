@@ -88,6 +88,17 @@ def test_thresholds_never_touch_observed_or_prototypeless_classes():
     assert pseudo.dtype == torch.int8
 
 
+def test_agreement_rule_needs_the_classifier_to_concur():
+    pl = PseudoLabeler(num_train=2, num_classes=3, high=0.9, low=0.1, agree=True)
+    scores = torch.tensor([[0.95, 0.95, 0.05], [0.05, 0.95, 0.5]])
+    probs = torch.tensor([[0.7, 0.2, 0.3], [0.6, 0.5, 0.9]])
+    observed = torch.zeros(2, 3)
+    pseudo = pl.assign(scores, observed, torch.ones(3, dtype=torch.bool), probs)
+    assert pseudo.tolist() == [[1, 0, -1], [0, 1, 0]]
+    with pytest.raises(ValueError, match="probs"):
+        pl.assign(scores, observed, torch.ones(3, dtype=torch.bool))
+
+
 def test_softmax_mean_score_by_hand():
     # two classes in 2-D; feature aligned with class 0's text and visual prototype
     text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

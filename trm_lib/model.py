@@ -180,7 +180,9 @@ class TRMML(Method):
         if cfg.pseudo:
             self.pseudo = PseudoLabeler(ctx.num_train, num_classes, cfg.pseudo_high,
                                         cfg.pseudo_low, cfg.pseudo_temp, cfg.pseudo_score,
-                                        cfg.pseudo_warmup)
+                                        cfg.pseudo_warmup,
+                                        # proposed switch method.pseudo_agree
+                                        agree=getattr(cfg, "pseudo_agree", False))
 
     # ------------------------------------------------------------------ text side
     def class_text(self) -> torch.Tensor:
@@ -274,7 +276,8 @@ class TRMML(Method):
             index = batch_key(batch, "index", "; pseudo-labels need the sample index "
                                               "(or set method.pseudo=false)")
             pseudo = self.pseudo.step(z, observed, index, text, self.memory, epoch,
-                                      full=batch.get("full"))
+                                      full=batch.get("full"),
+                                      probs=torch.sigmoid(logits.detach().float()))
             is_pseudo = pseudo != 0
             targets = torch.where(is_pseudo, pseudo.float(), targets)
             weights = torch.where(is_pseudo, torch.full_like(targets, cfg.pseudo_weight),

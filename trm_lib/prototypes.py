@@ -108,7 +108,9 @@ class PseudoLabeler(nn.Module):
       other object or background the query attended to, which sends the score to ~0.
     - ``"cosine_mean"``: ``m_c`` alone (intra-category only; thresholds then act on a cosine).
 
-    Rule: ``score ≥ high`` → +1, ``score ≤ low`` → −1, else 0 (still unknown). An entry of class c
+    Rule: ``score ≥ high`` → +1, ``score ≤ low`` → −1, else 0 (still unknown). With
+    ``agree=True`` the classifier must concur: a pseudo-positive also needs ``σ(s_{n,c}) ≥ 0.5``
+    and a pseudo-negative ``σ(s_{n,c}) < 0.5`` (two views of the same entry). An entry of class c
     can only be pseudo-labelled once class c has a visual prototype, observed entries are never
     touched, and nothing happens during the first ``warmup`` epochs (the trainer counts epochs
     from 1; epoch 0 is the evaluation before training), i.e. pseudo-labels start at epoch
@@ -125,7 +127,8 @@ class PseudoLabeler(nn.Module):
                 "eval_pseudo_neg", "unknown_pos", "unknown_neg", "true_pos", "true_neg")
 
     def __init__(self, num_train: int, num_classes: int, high: float = 0.9, low: float = 0.02,
-                 temperature: float = 0.07, score: str = "softmax_mean", warmup: int = 2):
+                 temperature: float = 0.07, score: str = "softmax_mean", warmup: int = 2,
+                 agree: bool = False):
         super().__init__()
         if score not in ("softmax_mean", "cosine_mean"):
             raise ValueError(f"method.pseudo_score must be softmax_mean|cosine_mean, got {score!r}")
@@ -134,7 +137,7 @@ class PseudoLabeler(nn.Module):
         if temperature <= 0:
             raise ValueError(f"method.pseudo_temp must be > 0, got {temperature}")
         self.high, self.low, self.temperature = high, low, temperature
-        self.score_rule, self.warmup = score, warmup
+        self.score_rule, self.warmup, self.agree = score, warmup, agree
         self.register_buffer("labels", torch.zeros(num_train, num_classes, dtype=torch.int8))
         self.register_buffer("counts", torch.zeros(len(self.COUNTERS), dtype=torch.long))
 
@@ -156,26 +159,34 @@ class PseudoLabeler(nn.Module):
         probs = torch.softmax(mean / self.temperature, dim=-1)
         return torch.diagonal(probs, dim1=1, dim2=2)
 
-    def assign(self, scores: torch.Tensor, observed: torch.Tensor,
-               visual_valid: torch.Tensor) -> torch.Tensor:
-        """(B, C) int8 pseudo-labels in {1, -1, 0}; 0 wherever a label is observed."""
+    def assign(self, scores: torch.Tensor, observed: torch.Tensor, visual_valid: torch.Tensor,
+               probs: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C) int8 pseudo-labels in {1, -1, 0}; 0 wherever a label is observed.
+        ``probs`` (B, C) = σ(s), required when ``agree``."""
         eligible = (observed == 0) & visual_valid.to(observed.device)[None, :]
+        pos, neg = eligible & (scores >= self.high), eligible & (scores <= self.low)
+        if self.agree:
+            if probs is None:
+                raise ValueError("PseudoLabeler(agree=True) needs the classifier's probs")
+            pos, neg = pos & (probs >= 0.5), neg & (probs < 0.5)
         pseudo = torch.zeros(observed.shape, dtype=torch.int8, device=observed.device)
-        pseudo[eligible & (scores >= self.high)] = 1
-        pseudo[eligible & (scores <= self.low)] = -1
+        pseudo[pos] = 1
+        pseudo[neg] = -1
         return pseudo
 
     @torch.no_grad()
     def step(self, z: torch.Tensor, observed: torch.Tensor, index: torch.Tensor,
              text: torch.Tensor, memory: PrototypeMemory, epoch: int,
-             full: torch.Tensor | None = None) -> torch.Tensor:
+             full: torch.Tensor | None = None, probs: torch.Tensor | None = None
+             ) -> torch.Tensor:
         """Pseudo-label one training batch, store the result and count agreement with ``full``.
+        ``probs`` = σ(s) of the batch (used when ``agree``).
 
         Returns (B, C) int8 in {1, -1, 0} (all 0 before warm-up)."""
         if not self.active(epoch):
             return torch.zeros(observed.shape, dtype=torch.int8, device=observed.device)
         scores = self.score(z, text, memory.visual, memory.visual_valid)
-        pseudo = self.assign(scores, observed, memory.visual_valid)
+        pseudo = self.assign(scores, observed, memory.visual_valid, probs)
         self.labels[index.to(self.labels.device).long()] = pseudo.to(self.labels.device)
         self.record(pseudo, observed, full)
         return pseudo
