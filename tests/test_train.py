@@ -21,7 +21,7 @@ from trm_lib import metrics
 from trm_lib.config import RunConfig, TrainConfig
 from trm_lib.datasets import write_generic
 from trm_lib.losses import partial_bce
-from trm_lib.methods import Method
+from trm_lib.methods import Method, MethodContext
 
 CLASSES = ["red", "green", "blue", "white"]
 COLORS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220], [240, 240, 240]], np.uint8)
@@ -288,3 +288,21 @@ def test_method_one_epoch_and_load_run_reproduces_selected_epoch(world, tmp_path
     out = run.method(next(iter(run.batches("test", indices=[0, 1]))))
     assert out["logits"].shape == (2, 4)
     assert "observed_mAP" in run.evaluate("val")
+
+
+def test_predict_keeps_float64_probabilities():
+    """Confident images differ only below float32 resolution; rounding them would tie them."""
+
+    class Confident(Method):
+        def forward(self, batch):
+            return {"logits": batch["global"].double()}
+
+        def scores(self, out):
+            return torch.sigmoid(out["logits"])
+
+    ctx = MethodContext(["a"], torch.ones(1, 1), 1, 1, (1, 1), 2)
+    m = Confident(RunConfig().method, ctx)
+    batches = [{"global": torch.tensor([[20.0], [21.0]], dtype=torch.float64)}]
+    scores = T.predict(m, batches)
+    assert scores.dtype == np.float64 and scores[1, 0] > scores[0, 0]
+    assert np.float32(scores[0, 0]) == np.float32(scores[1, 0]) == 1.0  # float32 would tie

@@ -380,7 +380,8 @@ def _to_device(batch: Batch, device: torch.device | None) -> Batch:
 def predict(method: Method, batches: Iterable[Batch], device: torch.device | None = None,
             amp: bool = False) -> np.ndarray:
     """Scores ``method.scores(method(batch))`` of every batch, in eval mode, as one (N, C)
-    float32 array. The one inference path of the package."""
+    float64 array (methods may return float64 probabilities so that confident images do not tie
+    at 1.0; nothing here rounds them). The one inference path of the package."""
     was_training = method.training
     method.eval()
     out: list[torch.Tensor] = []
@@ -389,7 +390,7 @@ def predict(method: Method, batches: Iterable[Batch], device: torch.device | Non
             batch = _to_device(batch, device)
             with _autocast(batch["global"].device, amp):
                 scores = method.scores(method(batch))
-            out.append(scores.float().cpu())
+            out.append(scores.detach().to(torch.float64).cpu())
     finally:
         method.train(was_training)
     if not out:
