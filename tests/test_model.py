@@ -104,6 +104,41 @@ def test_query_init_and_logit_scale_init():
     assert not torch.allclose(r.queries, m.queries)
 
 
+def _with(cfg: MethodConfig, **proposed) -> MethodConfig:
+    """Set proposed switches that MethodConfig may not have yet (the model reads them with
+    getattr and a default)."""
+    for key, value in proposed.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def test_clip_attention_init_starts_from_text_pixel_similarity():
+    ctx = _ctx()
+    m = TRMML(_with(_cfg(num_heads=1), attn_init="clip"), ctx)
+    b = _batch()
+    layer = m.layers[0]
+    t, f = layer.norm_q(m.queries), layer.norm_kv(b["dense"])  # LayerNorms start as identity
+    expected = torch.softmax(torch.einsum("cd,bld->bcl", t, f) / D ** 0.5, dim=-1)
+    assert torch.allclose(m(b)["maps"], expected, atol=1e-5)
+    torch.manual_seed(0)
+    r = TRMML(_with(_cfg(num_heads=1), attn_init="random"), ctx)
+    assert not torch.allclose(r.layers[0].q_proj.weight, torch.eye(D))
+    with pytest.raises(ValueError, match="attn_init"):
+        TRMML(_with(_cfg(), attn_init="orthogonal"), ctx)
+
+
+def test_residual_head_starts_as_text_region_zero_shot():
+    ctx = _ctx()
+    m = TRMML(_with(_cfg(num_heads=1), mlp_residual=True), ctx)
+    b = _batch()
+    out = m(b)
+    layer = m.layers[0]
+    region = out["maps"] @ layer.norm_kv(b["dense"])  # attention-pooled normalised tokens
+    assert torch.allclose(out["z"], region, atol=1e-5)
+    ref = 50.0 * F.cosine_similarity(region, m.text[None], dim=-1)
+    assert torch.allclose(out["logits"], ref, atol=1e-3)
+
+
 def _grads(m: TRMML, loss: torch.Tensor) -> set[str]:
     m.zero_grad(set_to_none=True)
     loss.backward(retain_graph=True)

@@ -82,11 +82,15 @@ class CategoryCrossAttention(nn.Module):
     ``init="clip"`` starts W_q and W_k as the identity (zero bias), so that with text-initialised
     queries and projected tokens each head's map starts as CLIP's own text-pixel similarity
     ``softmax_L(LN(t_c)·LN(F̃_l)/√d_h)`` over its slice of the channels: the queries' text
-    initialisation then means something from the first step instead of passing through a
-    random projection. ``"random"``: PyTorch's default Linear init everywhere. W_k stays random
-    when the key width differs (``kv_source="raw"``)."""
+    initialisation then means something from the first step instead of passing through a random
+    projection. ``"random"``: PyTorch's default Linear init. ``identity_values=True`` also starts
+    W_v and W_o as the identity, so that Q̂ starts as the attention-pooled (normalised) tokens, a
+    region feature in CLIP space. Projections whose input width differs (``kv_source="raw"``)
+    keep the default init.
+    """
 
-    def __init__(self, dim: int, kv_dim: int, num_heads: int, init: str = "clip"):
+    def __init__(self, dim: int, kv_dim: int, num_heads: int, init: str = "clip",
+                 identity_values: bool = False):
         super().__init__()
         if init not in ("clip", "random"):
             raise ValueError(f"method.attn_init must be clip|random, got {init!r}")
@@ -98,12 +102,13 @@ class CategoryCrossAttention(nn.Module):
         self.k_proj = nn.Linear(kv_dim, dim)
         self.v_proj = nn.Linear(kv_dim, dim)
         self.out_proj = nn.Linear(dim, dim)
-        if init == "clip":
-            with torch.no_grad():
-                for lin in (self.q_proj, self.k_proj):
-                    if lin.in_features == lin.out_features:
-                        nn.init.eye_(lin.weight)
-                        nn.init.zeros_(lin.bias)
+        identity = [self.q_proj, self.k_proj] if init == "clip" else []
+        identity += [self.v_proj, self.out_proj] if identity_values else []
+        with torch.no_grad():
+            for lin in identity:
+                if lin.in_features == lin.out_features:
+                    nn.init.eye_(lin.weight)
+                    nn.init.zeros_(lin.bias)
 
     def values(self, kv: torch.Tensor) -> torch.Tensor:
         """(B, L, D) value vectors ``LN(F) W_v`` (used directly by the uniform-pooling ablation)."""
@@ -140,6 +145,12 @@ class TRMML(Method):
     category-aware regions, Z is identical for all classes and s_c = λ cos(z, t_c) compares one
     image vector with every class text. The queries are then unused.
 
+    Initialisation (proposed switches): ``attn_init="clip"`` (default) starts the attention as
+    CLIP's text-pixel similarity (see :class:`CategoryCrossAttention`); ``mlp_residual=True``
+    makes ``Z = Q̂ + MLP(Q̂)`` with the MLP's last layer, W_v and W_o starting at zero / identity,
+    so that the untrained head *is* text-region zero-shot matching (like the linear probe, which
+    starts as zero-shot CLIP); default False: ``Z = MLP(Q̂)`` as in the paper's figure.
+
     With ``num_layers > 1`` the query is refined ``Q ← Q + Q̂`` between layers (a decoder stack
     without self-attention); maps, Q̂ and R come from the last layer.
 
@@ -165,13 +176,19 @@ class TRMML(Method):
             init = torch.randn(num_classes, dim) / math.sqrt(dim)
         self.queries = nn.Parameter(init)
         kv_dim = dim if cfg.kv_source == "projected" else ctx.dense_dim
-        # proposed switch method.attn_init (clip | random); read defensively until config has it
+        # proposed switches, read defensively until MethodConfig has them:
+        # method.attn_init (clip | random) and method.mlp_residual (bool), see the class docstring
         attn_init = getattr(cfg, "attn_init", "clip")
-        self.layers = nn.ModuleList(CategoryCrossAttention(dim, kv_dim, cfg.num_heads, attn_init)
-                                    for _ in range(cfg.num_layers))
+        self.mlp_residual = bool(getattr(cfg, "mlp_residual", False))
+        self.layers = nn.ModuleList(
+            CategoryCrossAttention(dim, kv_dim, cfg.num_heads, attn_init, self.mlp_residual)
+            for _ in range(cfg.num_layers))
         hidden = max(1, int(cfg.mlp_hidden * dim))
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
                                  nn.Linear(hidden, dim))
+        if self.mlp_residual:
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)),
                                         requires_grad=cfg.learn_logit_scale)
         self.memory = PrototypeMemory(num_classes, dim, cfg.memory_size, cfg.proto_update,
@@ -233,7 +250,7 @@ class TRMML(Method):
                 if i + 1 < len(self.layers):
                     queries = queries + q_hat
             maps = attn.mean(1)  # (B, C, L), average over heads
-        z = self.mlp(q_hat)
+        z = q_hat + self.mlp(q_hat) if self.mlp_residual else self.mlp(q_hat)
         # The matching itself runs in float32 even under autocast: a bf16 cosine has ~3
         # significant digits, which would make many images tie in the ranking.
         with torch.autocast(dense.device.type, enabled=False):
