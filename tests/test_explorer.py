@@ -157,6 +157,18 @@ def test_metrics_are_the_evaluators_and_match_sklearn(explorer):
     assert math.isnan(explorer.metrics(method="linear_probe")["pseudo_recall"])
 
 
+def test_table_lists_the_selected_and_the_figure_runs_in_percent(explorer):
+    table = explorer.table(method="linear_probe")
+    assert list(table.index) == ["linear probe, p=50%", "DualCoOp, p=50%",
+                                 "TRM-ML, p=50%, kd+mcl+pseudo(0.90/0.02)"]
+    m = explorer.metrics(method="linear_probe")
+    assert table.loc["linear probe, p=50%", "mAP"] == round(100 * m["mAP"], 2)
+    assert math.isnan(table.loc["linear probe, p=50%", "pseudo recall"])
+    merged = explorer.table()  # TRM-ML selected is also the figure's TRM-ML row
+    assert len(merged) == 2
+    assert merged["role"].iloc[0] == "selected + figure: TRM-ML (region)"
+
+
 def test_static_figure_shows_top3_of_trm_ml_over_both_methods(explorer):
     fig = E.static_figure(explorer, image=3)
     assert isinstance(fig, Figure)

@@ -271,7 +271,10 @@ class Explorer:
 
     def table(self, **controls: Any) -> pd.DataFrame:
         """The metrics table of a view: the selected setting's run and the two runs the
-        attention figure compares (same proportion), in %, one row per distinct run."""
+        attention figure compares (same proportion), one row per distinct run. Test metrics in %
+        at the selected epoch, ``mAP (oracle)`` at the best test epoch; pseudo-label precision,
+        recall and coverage (%) of the last epoch; ``train s``: the run's training wall time;
+        ``source``: trained by this explorer or read back from its run folder."""
         rows: dict[str, dict[str, Any]] = {}
         for role, s in self._view_settings(self.setting(**controls)):
             run = self._run(s)
@@ -281,8 +284,9 @@ class Explorer:
             m = _run_metrics(run)
             rows[run.key] = {
                 "run": s.label(), "role": role,
-                **{k: round(100 * m[k], 2) for k in ("mAP", "CF1", "OF1", "mAP_oracle")},
-                **{k: round(100 * m[f"pseudo_{k}"], 2)
+                **{k: round(100 * m[k], 2) for k in ("mAP", "CF1", "OF1")},
+                "mAP (oracle)": round(100 * m["mAP_oracle"], 2),
+                **{f"pseudo {k}": round(100 * m[f"pseudo_{k}"], 2)
                    for k in ("precision", "recall", "coverage")},
                 "epochs": int(m["epochs"]), "train s": round(m["wall_time"], 1),
                 "source": run.source}
@@ -434,8 +438,12 @@ def _png(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    return df.to_html(na_rep="–", float_format=lambda v: f"{v:.2f}", border=0,
-                      classes="trm-explorer-table")
+    note = ("<div style='font-size:85%;color:#555'>test metrics in % at the epoch selected on "
+            "validation (oracle: best test epoch); pseudo-labels of the last epoch, in %; "
+            "–: not applicable or none made</div>")
+    return note + df.reset_index().to_html(
+        index=False, na_rep="–", float_format=lambda v: f"{v:.2f}", border=0,
+        classes="trm-explorer-table")
 
 
 class ExplorerWidgets(widgets.VBox):
