@@ -14,9 +14,10 @@ Two layers, so that what a headless report shows is what an interactive session 
 - :func:`build_widgets` — ipywidgets controls that call the same :class:`Explorer`, and
   :func:`static_figure` — the same figure for a headless report.
 
-Metrics are the trainer's own (test split at the validation-selected epoch, from
-:func:`trm_lib.train.evaluate`'s metric half), pseudo-label precision / recall / coverage come from
-the last epoch's prototype statistics, and the figure is :func:`trm_lib.viz.plot_attention_rows`.
+Metrics are the trainer's own (:func:`trm_lib.metrics.evaluate_scores` on the full test labels at
+the epoch selected on the partially labelled validation split, as every run records them),
+pseudo-label precision / recall / coverage are the last epoch's prototype statistics against the
+hidden full labels, and the figure is :func:`trm_lib.viz.plot_attention_rows`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ from .train import (
     train,
 )
 
-__all__ = ["EXPLORER_OVERRIDES", "METHODS", "PROPORTIONS", "Explorer", "ExplorerRun",
+__all__ = ["CONTROLS", "EXPLORER_OVERRIDES", "FIGURE_ROWS", "METHODS", "PROPORTIONS", "Explorer",
+           "ExplorerRun",
            "ExplorerWidgets", "Setting", "View", "build_widgets", "explorer_config",
            "static_figure", "tidy"]
 
