@@ -144,6 +144,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     num_workers: int = 0
+    gpu_decode: bool = False  # decode JPEGs on the GPU (nvJPEG) for live images and feature caches
     out_dir: str | None = None  # None: runs/<auto name>
     resume: bool = True
     select_metric: str = "mAP"  # metric on the validation split for model selection
@@ -157,6 +158,9 @@ class TrainConfig:
             raise ConfigError("train.epochs must be >= 0 and train.batch_size >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.gpu_decode and self.device == "cpu":
+            raise ConfigError("train.gpu_decode=true needs a CUDA device, but train.device='cpu' "
+                              "(use device auto/cuda, or gpu_decode=false)")
 
 
 @dataclass

@@ -13,6 +13,13 @@ raw flag -- so any change lands in a different folder. Rows are written in order
 (written atomically) advances only after the rows are flushed, so an interrupted run resumes
 where it stopped. Cached features have no augmentation: that is the trade-off of
 ``train.use_cache`` (live images remain available through the backbone's train transform).
+
+Under ``torchrun`` (``python -m torch.distributed.run --nproc_per_node=N -m trm_lib features
+...``) the ranks share the work: in every round each rank encodes one batch of the next
+``N x batch_size`` rows, rank 0 gathers them and writes them into the *same* store (same key,
+files and manifest as a single process; rank r's batch is exactly single-process batch
+``round * N + r``, so the numbers are bit-identical). Only rank 0 writes, so the resume rule is
+unchanged and a store begun with one N can be finished with another.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import distributed
 from .io import read_json, write_json
 from .paths import cache_dir
 
@@ -50,10 +58,15 @@ class FeatureCacheError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 def feature_key(backbone: FrozenCLIP, dataset: MultiLabelDataset, raw: bool = False,
-                transform: Any = None) -> dict[str, Any]:
-    """Everything that determines the cached numbers (JSON-serialisable)."""
+                transform: Any = None, decode: str = "pil") -> dict[str, Any]:
+    """Everything that determines the cached numbers (JSON-serialisable). ``decode``: ``pil`` or
+    ``nvjpeg`` (GPU decoding gives slightly different pixels, see :mod:`trm_lib.decode`); the
+    key of the default PIL path has no ``decode`` entry, so existing stores keep their hash."""
     transform = transform if transform is not None else backbone.transform()
-    return {
+    if decode not in ("pil", "nvjpeg"):
+        raise ValueError(f"decode must be 'pil' or 'nvjpeg', got {decode!r}")
+    extra = {"decode": decode} if decode != "pil" else {}
+    return {**extra,
         "format": FORMAT_VERSION,
         "backbone": backbone.identity(),
         "dataset": {"name": dataset.name, "split": dataset.split,
@@ -180,20 +193,31 @@ class FeatureStore:
 def compute_features(backbone: FrozenCLIP, dataset: MultiLabelDataset, *, batch_size: int = 128,
                      raw: bool = False, num_workers: int = 0,
                      device: str | torch.device | None = None,
-                     cache_root: str | Path | None = None, progress: bool = True) -> FeatureStore:
+                     cache_root: str | Path | None = None, progress: bool = True,
+                     gpu_decode: bool = False) -> FeatureStore:
     """Return the feature store of ``dataset`` under ``backbone``, computing what is missing.
 
     Reuse costs one manifest read; an interrupted computation resumes from its last flushed
-    batch. ``cache_root`` defaults to :func:`trm_lib.paths.cache_dir`.
+    batch. ``cache_root`` defaults to :func:`trm_lib.paths.cache_dir`. ``gpu_decode``: decode
+    JPEGs with nvJPEG on the backbone's GPU (:mod:`trm_lib.decode`; falls back to PIL, with a
+    warning, when the backbone is not on CUDA). In a multi-process group (``torchrun``) every
+    rank must call this with the same arguments: the work is sharded (module docstring).
     """
+    from .decode import use_gpu_decode
+
     if len(dataset) == 0:
         raise FeatureCacheError(f"{dataset.name}/{dataset.split}: dataset has no images")
     if device is not None:
         backbone.to(device)
     transform = backbone.transform()
-    key = feature_key(backbone, dataset, raw, transform)
+    gpu = use_gpu_decode(gpu_decode, backbone.device)
+    key = feature_key(backbone, dataset, raw, transform, "nvjpeg" if gpu else "pil")
     folder = store_dir(key, cache_root)
     manifest_path = folder / "manifest.json"
+    if distributed.is_distributed():
+        _compute_sharded(backbone, dataset, transform, key, folder, batch_size, num_workers, raw,
+                         progress, gpu)
+        return FeatureStore(folder)
     with _locked(folder):
         if manifest_path.exists():
             manifest = _read_manifest(manifest_path, key)
@@ -204,7 +228,7 @@ def compute_features(backbone: FrozenCLIP, dataset: MultiLabelDataset, *, batch_
         else:
             manifest, arrays = _create_store(folder, key, backbone, len(dataset), raw)
         _fill(backbone, dataset, transform, manifest, manifest_path, arrays, batch_size,
-              num_workers, raw, progress)
+              num_workers, raw, progress, gpu)
     return FeatureStore(folder)
 
 
@@ -231,40 +255,125 @@ def _create_store(folder: Path, key: dict[str, Any], backbone: FrozenCLIP, n: in
 
 def _fill(backbone: FrozenCLIP, dataset: MultiLabelDataset, transform: Any,
           manifest: dict[str, Any], manifest_path: Path, arrays: dict[str, np.memmap],
-          batch_size: int, num_workers: int, raw: bool, progress: bool) -> None:
-    from torch.utils.data import DataLoader, Subset
+          batch_size: int, num_workers: int, raw: bool, progress: bool,
+          gpu_decode: bool = False) -> None:
     from tqdm import tqdm
 
+    from .decode import image_batches
+
     start, n = manifest["completed"], manifest["n"]
-    view = Subset(dataset.torch(transform), range(start, n))
-    loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=backbone.device.type == "cuda")
+    loader = image_batches(dataset, transform,
+                           [range(lo, min(lo + batch_size, n)) for lo in range(start, n, batch_size)],
+                           device=backbone.device, gpu_decode=gpu_decode, num_workers=num_workers)
     t0 = time.perf_counter()
     with tqdm(total=n, initial=start, disable=not progress, unit="img",
               desc=f"features {dataset.name}/{dataset.split}") as bar:
-        for images, _, index in loader:
+        for images, index in loader:
             lo, hi = int(index[0]), int(index[-1]) + 1
             out = backbone.encode_images(images, raw=raw)
-            for name, arr in arrays.items():
-                rows = out[name].to(torch.float16).cpu().numpy()
-                if not np.isfinite(rows).all():
-                    raise FeatureCacheError(
-                        f"{manifest_path.parent / (name + '.npy')}: non-finite {name} features for "
-                        f"images {lo}..{hi - 1} (e.g. {dataset.image_paths[lo]}); float16 overflow "
-                        f"or a broken backbone")
-                arr[lo:hi] = rows
-            for arr in arrays.values():
-                arr.flush()
+            _write_rows(arrays, out, lo, hi, manifest_path, dataset)
             manifest["completed"] = hi
             manifest["seconds"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             write_json(manifest_path, manifest)
             bar.update(hi - lo)
+    _finish(manifest, manifest_path, dataset, progress)
+
+
+def _write_rows(arrays: dict[str, np.memmap], out: dict[str, torch.Tensor], lo: int, hi: int,
+                manifest_path: Path, dataset: MultiLabelDataset) -> None:
+    """Rows ``lo:hi`` of every array as float16, flushed (before the manifest may advance)."""
+    for name, arr in arrays.items():
+        rows = out[name].to(torch.float16).cpu().numpy()
+        if not np.isfinite(rows).all():
+            raise FeatureCacheError(
+                f"{manifest_path.parent / (name + '.npy')}: non-finite {name} features for "
+                f"images {lo}..{hi - 1} (e.g. {dataset.image_paths[lo]}); float16 overflow "
+                f"or a broken backbone")
+        arr[lo:hi] = rows
+    for arr in arrays.values():
+        arr.flush()
+
+
+def _finish(manifest: dict[str, Any], manifest_path: Path, dataset: MultiLabelDataset,
+            progress: bool) -> None:
+    n = manifest["n"]
     manifest["complete"] = manifest["completed"] == n
     write_json(manifest_path, manifest)
     if progress:
         print(f"features: {n} images of {dataset.name}/{dataset.split} -> {manifest_path.parent} "
               f"({manifest['seconds']:.1f}s)", file=sys.stderr)
+
+
+def _compute_sharded(backbone: FrozenCLIP, dataset: MultiLabelDataset, transform: Any,
+                     key: dict[str, Any], folder: Path, batch_size: int, num_workers: int,
+                     raw: bool, progress: bool, gpu_decode: bool) -> None:
+    """The multi-process twin of the body of :func:`compute_features` (module docstring).
+
+    Rank 0 alone opens, locks and writes the store and tells the others where to start (or
+    the error that stops everyone, so no rank is left waiting in a collective). Rank r encodes
+    rows ``[lo + r*B, lo + (r+1)*B)`` of every round ``lo`` -- single-process batch
+    ``round * N + r`` -- and rank 0 gathers the round, writes it in order and advances the
+    manifest, exactly as :func:`_fill` does for one batch."""
+    from tqdm import tqdm
+
+    from .decode import image_batches
+
+    main, n = distributed.is_main(), len(dataset)
+    rank, world = distributed.rank(), distributed.world_size()
+    manifest_path = folder / "manifest.json"
+    with _locked(folder) if main else contextlib.nullcontext():
+        manifest: dict[str, Any] = {}
+        arrays: dict[str, np.memmap] = {}
+        status: tuple[str, Any] = ("start", 0)
+        if main:
+            try:
+                if manifest_path.exists():
+                    manifest = _read_manifest(manifest_path, key)
+                    if manifest["complete"]:
+                        status = ("done", n)
+                    else:
+                        arrays = {name: _open_array(folder, manifest, name, "r+")
+                                  for name in manifest["arrays"]}
+                        status = ("start", manifest["completed"])
+                else:
+                    manifest, arrays = _create_store(folder, key, backbone, n, raw)
+            except FeatureCacheError as err:
+                status = ("error", str(err))
+        status = distributed.broadcast_object(status)
+        if status[0] == "error":
+            raise FeatureCacheError(status[1])
+        start = int(status[1])
+        rounds = list(range(start, n, world * batch_size))
+        mine = [range(min(lo + rank * batch_size, n), min(lo + (rank + 1) * batch_size, n))
+                for lo in rounds]
+        names = ["global", "dense"] + (["dense_raw"] if raw else [])
+        L = backbone.grid[0] * backbone.grid[1]
+        widths = {"global": (backbone.embed_dim,), "dense": (L, backbone.embed_dim),
+                  "dense_raw": (L, backbone.dense_dim)}
+        loader = image_batches(dataset, transform, mine, device=backbone.device,
+                               gpu_decode=gpu_decode, num_workers=num_workers)
+        t0 = time.perf_counter()
+        with tqdm(total=n, initial=start, disable=not (progress and main), unit="img",
+                  desc=f"features {dataset.name}/{dataset.split} x{world}") as bar:
+            for lo, (images, _) in zip(rounds, loader, strict=True):
+                hi = min(lo + world * batch_size, n)
+                out = (backbone.encode_images(images, raw=raw) if images is not None else
+                       {k: torch.zeros((0, *widths[k]), device=backbone.device) for k in names})
+                sizes = [max(0, min(lo + (r + 1) * batch_size, n) - min(lo + r * batch_size, n))
+                         for r in range(world)]
+                rows = {k: distributed.gather_tensor(out[k].to(torch.float16), sizes)
+                        for k in names}
+                if main:
+                    _write_rows(arrays, rows, lo, hi, manifest_path, dataset)
+                    manifest["completed"] = hi
+                    manifest["seconds"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    write_json(manifest_path, manifest)
+                    bar.update(hi - lo)
+        if main and status[0] != "done":
+            _finish(manifest, manifest_path, dataset, progress)
+    distributed.barrier()  # the store is complete before any rank opens it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,20 +391,26 @@ def _backbone_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=d.image_size)
     parser.add_argument("--precision", default=d.precision)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="auto | cpu | cuda | cuda:N (under torchrun: auto/cuda = the rank's "
+                             "GPU)")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--gpu-decode", action="store_true",
+                        help="decode JPEGs with nvJPEG on the GPU (PIL fallback without CUDA)")
 
 
 def _build_backbone(args: argparse.Namespace) -> FrozenCLIP:
     from .backbone import FrozenCLIP
 
     pretrained = None if str(args.pretrained).lower() in ("none", "") else args.pretrained
-    return FrozenCLIP(args.model, pretrained, args.image_size, device=args.device,
-                      precision=args.precision, batch_size=args.batch_size)
+    return FrozenCLIP(args.model, pretrained, args.image_size,
+                      device=distributed.local_device(args.device), precision=args.precision,
+                      batch_size=args.batch_size)
 
 
 def cli(argv: list[str]) -> int:
-    """Compute (or locate) the feature store of one dataset split and print where it is."""
+    """Compute (or locate) the feature store of one dataset split and print where it is.
+    Under ``torchrun`` the ranks share the work (module docstring); rank 0 prints."""
     from .datasets import load
 
     parser = argparse.ArgumentParser(prog="python -m trm_lib features",
@@ -308,12 +423,16 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true")
     _backbone_args(parser)
     args = parser.parse_args(argv)
-    backbone = _build_backbone(args)
-    dataset = load(args.dataset, root=args.root, split=args.split)
+    distributed.init_distributed(args.device)
+    with distributed.main_first():  # a loader may generate its world or weights on first use
+        backbone = _build_backbone(args)
+        dataset = load(args.dataset, root=args.root, split=args.split)
     t0 = time.perf_counter()
     store = compute_features(backbone, dataset, batch_size=args.batch_size, raw=args.raw,
                              num_workers=args.num_workers, cache_root=args.cache_root,
-                             progress=not args.quiet)
+                             progress=not args.quiet, gpu_decode=args.gpu_decode)
+    if not distributed.is_main():
+        return 0
     print(f"{store.path}\n  images {len(store)}  global {tuple(store.global_feats.shape)}  "
           f"dense {tuple(store.dense.shape)}  grid {store.grid}"
           + (f"  dense_raw {tuple(store.dense_raw.shape)}" if store.dense_raw is not None else "")
@@ -417,15 +536,21 @@ def bench(argv: list[str]) -> int:
               f"dataset {dataset.name}/{dataset.split}, {n} images; "
               f"torch threads {torch.get_num_threads()}")
 
-        from torch.utils.data import DataLoader
+        from .decode import image_batches, use_gpu_decode
 
-        loader = DataLoader(dataset.torch(backbone.transform()), batch_size=args.batch_size,
-                            num_workers=args.num_workers,
-                            pin_memory=backbone.device.type == "cuda")
-        warm = next(iter(loader))[0]  # first-call allocations and thread start-up
+        gpu = use_gpu_decode(args.gpu_decode, backbone.device)
+
+        def epoch() -> Iterator[tuple[torch.Tensor | None, torch.Tensor]]:
+            return image_batches(dataset, backbone.transform(),
+                                 [range(i, min(i + args.batch_size, n))
+                                  for i in range(0, n, args.batch_size)],
+                                 device=backbone.device, gpu_decode=gpu,
+                                 num_workers=args.num_workers)
+
+        warm = next(epoch())[0]  # first-call allocations and thread start-up
         backbone.encode_images(warm, raw=args.raw)
         t0 = time.perf_counter()
-        for images, _, _ in loader:
+        for images, _ in epoch():
             out = backbone.encode_images(images, raw=args.raw)
         if backbone.device.type == "cuda":
             torch.cuda.synchronize()
@@ -435,11 +560,11 @@ def bench(argv: list[str]) -> int:
         t0 = time.perf_counter()
         store = compute_features(backbone, dataset, batch_size=args.batch_size, raw=args.raw,
                                  num_workers=args.num_workers, cache_root=tmp / "cache",
-                                 progress=False)
+                                 progress=False, gpu_decode=gpu)
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
         compute_features(backbone, dataset, batch_size=args.batch_size, raw=args.raw,
-                         cache_root=tmp / "cache", progress=False)
+                         cache_root=tmp / "cache", progress=False, gpu_decode=gpu)
         reuse = time.perf_counter() - t0
 
         perm = np.random.default_rng(0).permutation(n)
@@ -450,7 +575,8 @@ def bench(argv: list[str]) -> int:
                 store.batch(perm[i:i + args.train_batch])
         cached = reps * n / (time.perf_counter() - t0)
 
-        print(f"uncached epoch (decode + transform + backbone): {live:10.1f} images/s")
+        print(f"uncached epoch (decode + transform + backbone): {live:10.1f} images/s"
+              f"{'  (nvJPEG decode)' if gpu else ''}")
         print(f"compute_features, first call (incl. writing):   {n / first:10.1f} images/s")
         print(f"compute_features, reuse:                         {reuse * 1e3:10.1f} ms")
         print(f"cached epoch (shuffled batch() of {args.train_batch}):        "

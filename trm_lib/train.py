@@ -24,6 +24,30 @@ A run folder holds ``config.yaml``, ``history.csv`` (one row per epoch), ``last.
 point), ``best.pt`` (selected epoch), ``test_scores.npy`` (test probabilities at the selected
 epoch) and, once finished, ``result.json``. Every file is written atomically; checkpoints load
 with ``torch.load(weights_only=True)``.
+
+Multi-GPU: ``torchrun --nproc_per_node=N -m trm_lib train ...`` runs N processes (one GPU each,
+:mod:`trm_lib.distributed`) that compute what one process computes:
+
+- ``train.batch_size`` stays the *global* batch: every rank draws the same (seed, epoch)
+  permutation, cuts the same global batches and runs the method's forward on its contiguous
+  ~``batch_size / N`` share. The learning-rate schedule and the number of steps do not change.
+- The method's outputs are gathered (with a gradient path back to each rank's share) and every
+  rank computes ``method.loss`` on the whole global batch, then gradients of
+  ``method.trainable_parameters()`` are averaged over ranks. This, not
+  ``DistributedDataParallel``, because TRM-ML's loss is not a sum of per-sample terms: the
+  contrastive term compares all anchors of the batch, and the memory bank and pseudo-label
+  buffer are updated from the batch inside ``loss``. A DDP-wrapped forward would give each
+  rank its own batch statistics and its own memory state; here the loss value, the logs and
+  all per-sample state are those of the single-process run (exact up to float summation order;
+  method buffers are also re-broadcast from rank 0 after every epoch). Under DDP ``loss`` sees
+  the label keys (``observed``, ``full``, ``index``) of the global batch; the feature tensors
+  are not gathered (no method's loss reads them).
+- Validation and test rows are split across ranks and the scores all-gathered, so the one
+  evaluator runs on the full score matrix (on every rank, which keeps the selection state
+  identical); only rank 0 prints and writes files. The run folder must be visible to every
+  rank for a resume (one node: always).
+- Not bit-identical to one process: dropout masks (each rank draws its own) and live-image
+  augmentation (each rank's transforms draw from its own RNG stream) -- equal in distribution.
 """
 
 from __future__ import annotations
@@ -45,7 +69,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import __version__, labels, metrics
+from . import __version__, distributed, labels, metrics
 from .config import BackboneConfig, ConfigError, RunConfig, TrainConfig, from_dict
 from .datasets import MultiLabelDataset
 from .datasets import load as load_dataset
@@ -133,12 +157,14 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    """``train.device`` as a device; under ``torchrun`` ``auto``/``cuda`` mean the rank's GPU
+    (:func:`trm_lib.distributed.local_device`)."""
+    if name != "auto" and torch.device(name).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but CUDA is not available (use 'auto' or 'cpu')")
-    return device
+    try:
+        return distributed.local_device(name)
+    except distributed.DistributedError as err:
+        raise ConfigError(f"train.device: {err}") from None
 
 
 def lr_at(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
@@ -213,6 +239,10 @@ def prepare_data(cfg: RunConfig) -> RunData:
     return RunData(train_ds, test_ds, observed, train_idx, val_idx)
 
 
+def _chunks(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [np.asarray(order[s:s + batch_size]) for s in range(0, len(order), batch_size)]
+
+
 class CachedFeatures:
     """Feature batches read from a :class:`trm_lib.features.FeatureStore` (no augmentation)."""
 
@@ -221,8 +251,14 @@ class CachedFeatures:
 
     def batches(self, order: np.ndarray, batch_size: int,
                 generator: torch.Generator | None = None) -> Iterator[Batch]:
-        for start in range(0, len(order), batch_size):
-            idx = np.asarray(order[start:start + batch_size])
+        return self.batches_from(_chunks(order, batch_size), generator)
+
+    def batches_from(self, index_batches: Sequence[np.ndarray],
+                     generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """One feature batch per array of rows (an empty array gives an empty batch: a rank's
+        share of a global batch smaller than the world)."""
+        for idx in index_batches:
+            idx = np.asarray(idx, dtype=np.int64)
             feats = dict(self.store.batch(idx))
             feats["index"] = torch.as_tensor(idx, dtype=torch.long)
             yield feats
@@ -230,26 +266,46 @@ class CachedFeatures:
 
 class LiveFeatures:
     """Feature batches computed on the fly: decode, transform (augment for training), frozen
-    backbone forward. Same dict as :class:`CachedFeatures`, so methods cannot tell."""
+    backbone forward. Same dict as :class:`CachedFeatures`, so methods cannot tell.
+    ``gpu_decode``: JPEGs decoded and transformed on the GPU (:mod:`trm_lib.decode`)."""
 
     def __init__(self, backbone: Any, dataset: MultiLabelDataset, transform: Callable,
-                 device: torch.device, raw: bool, num_workers: int = 0):
+                 device: torch.device, raw: bool, num_workers: int = 0,
+                 gpu_decode: bool = False):
         self.backbone, self.dataset, self.transform = backbone, dataset, transform
         self.device, self.raw, self.num_workers = device, raw, num_workers
+        self.gpu_decode = gpu_decode
 
     def batches(self, order: np.ndarray, batch_size: int,
                 generator: torch.Generator | None = None) -> Iterator[Batch]:
-        loader = torch.utils.data.DataLoader(
-            self.dataset.torch(self.transform), batch_size=batch_size,
-            sampler=[int(i) for i in order], num_workers=self.num_workers, generator=generator,
-            pin_memory=self.device.type == "cuda")
-        for images, _full, idx in loader:
-            with torch.no_grad():
-                out = self.backbone.encode_images(images.to(self.device, non_blocking=True),
-                                                  raw=self.raw)
-            feats = {k: v.float() for k, v in out.items()}
+        return self.batches_from(_chunks(order, batch_size), generator)
+
+    def batches_from(self, index_batches: Sequence[np.ndarray],
+                     generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """One feature batch per array of rows (empty arrays give empty batches)."""
+        from .decode import image_batches
+
+        for images, idx in image_batches(self.dataset, self.transform, index_batches,
+                                         device=self.device, gpu_decode=self.gpu_decode,
+                                         num_workers=self.num_workers, generator=generator):
+            if images is None:
+                feats = self._empty()
+            else:
+                with torch.no_grad():
+                    out = self.backbone.encode_images(images.to(self.device, non_blocking=True),
+                                                      raw=self.raw)
+                feats = {k: v.float() for k, v in out.items()}
             feats["index"] = idx.long()
             yield feats
+
+    def _empty(self) -> Batch:
+        b = self.backbone
+        L = b.grid[0] * b.grid[1]
+        feats = {"global": torch.zeros(0, b.embed_dim, device=self.device),
+                 "dense": torch.zeros(0, L, b.embed_dim, device=self.device)}
+        if self.raw:
+            feats["dense_raw"] = torch.zeros(0, L, b.dense_dim, device=self.device)
+        return feats
 
 
 class Resources:
@@ -275,13 +331,15 @@ class Resources:
         return self._backbones[key]
 
     def features(self, cfg: BackboneConfig, backbone: Any, dataset: MultiLabelDataset,
-                 raw: bool, progress: bool) -> Any:
-        key = self._key(cfg.__dict__, dataset.name, dataset.split, dataset.fingerprint(), raw)
+                 raw: bool, progress: bool, gpu_decode: bool = False) -> Any:
+        key = self._key(cfg.__dict__, dataset.name, dataset.split, dataset.fingerprint(), raw,
+                        gpu_decode)
         if key not in self._stores:
             from .features import compute_features
 
             self._stores[key] = compute_features(backbone, dataset, batch_size=cfg.batch_size,
-                                                 raw=raw, progress=progress)
+                                                 raw=raw, progress=progress,
+                                                 gpu_decode=gpu_decode)
         return self._stores[key]
 
     def text_embeddings(self, cfg: BackboneConfig, backbone: Any,
@@ -331,22 +389,26 @@ class Session:
         cfg.validate()
         resources = resources or Resources()
         device = resolve_device(cfg.train.device)
-        data = prepare_data(cfg)
-        backbone = resources.backbone(cfg.backbone, device)
+        with distributed.main_first():  # rank 0 writes masks / generated worlds, then the rest
+            data = prepare_data(cfg)
+            backbone = resources.backbone(cfg.backbone, device)
         raw = cfg.backbone.cache_raw or cfg.method.kv_source == "raw"
+        from .decode import use_gpu_decode
+
+        gpu = use_gpu_decode(cfg.train.gpu_decode, device)
         if cfg.train.use_cache:
             sources = {name: CachedFeatures(resources.features(cfg.backbone, backbone, ds, raw,
-                                                               progress))
+                                                               progress, gpu))
                        for name, ds in (("train", data.train), ("test", data.test))}
             train_source: CachedFeatures | LiveFeatures = sources["train"]
         else:
             eval_tf = backbone.transform(train=False, augment="none")
             sources = {name: LiveFeatures(backbone, ds, eval_tf, device, raw,
-                                          cfg.train.num_workers)
+                                          cfg.train.num_workers, gpu)
                        for name, ds in (("train", data.train), ("test", data.test))}
             train_source = LiveFeatures(
                 backbone, data.train, backbone.transform(train=True, augment=cfg.train.augment),
-                device, raw, cfg.train.num_workers)
+                device, raw, cfg.train.num_workers, gpu)
         ctx = MethodContext(
             class_names=list(data.train.class_names),
             text_embeddings=resources.text_embeddings(cfg.backbone, backbone, data.train
@@ -396,6 +458,22 @@ def predict(method: Method, batches: Iterable[Batch], device: torch.device | Non
     if not out:
         raise ValueError("predict: no batches to score")
     return torch.cat(out).numpy()
+
+
+def predict_split(method: Method, session: Session, split: str,
+                  amp: bool = False) -> np.ndarray:
+    """:func:`predict` over all rows of ``split``; under ``torchrun`` each rank scores its
+    contiguous share of the rows and the shares are all-gathered back into row order, so
+    every rank holds the full (N, C) score matrix."""
+    if not distributed.is_distributed():
+        return predict(method, session.batches(split), session.device, amp)
+    _, rows = session.data.rows(split)
+    mine = distributed.shard_indices(rows)
+    if len(mine):
+        local = predict(method, session.batches(split, mine), session.device, amp)
+    else:
+        local = np.zeros((0, len(session.ctx.class_names)), dtype=np.float64)
+    return distributed.all_gather_array(local)
 
 
 def observed_metrics(scores: np.ndarray, observed: np.ndarray,
@@ -572,8 +650,9 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
     "epoch 0".
     """
     cfg = from_dict(cfg.to_dict()).validate()  # private copy: callers may reuse theirs
-    say = log or (lambda _msg: None)
-    progress = cfg.train.progress if progress is None else progress
+    main = distributed.init_distributed(cfg.train.device).is_main  # no-op without torchrun
+    say = (log if main else None) or (lambda _msg: None)
+    progress = (cfg.train.progress if progress is None else progress) and main
     out = Path(out_dir or cfg.train.out_dir or default_out_dir(cfg))
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -625,10 +704,12 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
         start_epoch = ckpt["epoch"] + 1
         _set_rng_state(ckpt["rng"])
         say(f"resuming {out} after epoch {ckpt['epoch']}")
-    else:
+    elif main:
         for stale in ("best.pt", "last.pt", "test_scores.npy", "result.json", "history.csv"):
             (out / stale).unlink(missing_ok=True)
-    cfg.to_yaml(out / "config.yaml")
+    distributed.broadcast_module(method)  # every rank starts from rank 0's state
+    if main:
+        cfg.to_yaml(out / "config.yaml")
     say(f"{cfg.method.name} on {cfg.data.dataset} ({cfg.data.protocol}, p={cfg.data.proportion:g})"
         f": {len(data.train_idx)} train / {len(data.val_idx)} val / {len(data.test)} test images,"
         f" {sum(p.numel() for p in params):,} trainable parameters, {device}, "
@@ -650,15 +731,16 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
                 kept = f"{last_path} (epoch {epoch - 1})" if last_path.exists() else "none yet"
                 raise TrainingError(f"{err}; last good checkpoint kept: {kept}") from None
             row.update({k: float(v) for k, v in method.epoch_end(epoch).items()})
+            distributed.broadcast_module(method, params=False)  # memory bank, pseudo-labels
 
         val: dict[str, float] = {}
         if has_val:
-            val_scores = predict(method, session.batches("val"), device, amp)
+            val_scores = predict_split(method, session, "val", amp)
             val = observed_metrics(val_scores, data.observed[data.val_idx], unknown=unknown)
             row["val_mAP"] = val["mAP"]
             row["val_mAP_hidden"] = metrics.mean_average_precision(
                 val_scores, data.train.labels[data.val_idx]).value  # logging only
-        test_scores = predict(method, session.batches("test"), device, amp)
+        test_scores = predict_split(method, session, "test", amp)
         test = metrics.evaluate_scores(test_scores, test_targets, data.test.class_names)
         row["test_mAP"] = test["mAP"]
         row["seconds"] = time.perf_counter() - t0
@@ -671,25 +753,29 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
         rank = [1.0, score] if np.isfinite(score) else [0.0, float(epoch)]
         if "best_epoch" not in summary or rank > summary["best_rank"]:
             summary.update(best_epoch=epoch, best_rank=rank, val=val, test=test)
-            with atomic_path(out / "test_scores.npy") as tmp:
-                np.save(tmp, test_scores)
-            _save(best_path, {"method": _method_state(method), "epoch": epoch,
-                              "config": cfg.to_dict(), "val": val, "test": test})
+            if main:
+                with atomic_path(out / "test_scores.npy") as tmp:
+                    np.save(tmp, test_scores)
+                _save(best_path, {"method": _method_state(method), "epoch": epoch,
+                                  "config": cfg.to_dict(), "val": val, "test": test})
         if "oracle_epoch" not in summary or test["mAP"] > summary["test_oracle"]["mAP"]:
             summary.update(oracle_epoch=epoch, test_oracle=test)
 
         elapsed_now = elapsed + time.perf_counter() - t_start
-        _write_history(out / "history.csv", history)
-        _save(last_path, {
-            "method": _method_state(method), "epoch": epoch, "config": cfg.to_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else {},
-            "scheduler": {"step": epoch * steps_per_epoch, "steps_per_epoch": steps_per_epoch},
-            "history": history, "summary": summary, "rng": _rng_state(),
-            "elapsed": elapsed_now})
+        if main:
+            _write_history(out / "history.csv", history)
+            _save(last_path, {
+                "method": _method_state(method), "epoch": epoch, "config": cfg.to_dict(),
+                "optimizer": optimizer.state_dict() if optimizer is not None else {},
+                "scheduler": {"step": epoch * steps_per_epoch,
+                              "steps_per_epoch": steps_per_epoch},
+                "history": history, "summary": summary, "rng": _rng_state(),
+                "elapsed": elapsed_now})
         say(_fmt_row(row, final_epoch))
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < final_epoch:
             break
 
+    distributed.barrier()  # rank 0's files (test_scores.npy) exist before any rank reads them
     wall = elapsed + time.perf_counter() - t_start
     complete = epoch >= final_epoch
     result = RunResult(
@@ -701,7 +787,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
                                       if k.startswith("AP/")},
         scores=np.load(out / "test_scores.npy"), epochs_done=epoch, complete=complete,
         provenance=provenance())
-    if complete:
+    if complete and main:
         write_json(out / "result.json", {
             "config": cfg.to_dict(), "metrics": result.metrics, "best_epoch": result.best_epoch,
             "oracle_epoch": result.oracle_epoch, "wall_time": wall,
@@ -725,9 +811,14 @@ def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim
 def _train_epoch(method: Method, optimizer: torch.optim.Optimizer, session: Session,
                  observed: torch.Tensor, full: torch.Tensor, epoch: int, steps_per_epoch: int,
                  amp: bool, progress: bool) -> dict[str, float]:
-    """One pass over the training rows; returns the epoch means of the loss logs."""
+    """One pass over the training rows; returns the epoch means of the loss logs. Under
+    ``torchrun`` each rank runs the forward on its share of every global batch and the loss on
+    the gathered batch (module docstring)."""
     cfg, device = session.cfg, session.device
     order = epoch_order(session.data.train_idx, cfg.train.seed, epoch)
+    plan = distributed.shard_batches(order, cfg.train.batch_size)  # [(global, this rank's)]
+    ddp = distributed.is_distributed()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     loader_gen = torch.Generator().manual_seed(
         int(np.random.SeedSequence([cfg.train.seed, epoch]).generate_state(1)[0]))
     method.train()
@@ -735,7 +826,7 @@ def _train_epoch(method: Method, optimizer: torch.optim.Optimizer, session: Sess
     sums: dict[str, float] = {}
     steps = 0
     lr = cfg.train.lr
-    batches = session.train_source.batches(order, cfg.train.batch_size, loader_gen)
+    batches = session.train_source.batches_from([part for _, part in plan], loader_gen)
     if progress:
         from tqdm.auto import tqdm
 
@@ -748,6 +839,11 @@ def _train_epoch(method: Method, optimizer: torch.optim.Optimizer, session: Sess
             group["lr"] = lr
         with _autocast(device, amp):
             out = method(batch)
+            if ddp:
+                rows = torch.as_tensor(plan[step][0], dtype=torch.long)
+                out = distributed.gather_outputs(out, distributed.shard_sizes(len(rows)))
+                batch = _to_device({"observed": observed[rows], "full": full[rows],
+                                    "index": rows}, device)
             loss, logs = method.loss(out, batch, epoch)
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -756,6 +852,7 @@ def _train_epoch(method: Method, optimizer: torch.optim.Optimizer, session: Sess
                 f"(logs: {logs}); training stopped")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(params)  # no-op in one process
         optimizer.step()
         sums["loss"] = sums.get("loss", 0.0) + value
         for key, v in logs.items():
@@ -875,6 +972,8 @@ def bench(argv: list[str]) -> int:
     p.add_argument("--classes", type=int, default=80)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for the live step")
     p.add_argument("--jpeg-size", default="640x480", help="W x H of the synthetic JPEGs")
+    p.add_argument("--gpu-decode", action="store_true",
+                   help="live step decodes JPEGs with nvJPEG on the GPU (PIL fallback on CPU)")
     args = p.parse_args(argv)
 
     from .backbone import FrozenCLIP
@@ -919,8 +1018,11 @@ def bench(argv: list[str]) -> int:
                 loss.backward()
                 optimizer.step()
 
+        from .decode import use_gpu_decode
+
+        gpu = use_gpu_decode(args.gpu_decode, device)
         live = LiveFeatures(backbone, ds, backbone.transform(train=True, augment="crop_flip"),
-                            device, False, args.workers)
+                            device, False, args.workers, gpu)
         live_iter = iter(live.batches(np.arange(n_images), args.batch))
 
         def live_step() -> None:
@@ -937,7 +1039,8 @@ def bench(argv: list[str]) -> int:
                                               t_live), ("cached-feature train step", t_cached)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"bench train: {args.model} @{size}px, method {args.method}, batch {args.batch}, "
-          f"{args.iters} iters, {device} ({name}), JPEG {w}x{h}, workers {args.workers}")
+          f"{args.iters} iters, {device} ({name}), JPEG {w}x{h}, workers {args.workers}"
+          f"{', nvJPEG decode' if gpu else ''}")
     for label, t in rows:
         print(f"  {label:<48} {args.batch / t:>10.1f} img/s   x{t_enc / t:.2f} vs encoder")
     return 0
@@ -946,4 +1049,5 @@ def bench(argv: list[str]) -> int:
 __all__ = ["CachedFeatures", "LiveFeatures", "LoadedRun", "Resources", "RunData", "RunResult",
            "Session", "TrainingError", "bench", "config_hash", "default_out_dir", "epoch_order",
            "evaluate", "load_result", "load_run", "lr_at", "observed_metrics", "predict",
-           "prepare_data", "provenance", "score_metrics", "seed_everything", "train"]
+           "predict_split", "prepare_data", "provenance", "score_metrics", "seed_everything",
+           "train"]
