@@ -1,0 +1,642 @@
+"""TinyCLIP: the project's own contrastively pre-trained tiny CLIP (the analogue of web pre-training).
+
+Nothing can be downloaded, and a random-weight CLIP makes every comparison meaningless, so the
+embedded default world ships its own CLIP: a small open_clip model (``trm_lib/model_configs``)
+trained with the CLIP objective on the SynthScenes *caption corpus* -- one or two large objects on
+plain backgrounds, captioned ``"a photo of a red car."`` -- and never on the scenes themselves.
+Evaluated zero-shot on the cluttered multi-label scenes it is well above chance and well below the
+ceiling: the regime where prompt tuning and text-region matching have something to add.
+
+Choices, and why:
+
+* **Multi-positive InfoNCE.** A batch of 20-class captions holds many captions of the same
+  content; the standard CLIP loss would call them negatives of each other and ask for the
+  impossible. :func:`multi_positive_clip_loss` spreads the target mass uniformly over all items
+  with the same *group* (same class set by default) -- exactly the standard loss when every group
+  is distinct.
+* **Low training resolution.** The ResNet is trained at ``train_size`` px (the attention pool's
+  positional embedding at ``train_size / 32`` squared) and saved at its native size with that
+  embedding interpolated bicubically, so the saved folder is an ordinary open_clip model at
+  224 px: ``create_model("local-dir:<folder>")`` with a 7x7 layer4 map, like RN101's 14x14 at 448.
+  Cheap on a laptop CPU, and the caption objects at the training size have about the pixel size of
+  scene objects at 224 px.
+* **Deterministic.** Seeded init, data order and augmentation from one ``torch.Generator``,
+  ``torch.use_deterministic_algorithms`` during training: the same config, torch version and
+  thread count give bit-identical weights.
+
+The result is cached in ``cache_dir()/tinyclip/<model>-<hash of the pre-training config>/`` as an
+open_clip ``local-dir:`` folder (``open_clip_config.json`` + ``open_clip_model.safetensors``) plus
+``pretrain.json`` (config, corpus checksum, losses, zero-shot mAP, wall and CPU time, versions).
+``python -m trm_lib pretrain`` builds or locates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigError
+from .io import read_json, sha256_file, write_json
+from .paths import cache_dir
+
+# Bump when the training code changes what a given config produces (part of the cache key).
+PRETRAIN_VERSION = "1"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+MANIFEST = "pretrain.json"
+ZERO_SHOT_TEMPLATE = "a photo of a {}."
+POSITIVES = ("classes", "caption", "none")
+AUGMENTS = ("none", "flip", "shift_flip")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that determines the pre-trained weights (hashed into the cache folder name).
+
+    ``positives``: which pairs in a batch count as matches -- ``classes`` (same set of classes,
+    whatever the colour words and template), ``caption`` (identical caption text) or ``none``
+    (standard CLIP: only the pair itself).
+    """
+
+    model: str = "TinyCLIP-RN"
+    seed: int = 0
+    # caption corpus (trm_lib.datasets.synthetic.CaptionConfig)
+    corpus_images: int = 16000
+    corpus_seed: int = 1
+    corpus_image_size: int = 224
+    two_object_prob: float = 0.25
+    color_prob: float = 0.7
+    # optimisation
+    train_size: int = 128  # px the model is trained at (None-like 0: its native size)
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    init_temperature: float = 0.07
+    positives: str = "classes"
+    augment: str = "shift_flip"
+
+    def __post_init__(self) -> None:
+        def need(name: str, ok: bool, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"PretrainConfig.{name} must be {what}, "
+                                  f"got {getattr(self, name)!r}")
+
+        need("model", isinstance(self.model, str) and bool(self.model), "a model config name")
+        for name in ("seed", "corpus_seed"):
+            need(name, _is_int(getattr(self, name)) and getattr(self, name) >= 0, "an integer >= 0")
+        for name in ("corpus_images", "epochs", "batch_size"):
+            need(name, _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                 "an integer >= 1")
+        need("warmup_steps", _is_int(self.warmup_steps) and self.warmup_steps >= 0,
+             "an integer >= 0")
+        need("corpus_image_size", _is_int(self.corpus_image_size)
+             and 32 <= self.corpus_image_size <= 1024, "an integer in [32, 1024]")
+        need("train_size", _is_int(self.train_size) and (self.train_size == 0
+             or 32 <= self.train_size <= 1024), "0 (native) or an integer in [32, 1024]")
+        for name in ("two_object_prob", "color_prob"):
+            need(name, _is_num(getattr(self, name)) and 0 <= getattr(self, name) <= 1,
+                 "a number in [0, 1]")
+        need("lr", _is_num(self.lr) and self.lr > 0, "a number > 0")
+        need("weight_decay", _is_num(self.weight_decay) and self.weight_decay >= 0,
+             "a number >= 0")
+        need("init_temperature", _is_num(self.init_temperature)
+             and 0.005 <= self.init_temperature <= 1, "a number in [0.005, 1]")
+        need("positives", self.positives in POSITIVES, f"one of {list(POSITIVES)}")
+        need("augment", self.augment in AUGMENTS, f"one of {list(AUGMENTS)}")
+        if self.corpus_images < self.batch_size:
+            raise ConfigError(f"PretrainConfig.batch_size ({self.batch_size}) must not exceed "
+                              f"corpus_images ({self.corpus_images}): no full batch")
+
+    def caption_config(self) -> Any:
+        from .datasets.synthetic import CaptionConfig
+
+        return CaptionConfig(n_images=self.corpus_images, image_size=self.corpus_image_size,
+                             seed=self.corpus_seed, two_object_prob=self.two_object_prob,
+                             color_prob=self.color_prob)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+# Per-model defaults: the configs the project ships (ensure_tinyclip(name) uses these).
+DEFAULT_CONFIGS: dict[str, PretrainConfig] = {
+    "TinyCLIP-RN": PretrainConfig(),
+}
+
+
+def default_config(model_name: str = "TinyCLIP-RN") -> PretrainConfig:
+    """The shipped pre-training config for ``model_name`` (any other open_clip name gets the
+    TinyCLIP-RN recipe with that model)."""
+    return DEFAULT_CONFIGS.get(model_name, replace(PretrainConfig(), model=model_name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model configs
+# ---------------------------------------------------------------------------------------------
+
+def model_config(name: str) -> dict[str, Any]:
+    """The open_clip config dict of ``name`` (our JSONs are registered first)."""
+    import open_clip
+
+    from .backbone import register_model_configs
+
+    register_model_configs()
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ConfigError(f"PretrainConfig.model {name!r} is not an open_clip model config "
+                          f"(tiny configs live in trm_lib/model_configs)")
+    return cfg
+
+
+def config_hash(cfg: PretrainConfig) -> str:
+    """Short hash of everything that determines the weights: the pre-training config, the model
+    architecture, the caption corpus config (with its generator version) and this code's
+    version. Names the cache folder."""
+    from .datasets.synthetic import config_hash as corpus_hash
+
+    payload = {"version": PRETRAIN_VERSION, "config": asdict(cfg),
+               "model_cfg": model_config(cfg.model), "corpus": corpus_hash(cfg.caption_config())}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def tinyclip_dir(cfg: PretrainConfig | None = None) -> Path:
+    """Where the cached weights for ``cfg`` live (whether or not they exist yet)."""
+    cfg = cfg or default_config()
+    return cache_dir() / "tinyclip" / f"{cfg.model}-{config_hash(cfg)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                             logit_scale: torch.Tensor | float,
+                             groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE where every pair with the same ``groups`` id is a positive.
+
+    Row ``i`` of the image-to-text logits ``s * <x_i, t_j>`` is scored by cross-entropy against
+    the soft target ``m_ij / sum_j m_ij`` with ``m_ij = [g_i == g_j]``; likewise for text-to-image;
+    the two are averaged. Features are expected L2-normalised. With all groups distinct
+    (or ``groups=None``) the target is the identity: open_clip's ``ClipLoss``.
+    """
+    logits = logit_scale * image_features @ text_features.T
+    n = logits.shape[0]
+    if groups is None:
+        targets = torch.eye(n, dtype=logits.dtype, device=logits.device)
+    else:
+        if groups.shape != (n,):
+            raise ValueError(f"groups must have shape ({n},), got {tuple(groups.shape)}")
+        match = (groups[:, None] == groups[None, :]).to(logits.dtype)
+        targets = match / match.sum(dim=1, keepdim=True)  # symmetric match: same for both sides
+    loss_i = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    loss_t = -(targets * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    return (loss_i + loss_t) / 2
+
+
+def _group_ids(captions: list[str], classes: list[list[str]], mode: str) -> torch.Tensor:
+    if mode == "none":
+        return torch.arange(len(captions))
+    keys = [" ".join(sorted(c)) for c in classes] if mode == "classes" else captions
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(k, len(index)) for k in keys])
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus in memory
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _Corpus:
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    tokens: torch.Tensor  # (N, context_length) int64
+    groups: torch.Tensor  # (N,) int64
+    info: dict[str, Any]
+
+
+def _load_corpus(cfg: PretrainConfig, size: int, tokenizer: Any, context_length: int,
+                 progress: bool) -> _Corpus:
+    """The caption corpus (generated if missing), decoded once to ``size`` px uint8 in memory."""
+    from PIL import Image
+
+    from .datasets.base import DatasetError, open_image
+    from .datasets.synthetic import ensure_captions, load_captions
+
+    root = ensure_captions(cfg.caption_config(), progress=progress)
+    df = load_captions(root)
+    captions = [str(c) for c in df["caption"]]
+    encode = getattr(tokenizer, "encode", None)
+    if encode is not None:
+        for i, text in enumerate(captions):
+            if len(encode(text)) + 2 > context_length:
+                raise DatasetError(f"{root / 'captions.csv'}: caption {i} {text!r} does not fit "
+                                   f"the text context length {context_length} of {cfg.model!r}")
+    images = np.empty((len(df), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(df["path"]):
+        im = open_image(path)
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BICUBIC, reducing_gap=None)
+        images[i] = np.asarray(im)
+    meta = read_json(root / "corpus.json")
+    info = {"root": str(root), "images": len(df), "config_hash": meta.get("config_hash"),
+            "captions_sha256": meta.get("captions_sha256"),
+            "distinct_captions": len(set(captions)),
+            "distinct_groups": int(_group_ids(captions, list(df["classes"]),
+                                              cfg.positives).max()) + 1}
+    return _Corpus(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                   tokenizer(captions), _group_ids(captions, list(df["classes"]), cfg.positives),
+                   info)
+
+
+def _augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """Batch augmentation on float images (B, 3, S, S), driven by ``gen`` only."""
+    if mode == "none":
+        return x
+    B, _, S, _ = x.shape
+    if mode == "shift_flip":  # random translation by up to 1/16 of the side (reflect padding)
+        pad = max(1, S // 16)
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        off = torch.randint(0, 2 * pad + 1, (B, 2), generator=gen)
+        x = torch.stack([padded[b, :, off[b, 0]:off[b, 0] + S, off[b, 1]:off[b, 1] + S]
+                         for b in range(B)])
+    flip = torch.rand(B, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """open_clip's convention: no weight decay on gains, biases, norms and the logit scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name \
+            or "logit_scale" in name
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0},
+            {"params": decay, "weight_decay": weight_decay}]
+
+
+def _lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _native_state_dict(model: torch.nn.Module, native: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The trained weights with the vision positional embedding resized to the native size."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    from .backbone import interpolate_pos_embed
+
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    size = native["vision_cfg"].get("image_size", 224)
+    visual = model.visual
+    if isinstance(visual, ModifiedResNet):
+        key, grid = "visual.attnpool.positional_embedding", (size // 32, size // 32)
+        old = None
+    else:
+        patch = native["vision_cfg"].get("patch_size", 16)
+        key, grid = "visual.positional_embedding", (size // patch, size // patch)
+        old = tuple(visual.grid_size)
+    if state[key].shape[0] != grid[0] * grid[1] + 1:
+        state[key] = interpolate_pos_embed(state[key], grid, old_grid=old).contiguous()
+    return state
+
+
+def _save_folder(folder: Path, model_cfg: dict[str, Any], state: dict[str, torch.Tensor],
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """An open_clip ``local-dir:`` folder: ``open_clip_config.json`` + safetensors weights."""
+    from safetensors.torch import save_file
+
+    size = model_cfg["vision_cfg"].get("image_size", 224)
+    write_json(folder / "open_clip_config.json", {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"size": size, "mean": list(mean), "std": list(std),
+                           "interpolation": "bicubic", "resize_mode": "squash"}})
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True, *,
+             evaluate: bool | Any = True) -> dict[str, Any]:
+    """Pre-train ``cfg.model`` on the caption corpus and write the folder ``out_dir``.
+
+    ``out_dir`` is written atomically (a temporary sibling renamed into place; an existing folder
+    is replaced). ``evaluate``: True = zero-shot mAP on the default SynthScenes test split,
+    a :class:`~trm_lib.datasets.base.MultiLabelDataset` = on that one, False = skip.
+    Returns the metrics that also go into ``pretrain.json``.
+    """
+    import open_clip
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    out_dir = Path(out_dir).expanduser()
+    native = model_config(cfg.model)
+    native_size = native["vision_cfg"].get("image_size", 224)
+    size = cfg.train_size or native_size
+    tokenizer = open_clip.get_tokenizer(cfg.model)
+    context_length = native["text_cfg"].get("context_length", 77)
+    corpus = _load_corpus(cfg, size, tokenizer, context_length, progress)
+    t_corpus = time.perf_counter() - t_start
+
+    torch.manual_seed(cfg.seed)
+    with _deterministic():
+        model = open_clip.create_model(cfg.model, pretrained=None, force_image_size=size)
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(1 / cfg.init_temperature))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                      betas=(0.9, 0.98), eps=1e-6)
+        mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+        n = len(corpus.tokens)
+        steps_per_epoch = n // cfg.batch_size
+        total = steps_per_epoch * cfg.epochs
+        history: list[dict[str, float]] = []
+        step = 0
+        model.train()
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            order = torch.randperm(n, generator=gen)
+            losses, accs = [], []
+            for b in range(steps_per_epoch):
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                images = _augment(corpus.images[idx].float() / 255, cfg.augment, gen)
+                images = (images - mean) / std
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr_at(step, total, cfg)
+                img, txt, scale = model(images, corpus.tokens[idx])[:3]
+                groups = corpus.groups[idx]
+                loss = multi_positive_clip_loss(img, txt, scale, groups)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"pre-training {cfg.model}: loss is {loss.item()} "
+                                             f"at epoch {epoch} step {b} (lower PretrainConfig.lr)")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(100))
+                    top = (img @ txt.T).argmax(dim=1)
+                    accs.append((groups[top] == groups).float().mean().item())
+                losses.append(loss.item())
+                step += 1
+            row = {"epoch": epoch, "loss": float(np.mean(losses)),
+                   "i2t_acc": float(np.mean(accs)),
+                   "temperature": float(1 / model.logit_scale.exp().item()),
+                   "seconds": round(time.perf_counter() - t0, 2)}
+            history.append(row)
+            if progress:
+                print(f"[pretrain {cfg.model}] epoch {epoch}/{cfg.epochs}  loss {row['loss']:.4f}"
+                      f"  i2t acc {row['i2t_acc']:.3f}  T {row['temperature']:.4f}"
+                      f"  {row['seconds']:.1f} s", flush=True)
+    model.eval()
+    t_train = time.perf_counter() - t_start - t_corpus
+    cpu_train = time.process_time() - cpu_start
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        _save_folder(tmp, native, _native_state_dict(model, native), OPENAI_DATASET_MEAN,
+                     OPENAI_DATASET_STD)
+        zero_shot: dict[str, Any] | None = None
+        t_eval = 0.0
+        if evaluate is not False:
+            t0 = time.perf_counter()
+            dataset = _default_test_set(progress) if evaluate is True else evaluate
+            res = _zero_shot(tmp, dataset, progress=progress)
+            t_eval = time.perf_counter() - t0
+            zero_shot = {"mAP": res.value, "dataset": dataset.name, "split": dataset.split,
+                         "images": len(dataset), "fingerprint": dataset.fingerprint(),
+                         "template": ZERO_SHOT_TEMPLATE,
+                         "per_class": dict(zip(dataset.class_names,
+                                               [None if math.isnan(a) else float(a)
+                                                for a in res.per_class])),
+                         "chance": float((dataset.labels == 1).mean())}
+        metrics = {
+            "name": "tinyclip", "model": cfg.model, "version": PRETRAIN_VERSION,
+            "config": asdict(cfg), "config_hash": config_hash(cfg), "seed": cfg.seed,
+            "model_cfg": native, "train_size": size, "corpus": corpus.info,
+            "steps": total, "history": history, "final_loss": history[-1]["loss"],
+            "zero_shot": zero_shot,
+            "wall_seconds": {"corpus": round(t_corpus, 2), "train": round(t_train, 2),
+                             "eval": round(t_eval, 2),
+                             "total": round(time.perf_counter() - t_start, 2)},
+            "cpu_seconds": {"corpus_and_train": round(cpu_train, 2),
+                            "total": round(time.process_time() - cpu_start, 2)},
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "open_clip": open_clip.__version__, "python": platform.python_version(),
+            "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        write_json(tmp / MANIFEST, metrics)
+        if out_dir.exists():  # replace: swap the old folder out, then delete it
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _lock(target: Path) -> Iterator[None]:
+    """Inter-process lock per cache folder: two notebooks asking at once train once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no locking
+        yield
+        return
+    path = target.parent / f".{target.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_tinyclip(model_name: str = "TinyCLIP-RN", *, force: bool = False,
+                    progress: bool = True, config: PretrainConfig | None = None,
+                    evaluate: bool = True) -> Path:
+    """The cached pre-trained folder for ``model_name`` (``local-dir:`` loadable), pre-training
+    it first if it is missing (or ``force``). ``config`` overrides the shipped default recipe;
+    ``evaluate=False`` skips the zero-shot evaluation of a fresh pre-training (no world needed)."""
+    cfg = config or default_config(model_name)
+    if config is not None and config.model != model_name:
+        cfg = replace(config, model=model_name)
+    folder = tinyclip_dir(cfg)
+    with _lock(folder):
+        if folder.exists() and not force:
+            _check_cached(folder, cfg)
+            return folder
+        pretrain(cfg, folder, progress=progress, evaluate=evaluate)
+    return folder
+
+
+def _check_cached(folder: Path, cfg: PretrainConfig) -> None:
+    manifest = folder / MANIFEST
+    if not manifest.exists() or not (folder / WEIGHTS_FILE).exists():
+        raise FileNotFoundError(f"{manifest}: {folder} exists but is not a complete TinyCLIP "
+                                f"folder (delete it or pass force=True)")
+    have = read_json(manifest).get("config_hash")
+    if have != config_hash(cfg):
+        raise ValueError(f"{manifest}: config_hash {have!r} does not match the requested "
+                         f"config ({config_hash(cfg)}); delete the folder or pass force=True")
+
+
+# ---------------------------------------------------------------------------------------------
+# Zero-shot evaluation
+# ---------------------------------------------------------------------------------------------
+
+def _default_test_set(progress: bool) -> Any:
+    from .datasets import load
+
+    return load("synthscenes", split="test", progress=progress)
+
+
+def _zero_shot(folder_or_model: Any, dataset: Any, template: str = ZERO_SHOT_TEMPLATE,
+               batch_size: int = 128, progress: bool = False) -> Any:
+    from .backbone import FrozenCLIP
+    from .datasets.pictograms import prompt_name
+    from .metrics import mean_average_precision
+
+    if isinstance(folder_or_model, FrozenCLIP):
+        backbone = folder_or_model
+    else:
+        path = str(folder_or_model)
+        path = path if path.startswith("local-dir:") else f"local-dir:{Path(path).expanduser()}"
+        backbone = FrozenCLIP(path, batch_size=batch_size)
+    text = backbone.encode_text(dataset.class_names, [template], name_map=prompt_name)
+    loader = torch.utils.data.DataLoader(dataset.torch(backbone.transform()),
+                                         batch_size=batch_size, shuffle=False)
+    feats = []
+    for images, _, _ in _maybe_tqdm(loader, progress, "zero-shot"):
+        feats.append(F.normalize(backbone.encode_images(images)["global"], dim=-1))
+    scores = torch.cat(feats) @ text.to(torch.float32).T
+    return mean_average_precision(scores.numpy(), dataset.labels)
+
+
+def zero_shot_map(folder_or_model: str | os.PathLike | Any, dataset: Any = None,
+                  template: str = ZERO_SHOT_TEMPLATE, batch_size: int = 128,
+                  progress: bool = False) -> float:
+    """Zero-shot mAP: per class, the AP of cosine(global image embedding, embedding of
+    ``template`` filled with the class's prompt name), averaged over classes.
+
+    ``folder_or_model``: a ``local-dir`` folder (path or ``"local-dir:..."``) or a
+    :class:`~trm_lib.backbone.FrozenCLIP`; ``dataset``: default the SynthScenes test split.
+    """
+    dataset = dataset if dataset is not None else _default_test_set(progress)
+    return float(_zero_shot(folder_or_model, dataset, template, batch_size, progress).value)
+
+
+def _maybe_tqdm(it: Any, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, leave=False, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m trm_lib pretrain``: pre-train (or locate) the cached TinyCLIP and print its
+    per-epoch losses, zero-shot mAP on the SynthScenes test split and wall/CPU time."""
+    p = argparse.ArgumentParser(prog="python -m trm_lib pretrain", description=cli.__doc__)
+    p.add_argument("--model", default="TinyCLIP-RN", help="model config name")
+    p.add_argument("--force", action="store_true", help="re-train even if cached")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the zero-shot evaluation (needs no SynthScenes world)")
+    overridable = [f.name for f in fields(PretrainConfig) if f.name != "model"]
+    for name in overridable:
+        kind = type(getattr(PretrainConfig(), name))
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                       help="(default: the model's recipe)")
+    a = p.parse_args(list(argv or []))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    try:
+        base = default_config(a.model)
+        over = {k: getattr(a, k) for k in overridable if getattr(a, k) is not None}
+        cfg = replace(base, **over)
+        folder = tinyclip_dir(cfg)
+        cached = folder.exists() and not a.force
+        t0, c0 = time.perf_counter(), time.process_time()
+        folder = ensure_tinyclip(a.model, force=a.force, progress=not a.quiet, config=cfg,
+                                 evaluate=not a.no_eval)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    m = read_json(folder / MANIFEST)
+    print(folder)
+    if cached:
+        for row in m["history"]:
+            print(f"  epoch {row['epoch']}/{len(m['history'])}  loss {row['loss']:.4f}  "
+                  f"i2t acc {row['i2t_acc']:.3f}")
+    zs = m.get("zero_shot") or {}
+    if zs:
+        print(f"  zero-shot mAP on {zs['dataset']}/{zs['split']} ({zs['images']} images, "
+              f"\"{zs['template']}\"): {zs['mAP']:.4f}  (chance ~ {zs['chance']:.3f})")
+    w, c = m["wall_seconds"], m["cpu_seconds"]
+    print(f"  pre-training: {w['corpus'] + w['train']:.1f} s wall ({w['corpus']:.1f} s corpus), "
+          f"{c['corpus_and_train']:.1f} s CPU, {m['threads']} threads; eval {w['eval']:.1f} s")
+    if cached:
+        print(f"  (cached; this call took {time.perf_counter() - t0:.1f} s, "
+              f"{time.process_time() - c0:.1f} s CPU)")
+    return 0
+
+
+__all__ = ["DEFAULT_CONFIGS", "PretrainConfig", "cli", "config_hash", "default_config",
+           "ensure_tinyclip", "model_config", "multi_positive_clip_loss", "pretrain",
+           "tinyclip_dir", "zero_shot_map"]
