@@ -194,8 +194,11 @@ def launched(tmp_path_factory):
     spec = {"features": features_args(world, tmp / "features-ddp"), "runs": runs,
             "tmp": str(tmp), "cache": str(tmp / "cache-ddp")}
     t0 = time.perf_counter()
+    # fork: the workers inherit the imported torch/open_clip instead of paying ~10 s each; a
+    # process that already initialised CUDA cannot fork safely, so it pays for spawn instead
+    method = "spawn" if torch.cuda.is_initialized() else "fork"
     ctx = torch.multiprocessing.start_processes(_worker, args=(spec, _free_port()), nprocs=2,
-                                                join=False, start_method="fork")
+                                                join=False, start_method=method)
     deadline = time.monotonic() + 300
     try:
         while not ctx.join(timeout=1):  # raises with the worker's traceback if one fails

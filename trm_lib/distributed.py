@@ -27,7 +27,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -446,9 +445,3 @@ def broadcast_module(module: nn.Module, src: int = 0, params: bool = True,
         dist.broadcast(buf, src=src)
         if buf is not t:
             t.copy_(buf)
-
-
-def warn_main(message: str) -> None:
-    """A warning printed once (by rank 0) rather than N times."""
-    if is_main():
-        warnings.warn(message, stacklevel=2)
