@@ -42,6 +42,7 @@ import pandas as pd
 import yaml
 
 from .config import ConfigError, RunConfig, load_config, load_preset, presets_dir
+from .distributed import is_main
 from .io import atomic_write
 from .paths import runs_dir
 from .train import (
@@ -281,8 +282,9 @@ def run_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = Non
         result = train(run.config, out_dir, progress=progress, resources=resources, log=log)
         new = pd.DataFrame(result_rows(run, result), columns=COLUMNS)
         df = new if df.empty else pd.concat([df, new], ignore_index=True)
-        _write_results(out_csv, df)
-    if df.empty:
+        if is_main():  # under torchrun every rank trains; only rank 0 writes the table
+            _write_results(out_csv, df)
+    if df.empty and is_main():
         _write_results(out_csv, df)
     df.attrs["path"] = str(out_csv)
     df.attrs["planned"] = sorted({(r.grid, r.variant, r.hash) for r in plan})
@@ -377,7 +379,8 @@ def cli_train(argv: list[str]) -> int:
     args = p.parse_args(argv)
     cfg = _run_config(args)
     result = train(cfg, args.out, progress=args.progress)
-    print(f"run: {result.out_dir}")
+    if is_main():
+        print(f"run: {result.out_dir}")
     return 0
 
 
@@ -444,6 +447,8 @@ def cli_experiment(argv: list[str]) -> int:
                   methods=_csv_list(args.methods, str), overrides=overrides,
                   runs_root=args.runs_dir, progress=args.progress)
     wall = time.perf_counter() - t0
+    if not is_main():
+        return 0
     mine = planned_rows(df)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\ntest mAP (%) at the validation-selected epoch, mean ± std over seeds:")
