@@ -142,6 +142,7 @@ def test_nothing_before_warmup_then_buffer_and_counts():
     assert st["pseudo_recall"] == pytest.approx(1.0)
     assert st["pseudo_neg_precision"] == pytest.approx(1.0)
     assert st["pseudo_neg_recall"] == pytest.approx(1 / 2)
+    assert st["pseudo_pos_lost"] == pytest.approx(0.0)
     assert st["pseudo_coverage"] == pytest.approx(1.0)
     assert (st["pseudo_pos"], st["pseudo_neg"], st["pseudo_unknown"]) == (3, 1, 4)
     pl.reset_stats()
@@ -160,6 +161,10 @@ def test_stats_by_hand_and_without_full_labels():
     assert st["pseudo_recall"] == pytest.approx(1 / 3)
     assert st["pseudo_neg_precision"] == pytest.approx(1.0)
     assert st["pseudo_neg_recall"] == pytest.approx(2 / 3)
+    assert st["pseudo_pos_lost"] == pytest.approx(0.0)
+    pl.reset_stats()
+    pl.record(torch.tensor([[-1, 0, 0, -1]], dtype=torch.int8), observed[:1], full[:1])
+    assert pl.stats()["pseudo_pos_lost"] == pytest.approx(2 / 2)  # both hidden positives lost
     assert st["pseudo_coverage"] == pytest.approx(4 / 6)
     pl.reset_stats()
     pl.record(pseudo, observed, None)  # real data without hidden labels: counts only
