@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +64,8 @@ WEIGHTS_FILE = "open_clip_model.safetensors"
 MANIFEST = "pretrain.json"
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 POSITIVES = ("classes", "caption", "none")
-AUGMENTS = ("none", "flip", "shift_flip")
+AUGMENTS = ("none", "flip", "shift_flip", "crop_flip")
+CROP_MIN = 0.6  # smallest crop side (fraction of the image side) of the crop_flip augmentation
 
 
 @dataclass(frozen=True)
@@ -255,11 +257,16 @@ def _load_corpus(cfg: PretrainConfig, size: int, tokenizer: Any, context_length:
                 raise DatasetError(f"{root / 'captions.csv'}: caption {i} {text!r} does not fit "
                                    f"the text context length {context_length} of {cfg.model!r}")
     images = np.empty((len(df), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(df["path"]):
-        im = open_image(path)
+
+    def decode(i: int) -> None:
+        im = open_image(df["path"].iat[i])
         if im.size != (size, size):
             im = im.resize((size, size), Image.BICUBIC, reducing_gap=None)
         images[i] = np.asarray(im)
+
+    # PIL releases the GIL while decoding and resizing, so threads use every core
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        list(pool.map(decode, range(len(df))))
     meta = read_json(root / "corpus.json")
     info = {"root": str(root), "images": len(df), "config_hash": meta.get("config_hash"),
             "captions_sha256": meta.get("captions_sha256"),
@@ -282,6 +289,17 @@ def _augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
         off = torch.randint(0, 2 * pad + 1, (B, 2), generator=gen)
         x = torch.stack([padded[b, :, off[b, 0]:off[b, 0] + S, off[b, 1]:off[b, 1] + S]
                          for b in range(B)])
+    elif mode == "crop_flip":
+        # a random square crop of CROP_MIN..1 of the side, resized back (bilinear): caption
+        # objects are drawn a little smaller in the frame than the world's objects appear at
+        # 224 px, so the model should also see them larger (and cut by the frame)
+        side = CROP_MIN + (1 - CROP_MIN) * torch.rand(B, generator=gen)
+        shift = (1 - side)[:, None] * (2 * torch.rand(B, 2, generator=gen) - 1)
+        theta = torch.zeros(B, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = side
+        theta[:, :, 2] = shift
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     flip = torch.rand(B, generator=gen) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
