@@ -270,3 +270,35 @@ def write_cub(root: Path, attributes_at: str = "beside") -> Path:
     _write(base / "attributes" / "certainties.txt",
            "1 not visible\n2 guessing\n3 probably\n4 definitely\n")
     return base
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny learnable world in the generic folder format (trainer, explorer and DDP tests)
+# ---------------------------------------------------------------------------------------------
+SQUARE_CLASSES = ["red", "green", "blue", "white"]
+SQUARE_COLORS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220], [240, 240, 240]], np.uint8)
+
+
+def write_square_world(root: Path, n_train: int = 48, n_test: int = 24, seed: int = 0,
+                       ext: str = "png") -> Path:
+    """64-px images of grey noise with a 20-px square of each present class's colour (each image
+    has at least one class), written in the generic format so the real loader path reads it."""
+    from trm_lib.datasets import write_generic
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rel, labels = [], []
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            present = rng.random(len(SQUARE_CLASSES)) < 0.4
+            present[rng.integers(len(SQUARE_CLASSES))] = True
+            img = rng.integers(60, 140, size=(64, 64, 3)).astype(np.uint8)
+            for c in np.flatnonzero(present):
+                y0, x0 = rng.integers(0, 44, size=2)
+                img[y0:y0 + 20, x0:x0 + 20] = SQUARE_COLORS[c]
+            name = f"{split}/{i:03d}.{ext}"
+            Image.fromarray(img).save(root / name, **({"quality": 92} if ext == "jpg" else {}))
+            rel.append(name)
+            labels.append(np.where(present, 1, -1))
+        write_generic(root, split, rel, np.asarray(labels), SQUARE_CLASSES)
+    return root

@@ -26,6 +26,7 @@ import types
 import warnings
 from pathlib import Path
 
+import fixture_writers as fx
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,8 +35,7 @@ from PIL import Image
 
 import trm_lib.distributed as D
 
-CLASSES = ["red", "green", "blue", "white"]
-COLORS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220], [240, 240, 240]], np.uint8)
+CLASSES = fx.SQUARE_CLASSES
 # 33 training images = 25 train + 8 val rows; batch 8 -> global batches 8, 8, 8, 1, so rank 1's
 # share of the last batch is empty. Features in batches of 8: rounds of 16 rows.
 N_TRAIN, N_TEST, BATCH = 33, 12, 8
@@ -50,24 +50,7 @@ RUNS = {
 
 def make_world(root: Path, seed: int = 0) -> Path:
     """Coloured squares on noise, 64 px JPEGs, generic folder format."""
-    from trm_lib.datasets import write_generic
-
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
-        rel, labels = [], []
-        (root / split).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            present = rng.random(len(CLASSES)) < 0.4
-            present[rng.integers(len(CLASSES))] = True
-            img = rng.integers(60, 140, size=(64, 64, 3)).astype(np.uint8)
-            for c in np.flatnonzero(present):
-                y0, x0 = rng.integers(0, 44, size=2)
-                img[y0:y0 + 20, x0:x0 + 20] = COLORS[c]
-            Image.fromarray(img).save(root / split / f"{i:03d}.jpg", quality=92)
-            rel.append(f"{split}/{i:03d}.jpg")
-            labels.append(np.where(present, 1, -1))
-        write_generic(root, split, rel, np.asarray(labels), CLASSES)
-    return root
+    return fx.write_square_world(root, N_TRAIN, N_TEST, seed, ext="jpg")
 
 
 def run_config(world: Path, method: str):

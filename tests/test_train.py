@@ -8,43 +8,25 @@ from __future__ import annotations
 
 import math
 
+import fixture_writers as fx
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from sklearn.metrics import average_precision_score
 from torch import nn
 
 import trm_lib.train as T
 from trm_lib import metrics
 from trm_lib.config import RunConfig, TrainConfig
-from trm_lib.datasets import write_generic
 from trm_lib.losses import partial_bce
 from trm_lib.methods import Method, MethodContext
 
-CLASSES = ["red", "green", "blue", "white"]
-COLORS = np.array([[220, 30, 30], [30, 200, 30], [30, 30, 220], [240, 240, 240]], np.uint8)
+CLASSES = fx.SQUARE_CLASSES
 
 
 def make_world(root, n_train: int = 48, n_test: int = 24, seed: int = 0):
-    """Images with a square of each present class's colour; labels in the generic format."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("test", n_test)):
-        rel, Y = [], []
-        for i in range(n):
-            present = rng.random(len(CLASSES)) < 0.4
-            present[rng.integers(len(CLASSES))] = True
-            img = rng.integers(60, 140, size=(64, 64, 3)).astype(np.uint8)
-            for c in np.flatnonzero(present):
-                y0, x0 = rng.integers(0, 44, size=2)
-                img[y0:y0 + 20, x0:x0 + 20] = COLORS[c]
-            (root / split).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(root / split / f"{i:03d}.png")
-            rel.append(f"{split}/{i:03d}.png")
-            Y.append(np.where(present, 1, -1))
-        write_generic(root, split, rel, np.asarray(Y), CLASSES)
-    return root
+    return fx.write_square_world(root, n_train, n_test, seed)
 
 
 def tiny_config(world, **overrides) -> RunConfig:
