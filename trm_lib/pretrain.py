@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConfigError
-from .io import read_json, sha256_file, write_json
+from .io import read_json, replace_dir, sha256_file, write_json
 from .paths import cache_dir
 
 # Bump when the training code changes what a given config produces (part of the cache key).
@@ -485,13 +485,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_json(tmp / MANIFEST, metrics)
-        if out_dir.exists():  # replace: swap the old folder out, then delete it
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -48,7 +48,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from ..config import ConfigError
-from ..io import atomic_write, read_json, sha256_file, write_json
+from ..io import atomic_write, read_json, replace_dir, sha256_file, write_json
 from ..paths import cache_dir
 from . import register
 from .base import DatasetError, MultiLabelDataset, read_generic, write_generic
@@ -877,13 +877,7 @@ def _materialise(root: Path, fingerprint: str, build: Callable[[Path], None], fo
         build(tmp)
         shutil.rmtree(tmp / ".parts", ignore_errors=True)
         stamp.unlink()
-        if root.exists():  # force: swap the old folder out, then delete it
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.replace(root, old)
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
+        replace_dir(tmp, root)  # force: the old world is swapped out, then deleted
     return root
 
 
