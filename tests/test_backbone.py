@@ -291,7 +291,12 @@ def test_weights_file_loading_and_resize(config_dir, tmp_path):
     for (k, v), (k2, v2) in zip(src.model.state_dict().items(), b.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
     ident = b.identity()
-    assert ident["pretrained"] == str(path) and len(ident["weights_sha256"]) == 64
+    assert ident["pretrained"] == "file" and len(ident["weights_sha256"]) == 64
+    # the weights are named by their hash, not their path: a copy shares the feature store
+    copy = tmp_path / "elsewhere" / path.name
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    assert FrozenCLIP("test-RN", pretrained=str(copy)).identity() == ident
     # at 128 px the loaded pool embedding is interpolated (open_clip would fail the strict load)
     big = FrozenCLIP("test-RN", pretrained=str(path), image_size=128)
     expect = interpolate_pos_embed(src.model.visual.attnpool.positional_embedding, (4, 4))

@@ -317,6 +317,24 @@ def test_caption_text_uses_prompt_names_for_compounds():
     assert "dining table" in caption and "tv monitor" in caption and " and " in caption
 
 
+def test_caption_backgrounds_clutter_and_distractors_are_options():
+    plain = syn.CaptionConfig(image_size=64, clutter=0.0, distractors=0.0)
+    busy = syn.CaptionConfig(image_size=64, clutter=1.0, distractors=3.0)
+    a = [syn.render_caption_sample(i, plain) for i in range(4)]
+    b = [syn.render_caption_sample(i, busy) for i in range(4)]
+    again = [syn.render_caption_sample(i, busy) for i in range(4)]
+    assert all(x[0].tobytes() == y[0].tobytes() for x, y in zip(b, again))
+    assert all(x[0].tobytes() != y[0].tobytes() for x, y in zip(a, b))
+    assert syn.config_hash(plain) != syn.config_hash(busy)
+
+
+@pytest.mark.parametrize("field,value", [("clutter", -0.1), ("distractors", 21.0),
+                                         ("min_size", 0.95)])
+def test_caption_config_errors_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"CaptionConfig.{field}"):
+        syn.CaptionConfig(**{field: value})
+
+
 # --- CLI and bench -------------------------------------------------------------------------
 
 def test_cli_prints_the_folder_and_counts(tmp_path, capsys):
@@ -348,7 +366,8 @@ def test_render_digest_matches_generator_version():
         im, _ = syn.render_world_image("train", i, pos, cfg)
         h.update(im.tobytes())
     for i in range(3):
-        im, caption, _ = syn.render_caption_sample(i, syn.CaptionConfig(image_size=64))
+        plain = syn.CaptionConfig(image_size=64, clutter=0.0, distractors=0.0, min_size=0.55)
+        im, caption, _ = syn.render_caption_sample(i, plain)
         h.update(im.tobytes())
         h.update(caption.encode())
     assert GOLDEN.get(syn.GENERATOR_VERSION) == h.hexdigest()[:16], (

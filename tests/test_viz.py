@@ -126,6 +126,11 @@ def test_plot_training_curves_plots_the_columns_that_exist():
     assert len(fig.axes) == 1
     with pytest.raises(ValueError, match="no loss"):
         viz.plot_training_curves(hist[["epoch", "seconds"]])
+    # the trainer's own per-term columns are losses; its counters are not
+    hist = hist.assign(train_cls=0.5, train_kd=0.1, train_n_pseudo_pos=40.0, train_logit_scale=50.)
+    fig = viz.plot_training_curves(hist)
+    labels = {ln.get_label() for ln in fig.axes[0].get_lines()}
+    assert labels == {"loss", "loss_cls", "train_cls", "train_kd"}
 
 
 # ---------------------------------------------------------------------------------------- results

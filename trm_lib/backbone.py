@@ -305,8 +305,10 @@ class FrozenCLIP(nn.Module):
         self.templates = tuple(templates)
         self._weights_sha256 = _hash_files(files) if files else None
         random = not files and not oc_pretrained
-        # what the identity calls the weights: a local-dir model name carries its own weights
-        self._source = (f"random(seed={seed})" if random
+        # what the identity calls the weights: local files are named by their hash alone (not
+        # their path), so the same TinyCLIP reached as `tinyclip` or as a `local-dir:` folder
+        # (pre-training's own zero-shot evaluation) shares one feature store
+        self._source = (f"random(seed={seed})" if random else "file" if files
                         else str(pretrained) if pretrained is not None else model_name)
         self.model = self._create(oc_name, oc_pretrained, random=random)
         self.tokenizer = open_clip.get_tokenizer(oc_name)

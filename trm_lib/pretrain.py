@@ -3,7 +3,8 @@
 Nothing can be downloaded, and a random-weight CLIP makes every comparison meaningless, so the
 embedded default world ships its own CLIP: a small open_clip model (``trm_lib/model_configs``)
 trained with the CLIP objective on the SynthScenes *caption corpus* -- one or two large objects on
-plain backgrounds, captioned ``"a photo of a red car."`` -- and never on the scenes themselves.
+textured backgrounds with a few distractors, captioned ``"a photo of a red car."`` -- and never on
+the scenes themselves (which hold many, often small, partly occluded objects).
 Evaluated zero-shot on the cluttered multi-label scenes it is well above chance and well below the
 ceiling: the regime where prompt tuning and text-region matching have something to add.
 
@@ -80,16 +81,19 @@ class PretrainConfig:
     model: str = "TinyCLIP-RN"
     seed: int = 0
     # caption corpus (trm_lib.datasets.synthetic.CaptionConfig)
-    corpus_images: int = 16000
+    corpus_images: int = 12544  # 196 steps of 64 per epoch
     corpus_seed: int = 1
     corpus_image_size: int = 224
     two_object_prob: float = 0.25
     color_prob: float = 0.7
+    corpus_clutter: float = 1.0
+    corpus_distractors: float = 2.0
+    corpus_min_size: float = 0.55
     # optimisation
     train_size: int = 128  # px the model is trained at (None-like 0: its native size)
-    epochs: int = 4
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 1.5e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
     init_temperature: float = 0.07
@@ -114,9 +118,11 @@ class PretrainConfig:
              and 32 <= self.corpus_image_size <= 1024, "an integer in [32, 1024]")
         need("train_size", _is_int(self.train_size) and (self.train_size == 0
              or 32 <= self.train_size <= 1024), "0 (native) or an integer in [32, 1024]")
-        for name in ("two_object_prob", "color_prob"):
-            need(name, _is_num(getattr(self, name)) and 0 <= getattr(self, name) <= 1,
-                 "a number in [0, 1]")
+        for name, lo, hi in (("two_object_prob", 0, 1), ("color_prob", 0, 1),
+                             ("corpus_clutter", 0, 2), ("corpus_distractors", 0, 20),
+                             ("corpus_min_size", 0.1, 0.9)):  # CaptionConfig's ranges
+            need(name, _is_num(getattr(self, name)) and lo <= getattr(self, name) <= hi,
+                 f"a number in [{lo}, {hi}]")
         need("lr", _is_num(self.lr) and self.lr > 0, "a number > 0")
         need("weight_decay", _is_num(self.weight_decay) and self.weight_decay >= 0,
              "a number >= 0")
@@ -133,7 +139,9 @@ class PretrainConfig:
 
         return CaptionConfig(n_images=self.corpus_images, image_size=self.corpus_image_size,
                              seed=self.corpus_seed, two_object_prob=self.two_object_prob,
-                             color_prob=self.color_prob)
+                             color_prob=self.color_prob, clutter=self.corpus_clutter,
+                             distractors=self.corpus_distractors,
+                             min_size=self.corpus_min_size)
 
 
 def _is_int(v: Any) -> bool:
@@ -398,6 +406,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
     torch.manual_seed(cfg.seed)
     with _deterministic():
         model = open_clip.create_model(cfg.model, pretrained=None, force_image_size=size)
+        # channels_last: oneDNN's convolution and batch-norm kernels are ~25 % faster on CPU
+        model = model.to(memory_format=torch.channels_last)
         with torch.no_grad():
             model.logit_scale.fill_(math.log(1 / cfg.init_temperature))
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -418,7 +428,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
             for b in range(steps_per_epoch):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 images = _augment(corpus.images[idx].float() / 255, cfg.augment, gen)
-                images = (images - mean) / std
+                images = ((images - mean) / std).contiguous(memory_format=torch.channels_last)
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total, cfg)
                 img, txt, scale = model(images, corpus.tokens[idx])[:3]
@@ -459,7 +469,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
         if evaluate is not False:
             t0 = time.perf_counter()
             dataset = _default_test_set(progress) if evaluate is True else evaluate
-            res = _zero_shot(tmp, dataset, progress=progress)
+            # named like the `tinyclip` backbone so its cached features serve every later run
+            res = _zero_shot(_backbone(cfg.model, tmp), dataset, progress=progress)
             t_eval = time.perf_counter() - t0
             zero_shot = {"mAP": res.value, "dataset": dataset.name, "split": dataset.split,
                          "images": len(dataset), "fingerprint": dataset.fingerprint(),
@@ -553,10 +564,20 @@ def _default_test_set(progress: bool) -> Any:
     return load("synthscenes", split="test", progress=progress)
 
 
+def _backbone(model: str, folder: str | os.PathLike, batch_size: int = 128) -> Any:
+    from .backbone import FrozenCLIP
+
+    return FrozenCLIP(model, pretrained=f"local-dir:{Path(folder).expanduser()}",
+                      batch_size=batch_size)
+
+
 def _zero_shot(folder_or_model: Any, dataset: Any, template: str = ZERO_SHOT_TEMPLATE,
                batch_size: int = 128, progress: bool = False) -> Any:
+    """Zero-shot scores from the global embeddings in the feature cache: the features of the
+    TinyCLIP's test split are computed here once and reused by every method afterwards."""
     from .backbone import FrozenCLIP
     from .datasets.pictograms import prompt_name
+    from .features import compute_features
     from .metrics import mean_average_precision
 
     if isinstance(folder_or_model, FrozenCLIP):
@@ -566,12 +587,9 @@ def _zero_shot(folder_or_model: Any, dataset: Any, template: str = ZERO_SHOT_TEM
         path = path if path.startswith("local-dir:") else f"local-dir:{Path(path).expanduser()}"
         backbone = FrozenCLIP(path, batch_size=batch_size)
     text = backbone.encode_text(dataset.class_names, [template], name_map=prompt_name)
-    loader = torch.utils.data.DataLoader(dataset.torch(backbone.transform()),
-                                         batch_size=batch_size, shuffle=False)
-    feats = []
-    for images, _, _ in _maybe_tqdm(loader, progress, "zero-shot"):
-        feats.append(F.normalize(backbone.encode_images(images)["global"], dim=-1))
-    scores = torch.cat(feats) @ text.to(torch.float32).T
+    store = compute_features(backbone, dataset, batch_size=batch_size, progress=progress)
+    image = F.normalize(torch.from_numpy(np.asarray(store.global_feats, dtype=np.float32)), dim=-1)
+    scores = image @ F.normalize(text.to(torch.float32), dim=-1).T
     return mean_average_precision(scores.numpy(), dataset.labels)
 
 
@@ -586,14 +604,6 @@ def zero_shot_map(folder_or_model: str | os.PathLike | Any, dataset: Any = None,
     """
     dataset = dataset if dataset is not None else _default_test_set(progress)
     return float(_zero_shot(folder_or_model, dataset, template, batch_size, progress).value)
-
-
-def _maybe_tqdm(it: Any, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -393,10 +393,15 @@ def plot_cooccurrence(matrix: np.ndarray, class_names: Sequence[str], title: str
 
 
 # --------------------------------------------------------------------------------------- training
+# loss terms a method logs (the trainer records them as train_<term>); counters such as
+# train_n_pseudo_pos or train_logit_scale are not losses and stay out of the loss panel
+LOSS_TERMS = ("cls", "kd", "mcl", "mcl_proto", "mcl_feat")
+
 @_styled
 def plot_training_curves(history_df: pd.DataFrame, title: str | None = None) -> Figure:
-    """One panel per family of history columns that exist: losses (``loss``, ``loss_*``), mAP
-    (``*mAP*``, drawn in %), pseudo-labels (``pseudo_*``: precision / recall / coverage), learning rate (``lr``).
+    """One panel per family of history columns that exist: losses (``loss``, ``loss_*`` and the
+    trainer's per-term ``train_<term>`` columns), mAP (``*mAP*``, drawn in %), pseudo-labels
+    (``pseudo_*``: precision / recall / coverage), learning rate (``lr``).
 
     Columns evaluated only on some epochs (NaN elsewhere) are drawn through their points.
     """
@@ -404,7 +409,8 @@ def plot_training_curves(history_df: pd.DataFrame, title: str | None = None) -> 
         raise ValueError("plot_training_curves: empty history")
     cols = [c for c in history_df.columns if history_df[c].notna().any()]
     families = {
-        "loss": [c for c in cols if c == "loss" or c.startswith("loss_")],
+        "loss": [c for c in cols if c == "loss" or c.startswith("loss_")
+                 or c in {f"train_{t}" for t in LOSS_TERMS}],
         "mAP (%)": [c for c in cols if "mAP" in c],
         "pseudo-labels": [c for c in cols if c.startswith("pseudo_")],
         "learning rate": [c for c in cols if c == "lr"],

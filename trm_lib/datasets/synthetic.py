@@ -20,8 +20,8 @@ any worker count gives byte-identical files) and resumable (finished chunks are 
 temporary sibling folder, which is renamed into place only when everything is written).
 
 The **caption corpus** (:func:`ensure_captions`) uses the same pictograms in a different
-distribution — mostly one large object on a plain background, captioned ``"a photo of a red
-car."`` — the analogue of web pre-training for the tiny CLIP.
+distribution — mostly one large, centred object on a textured background with a few distractors,
+captioned ``"a photo of a red car."`` — the analogue of web pre-training for the tiny CLIP.
 """
 
 from __future__ import annotations
@@ -145,6 +145,9 @@ class CaptionConfig:
     jpeg_quality: int = 90
     two_object_prob: float = 0.25  # share of images with two objects ("a car and a dog")
     color_prob: float = 0.7  # share of captions that name the colour ("a red car")
+    clutter: float = 1.0  # background texture strength (0: plain gradient, as a product photo)
+    distractors: float = 2.0  # mean number of non-class distractor shapes behind the objects
+    min_size: float = 0.55  # smallest single object, as its longer side / image side (max 0.9)
     classes: tuple[str, ...] | None = None  # None: the 20 VOC classes
 
     def __post_init__(self) -> None:
@@ -156,9 +159,11 @@ class CaptionConfig:
         _check(c, "seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0", self.seed)
         _check(c, "jpeg_quality", _is_int(self.jpeg_quality) and 1 <= self.jpeg_quality <= 100,
                "an integer in [1, 100]", self.jpeg_quality)
-        for name in ("two_object_prob", "color_prob"):
+        for name, lo, hi in (("two_object_prob", 0.0, 1.0), ("color_prob", 0.0, 1.0),
+                             ("clutter", 0.0, 2.0), ("distractors", 0.0, 20.0),
+                             ("min_size", 0.1, 0.9)):
             v = getattr(self, name)
-            _check(c, name, _is_num(v) and 0 <= v <= 1, "a number in [0, 1]", v)
+            _check(c, name, _is_num(v) and lo <= v <= hi, f"a number in [{lo}, {hi}]", v)
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(x) for x in self.classes))
             _check(c, "classes", len(self.classes) >= 2 and len(set(self.classes))
@@ -530,8 +535,10 @@ def render_caption_sample(index: int, cfg: CaptionConfig | None = None
     classes = cfg.class_names
     rng = _rng(cfg.seed, "captions", index)
     S = cfg.image_size
-    im = _background(rng, S, 0.5, simple=True)
+    im = _background(rng, S, cfg.clutter, simple=cfg.clutter == 0)
     draw = ImageDraw.Draw(im)
+    for _ in range(rng.poisson(cfg.distractors) if cfg.distractors else 0):
+        _draw_distractor(draw, rng, S)
     first = rng.integers(len(classes))
     picks = [first]
     if rng.random() < cfg.two_object_prob:
@@ -543,7 +550,7 @@ def render_caption_sample(index: int, cfg: CaptionConfig | None = None
         sk, cname = sketch_object(spec, rng)
         aspect = spec.aspect * math.exp(rng.uniform(-0.12, 0.12))
         if len(picks) == 1:
-            L = rng.uniform(0.55, 0.9) * S
+            L = rng.uniform(cfg.min_size, 0.9) * S
             cx, cy = (0.5 + rng.uniform(-0.1, 0.1)) * S, (0.5 + rng.uniform(-0.1, 0.1)) * S
         else:
             L = rng.uniform(0.38, 0.52) * S
