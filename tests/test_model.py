@@ -104,10 +104,10 @@ def test_query_init_and_logit_scale_init():
     assert not torch.allclose(r.queries, m.queries)
 
 
-def _with(cfg: MethodConfig, **proposed) -> MethodConfig:
-    """Set proposed switches that MethodConfig may not have yet (the model reads them with
-    getattr and a default)."""
-    for key, value in proposed.items():
+def _with(cfg: MethodConfig, **fields) -> MethodConfig:
+    """Set fields after construction, bypassing MethodConfig.validate (so the model's own
+    error for a bad value is what the test sees)."""
+    for key, value in fields.items():
         setattr(cfg, key, value)
     return cfg
 

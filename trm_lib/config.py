@@ -76,6 +76,8 @@ class MethodConfig:
     kv_source: str = "projected"  # [choice] keys/values from projected tokens F~ or raw F
     matching: str = "region"  # region (one-to-one text-region) | image (text-image ablation)
     inference: str = "query"  # [choice] query | query+region (average with the region branch)
+    attn_init: str = "clip"  # [choice] clip (W_q, W_k start as identity: CLIP's text-pixel map) | random
+    mlp_residual: bool = False  # [choice] Z = Q^ + MLP(Q^), starting as text-region zero-shot
     logit_scale_init: float = math.log(50.0)  # [lineage] ln 50
     learn_logit_scale: bool = True
     learn_text_context: bool = False  # [choice] CoOp-style learnable context for class texts
@@ -102,6 +104,7 @@ class MethodConfig:
     pseudo_low: float = 0.02
     pseudo_warmup: int = 2  # epochs before pseudo-labels start
     pseudo_weight: float = 1.0  # weight of pseudo-labelled entries in the classification loss
+    pseudo_agree: bool = False  # [choice] a pseudo-positive also needs the classifier's sigma(s) >= 0.5
     # --- DualCoOp-style baseline ---
     n_ctx: int = 16
     class_specific_ctx: bool = True
@@ -109,6 +112,7 @@ class MethodConfig:
     def validate(self) -> None:
         _choice("method.name", self.name, ("trm_ml", "dualcoop", "linear_probe", "zero_shot"))
         _choice("method.query_init", self.query_init, ("text", "random"))
+        _choice("method.attn_init", self.attn_init, ("clip", "random"))
         _choice("method.kv_source", self.kv_source, ("projected", "raw"))
         _choice("method.matching", self.matching, ("region", "image"))
         _choice("method.inference", self.inference, ("query", "query+region"))

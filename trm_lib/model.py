@@ -145,7 +145,7 @@ class TRMML(Method):
     category-aware regions, Z is identical for all classes and s_c = λ cos(z, t_c) compares one
     image vector with every class text. The queries are then unused.
 
-    Initialisation (proposed switches): ``attn_init="clip"`` (default) starts the attention as
+    Initialisation switches: ``attn_init="clip"`` (default) starts the attention as
     CLIP's text-pixel similarity (see :class:`CategoryCrossAttention`); ``mlp_residual=True``
     makes ``Z = Q̂ + MLP(Q̂)`` with the MLP's last layer, W_v and W_o starting at zero / identity,
     so that the untrained head *is* text-region zero-shot matching (like the linear probe, which
@@ -176,10 +176,8 @@ class TRMML(Method):
             init = torch.randn(num_classes, dim) / math.sqrt(dim)
         self.queries = nn.Parameter(init)
         kv_dim = dim if cfg.kv_source == "projected" else ctx.dense_dim
-        # proposed switches, read defensively until MethodConfig has them:
-        # method.attn_init (clip | random) and method.mlp_residual (bool), see the class docstring
-        attn_init = getattr(cfg, "attn_init", "clip")
-        self.mlp_residual = bool(getattr(cfg, "mlp_residual", False))
+        attn_init = cfg.attn_init
+        self.mlp_residual = bool(cfg.mlp_residual)
         self.layers = nn.ModuleList(
             CategoryCrossAttention(dim, kv_dim, cfg.num_heads, attn_init, self.mlp_residual)
             for _ in range(cfg.num_layers))
@@ -197,9 +195,7 @@ class TRMML(Method):
         if cfg.pseudo:
             self.pseudo = PseudoLabeler(ctx.num_train, num_classes, cfg.pseudo_high,
                                         cfg.pseudo_low, cfg.pseudo_temp, cfg.pseudo_score,
-                                        cfg.pseudo_warmup,
-                                        # proposed switch method.pseudo_agree
-                                        agree=getattr(cfg, "pseudo_agree", False))
+                                        cfg.pseudo_warmup, agree=cfg.pseudo_agree)
 
     # ------------------------------------------------------------------ text side
     def class_text(self) -> torch.Tensor:
