@@ -24,6 +24,8 @@ def test_overrides_parse_yaml_scalars():
     cfg = RunConfig().with_overrides(["train.epochs=3", "method.name=dualcoop"])
     assert cfg.train.epochs == 3 and cfg.method.name == "dualcoop"
     assert RunConfig().train.epochs != 3  # the original is untouched
+    # YAML 1.1 reads 2e-4 (no dot) as a string; a float field still takes it
+    assert RunConfig().with_overrides(["train.lr=2e-4"]).train.lr == 2e-4
 
 
 def test_replace_helper():
@@ -36,6 +38,7 @@ def test_replace_helper():
     ({"data.proportion": 1.5}, "data.proportion must be in (0, 1]"),
     ({"data.proportion": 0}, "data.proportion must be in (0, 1]"),
     ({"train.epochs": 2.5}, "train.epochs must be an integer"),
+    ({"train.lr": "fast"}, "train.lr must be a number"),
     ({"method.nope": 1}, "unknown field 'method.nope'"),
     ({"nope.kd": 1}, "must be section.field"),
     ({"method.pseudo_low": 0.95}, "pseudo_low < method.pseudo_high"),

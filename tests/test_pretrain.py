@@ -84,6 +84,31 @@ def test_loss_duplicates_are_positives_hand_computed():
     assert (img.grad[0] @ txt[1]).item() < 0  # with the pair as positives, x_0 moves towards t_1
 
 
+def test_region_similarity_is_spatial_softmax_pooling_of_token_cosines():
+    # two tokens, one aligned with the text (cos 1), one orthogonal (cos 0): weights
+    # softmax(k * (1, 0)) give k-dependent pooling between the mean (k -> 0) and the max (k -> inf)
+    dense = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # (B=1, L=2, D=2)
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [math.sqrt(0.5), math.sqrt(0.5)]])
+    k = 3.0
+    got = pt.region_similarity(dense, text, k)
+    w = math.exp(k) / (math.exp(k) + 1)
+    c = math.sqrt(0.5)  # the third text is equally similar to both tokens
+    torch.testing.assert_close(got, torch.tensor([[w, w, c]]))
+    assert pt.region_similarity(dense, text, 1e-6)[0, 0].item() == pytest.approx(0.5, abs=1e-5)
+    assert pt.region_similarity(dense, text, 60.0)[0, 0].item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_region_loss_trains_the_dense_tokens(tmp_path):
+    # with region_weight > 0 the attention pool's value/output projections get a gradient from
+    # the per-token path too, so the weights differ from a run without it
+    assert CFG.region_weight > 0  # the default recipe has the region loss
+    base = pt.pretrain(replace(CFG, region_weight=0.0), tmp_path / "a", progress=False,
+                       evaluate=False)
+    region = pt.pretrain(CFG, tmp_path / "b", progress=False, evaluate=False)
+    assert base["weights_sha256"] != region["weights_sha256"]
+    assert math.isfinite(region["final_loss"])
+
+
 def test_loss_rejects_wrong_group_shape():
     with pytest.raises(ValueError, match="groups must have shape"):
         multi_positive_clip_loss(torch.eye(3), torch.eye(3), 1.0, torch.zeros(2))
@@ -96,7 +121,8 @@ def test_loss_rejects_wrong_group_shape():
 @pytest.mark.parametrize("field,value", [("positives", "all"), ("lr", 0.0), ("epochs", 0),
                                          ("train_size", 16), ("augment", "mixup"),
                                          ("corpus_clutter", 3.0), ("corpus_distractors", -1),
-                                         ("corpus_min_size", 0.05)])
+                                         ("corpus_min_size", 0.05), ("region_weight", -1.0),
+                                         ("region_sharpness", 0.0)])
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"PretrainConfig.{field}"):
         PretrainConfig(**{field: value})

@@ -94,7 +94,7 @@ def _same_metrics(a: dict, b: dict) -> None:
 
 
 def test_train_writes_history_checkpoints_and_honest_metrics(world, tmp_path, head):
-    cfg = tiny_config(world)
+    cfg = tiny_config(world, **{"train.select": "val"})
     res = T.train(cfg, tmp_path / "run", log=None)
     out = res.out_dir
     for name in ("config.yaml", "history.csv", "last.pt", "best.pt", "test_scores.npy",
@@ -288,3 +288,12 @@ def test_predict_keeps_float64_probabilities():
     scores = T.predict(m, batches)
     assert scores.dtype == np.float64 and scores[1, 0] > scores[0, 0]
     assert np.float32(scores[0, 0]) == np.float32(scores[1, 0]) == 1.0  # float32 would tie
+
+
+def test_select_last_reports_the_final_epoch(world, tmp_path, head):
+    res = T.train(tiny_config(world, **{"train.select": "last"}), tmp_path / "run", log=None)
+    hist = res.history.set_index("epoch")
+    assert res.best_epoch == 3
+    assert res.metrics["test"]["mAP"] == hist.loc[3, "test_mAP"]
+    assert res.metrics["val"]["mAP"] == hist.loc[3, "val_mAP"]
+    assert res.metrics["test_oracle"]["mAP"] == hist["test_mAP"].max()

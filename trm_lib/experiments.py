@@ -451,7 +451,7 @@ def cli_experiment(argv: list[str]) -> int:
         return 0
     mine = planned_rows(df)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print("\ntest mAP (%) at the validation-selected epoch, mean ± std over seeds:")
+        print("\ntest mAP (%) at the selected epoch (train.select), mean ± std over seeds:")
         print(pivot_table(mine).to_string())
     print(f"wall time: {wall:.1f}s")
     print(f"results: {df.attrs['path']}")

@@ -748,8 +748,9 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
 
         # Selection rank: an informative validation score beats none (ties keep the earlier
         # epoch); without one (no val split, or no class with both an observed positive and
-        # negative) the latest epoch wins.
-        score = val.get(cfg.train.select_metric, math.nan)
+        # negative) or with train.select=last the latest epoch wins.
+        score = val.get(cfg.train.select_metric, math.nan) if cfg.train.select == "val" \
+            else math.nan
         rank = [1.0, score] if np.isfinite(score) else [0.0, float(epoch)]
         if "best_epoch" not in summary or rank > summary["best_rank"]:
             summary.update(best_epoch=epoch, best_rank=rank, val=val, test=test)
