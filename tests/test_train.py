@@ -290,6 +290,23 @@ def test_predict_keeps_float64_probabilities():
     assert np.float32(scores[0, 0]) == np.float32(scores[1, 0]) == 1.0  # float32 would tie
 
 
+def test_probabilities_rank_like_the_logits_even_where_sigmoid_saturates():
+    from sklearn.metrics import average_precision_score
+
+    from trm_lib.model import probabilities
+
+    logits = torch.tensor([-60.0, -5.0, 0.0, 3.0, 38.0, 40.0, 45.0, 90.0], dtype=torch.float64)
+    assert torch.sigmoid(logits)[-3:].eq(1.0).all()  # float64 sigmoid ties the confident ones
+    p = probabilities(logits)
+    assert torch.all(p[1:] > p[:-1]) and p.min() >= 0 and p.max() <= 1
+    assert p[2].item() == 0.5  # threshold 0.5 still means s > 0
+    assert torch.allclose(p, torch.sigmoid(logits), atol=2e-6)
+    y = np.array([0, 0, 1, 0, 0, 1, 0, 1])
+    assert average_precision_score(y, p.numpy()) == average_precision_score(y, logits.numpy())
+    assert average_precision_score(y, torch.sigmoid(logits).numpy()) != \
+        average_precision_score(y, logits.numpy())
+
+
 def test_select_last_reports_the_final_epoch(world, tmp_path, head):
     res = T.train(tiny_config(world, **{"train.select": "last"}), tmp_path / "run", log=None)
     hist = res.history.set_index("epoch")
