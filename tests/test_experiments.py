@@ -164,3 +164,23 @@ def test_cli_train_evaluate_experiment(world, tmp_path, capsys):
 
     with pytest.raises(ConfigError, match="is an experiment grid"):
         E.cli_train(["--preset", "fidelity"])
+
+
+def test_result_rows_carry_pseudo_label_quality_at_the_reported_epoch():
+    from types import SimpleNamespace
+
+    from trm_lib.config import RunConfig
+
+    cfg = RunConfig()
+    run = E.PlannedRun("main", "trm_ml", "default", "proportion", 0.1, 0, cfg)
+    hist = pd.DataFrame({"epoch": [1, 2, 3], "pseudo_precision": [float("nan"), 0.8, 0.95],
+                         "pseudo_neg_precision": [float("nan"), 0.97, 0.99]})
+    result = SimpleNamespace(config=cfg, provenance={"git_rev": "x", "versions": {}},
+                             metrics={"test": {"mAP": 0.5}}, best_epoch=2, oracle_epoch=3,
+                             per_class_ap={}, history=hist, out_dir="r", wall_time=1.0)
+    rows = pd.DataFrame(E.result_rows(run, result))
+    train = rows[rows.split == "train"].set_index("metric")
+    assert train.loc["pseudo_precision", "value"] == 0.8  # epoch 2, the reported one
+    assert train.loc["pseudo_neg_precision", "value"] == 0.97
+    assert set(train["epoch"]) == {2}
+    assert "pseudo_recall" not in train.index  # absent from the history: no row

@@ -207,6 +207,11 @@ def _apply(cfg: RunConfig, overrides: dict[str, Any], where: str) -> RunConfig:
 # Running a grid
 # ---------------------------------------------------------------------------------------------
 
+#: pseudo-label columns of a run's history copied into the results table (split ``train``)
+PSEUDO_METRICS = ("pseudo_precision", "pseudo_recall", "pseudo_neg_precision",
+                  "pseudo_neg_recall", "pseudo_pos", "pseudo_neg")
+
+
 def result_rows(run: PlannedRun, result: RunResult) -> list[dict[str, Any]]:
     """The tidy rows of one run: every metric of val / test / test_oracle, plus per-class test
     AP as ``AP/<class>`` rows of split ``test``."""
@@ -230,6 +235,15 @@ def result_rows(run: PlannedRun, result: RunResult) -> list[dict[str, Any]]:
     for cls, ap in result.per_class_ap.items():
         rows.append({**common, "split": "test", "metric": f"AP/{cls}", "value": float(ap),
                      "epoch": result.best_epoch})
+    # pseudo-label quality against the hidden labels of the training split, at the reported
+    # epoch (NaN where no pseudo-label of that kind was made)
+    hist = result.history
+    if "epoch" in hist.columns and result.best_epoch in set(hist["epoch"]):
+        at = hist[hist["epoch"] == result.best_epoch].iloc[-1]
+        for metric in PSEUDO_METRICS:
+            if metric in hist.columns:
+                rows.append({**common, "split": "train", "metric": metric,
+                             "value": float(at[metric]), "epoch": result.best_epoch})
     return rows
 
 
@@ -453,6 +467,10 @@ def cli_experiment(argv: list[str]) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\ntest mAP (%) at the selected epoch (train.select), mean ± std over seeds:")
         print(pivot_table(mine).to_string())
+        for metric in ("pseudo_precision", "pseudo_neg_precision"):
+            if ((mine["split"] == "train") & (mine["metric"] == metric)).any():
+                print(f"\n{metric} (%) against the hidden training labels, reported epoch:")
+                print(pivot_table(mine, split="train", metric=metric).to_string())
     print(f"wall time: {wall:.1f}s")
     print(f"results: {df.attrs['path']}")
     return 0
