@@ -132,6 +132,9 @@ def test_resnet_dense_tokens_are_the_pool_value_path(config_dir):
         mean_val = pool.c_proj(pool.v_proj(mean_tok))
         L = out["dense"].shape[1]
         _close((mean_val + out["dense"].sum(dim=1)) / (L + 1), ref)
+        # the shared helper (TinyCLIP pre-training's region loss uses it) gives the same tokens
+        from trm_lib.backbone import resnet_dense_tokens
+        _close(resnet_dense_tokens(pool, out["dense_raw"]), out["dense"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -236,6 +236,17 @@ def _set_image_size(visual: nn.Module, size: int) -> tuple[int, int]:
 # Text tower access (CLIP keeps it on the model, CustomTextCLIP on model.text)
 # ---------------------------------------------------------------------------------------------
 
+def resnet_feature_map(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The layer4 map ``(B, d_v, h, w)`` of an open_clip ``ModifiedResNet`` (stem .. layer4)."""
+    return visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(images)))))
+
+
+def resnet_dense_tokens(pool: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``c_proj(v_proj(token + pos))`` at every location of flattened layer4 tokens
+    ``(B, L, d_v)``: the attention pool's value path, i.e. the text-aligned dense tokens F~."""
+    return pool.c_proj(pool.v_proj(tokens + pool.positional_embedding[1:].to(tokens.dtype)))
+
+
 def _text_tower(model: nn.Module) -> dict[str, Any]:
     src = model.text if hasattr(model, "text") else model
     if not hasattr(src, "token_embedding") or getattr(src, "cls_emb", None) is not None:
@@ -424,7 +435,7 @@ class FrozenCLIP(nn.Module):
 
     def _resnet(self, x: torch.Tensor, raw: bool) -> dict[str, torch.Tensor]:
         v = self.model.visual
-        fmap = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(x)))))  # (B, d_v, h, w)
+        fmap = resnet_feature_map(v, x)  # (B, d_v, h, w)
         tokens = fmap.flatten(2).transpose(1, 2)  # (B, L, d_v), row-major over the grid
         out = self.attention_pool(tokens)
         if raw:
@@ -591,4 +602,5 @@ class PromptEncoder(nn.Module):
 
 
 __all__ = ["AUGMENTS", "BackboneError", "FrozenCLIP", "MODEL_CONFIG_DIR", "PRECISIONS",
-           "PromptEncoder", "interpolate_pos_embed", "register_model_configs"]
+           "PromptEncoder", "interpolate_pos_embed", "register_model_configs",
+           "resnet_dense_tokens", "resnet_feature_map"]

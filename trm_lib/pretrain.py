@@ -366,11 +366,12 @@ def _encode(model: Any, images: torch.Tensor, text: torch.Tensor, dense: bool
     elif not hasattr(v, "attnpool"):
         raise ValueError("PretrainConfig.region_weight > 0 needs a ResNet image tower")
     else:
-        fmap = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(images)))))
+        from .backbone import resnet_dense_tokens, resnet_feature_map
+
+        fmap = resnet_feature_map(v, images)
         img = v.attnpool(fmap)
-        pool = v.attnpool
-        grid = fmap.flatten(2).transpose(1, 2) + pool.positional_embedding[1:]
-        tokens = F.normalize(pool.c_proj(pool.v_proj(grid)), dim=-1)
+        tokens = F.normalize(resnet_dense_tokens(v.attnpool, fmap.flatten(2).transpose(1, 2)),
+                             dim=-1)
     txt = F.normalize(model.encode_text(text), dim=-1)
     return F.normalize(img, dim=-1), tokens, txt
 
