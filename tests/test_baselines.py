@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from trm_lib.backbone import FrozenCLIP
 from trm_lib.baselines import DualCoOp, LinearProbe, ZeroShotCLIP
-from trm_lib.config import MethodConfig
+from trm_lib.config import ConfigError, MethodConfig
 from trm_lib.losses import partial_asl
 from trm_lib.methods import MethodContext, build_method
 
@@ -162,3 +162,16 @@ def test_trm_ml_with_learnable_text_context(ctx):
     loss.backward()
     assert m.prompt.ctx.grad is not None and m.prompt.ctx.grad.abs().sum() > 0
     assert "prompt.ctx" in m.state_dict()
+
+
+def test_dualcoop_ctx_init_starts_the_positive_prompt_at_the_zero_shot_text(ctx, backbone):
+    torch.manual_seed(0)
+    m = DualCoOp(_cfg("dualcoop", n_ctx=4, ctx_init="a photo of a"), ctx).eval()
+    with torch.no_grad():
+        t_pos, t_neg = m.texts()
+    torch.testing.assert_close(t_pos, backbone.encode_text(NAMES, ("a photo of a {}.",)),
+                               rtol=1e-5, atol=1e-5)
+    # the negative context stays random, so s⁺ − s⁻ does not start at exactly 0
+    assert not torch.allclose(t_pos, t_neg, atol=1e-3)
+    with pytest.raises(ConfigError, match="method.ctx_init.*has 4 tokens but n_ctx=16"):
+        DualCoOp(_cfg("dualcoop", ctx_init="a photo of a"), ctx)

@@ -18,7 +18,7 @@ from torch import nn
 
 import trm_lib.train as T
 from trm_lib import metrics
-from trm_lib.config import RunConfig, TrainConfig
+from trm_lib.config import ConfigError, RunConfig, TrainConfig
 from trm_lib.losses import partial_bce
 from trm_lib.methods import Method, MethodContext
 
@@ -314,3 +314,32 @@ def test_select_last_reports_the_final_epoch(world, tmp_path, head):
     assert res.metrics["test"]["mAP"] == hist.loc[3, "test_mAP"]
     assert res.metrics["val"]["mAP"] == hist.loc[3, "val_mAP"]
     assert res.metrics["test_oracle"]["mAP"] == hist["test_mAP"].max()
+
+
+@pytest.mark.parametrize("select", ["val", "last"])
+def test_test_every_scores_fewer_epochs_without_changing_the_result(world, tmp_path, head,
+                                                                    select):
+    """train.test_every only skips test scoring: the model, the selected epoch and its test
+    numbers are those of the run scored every epoch; test_oracle is over the scored epochs."""
+    every = T.train(tiny_config(world, **{"train.select": select, "train.epochs": 4}),
+                    tmp_path / "every", log=None)
+    sparse = T.train(tiny_config(world, **{"train.select": select, "train.epochs": 4,
+                                           "train.test_every": 0}), tmp_path / "sparse", log=None)
+    scored = sparse.history.set_index("epoch")["test_mAP"].dropna()
+    assert 4 in scored.index and sparse.best_epoch in scored.index
+    if select == "last":
+        assert list(scored.index) == [4]
+    assert sparse.best_epoch == every.best_epoch
+    _same_metrics(sparse.metrics["test"], every.metrics["test"])
+    _same_metrics(sparse.metrics["val"], every.metrics["val"])
+    np.testing.assert_array_equal(sparse.scores, every.scores)
+    assert sparse.metrics["test_oracle"]["mAP"] == scored.max()
+    # every second epoch: 2 and 4 (plus val-selected ones)
+    half = T.train(tiny_config(world, **{"train.select": "last", "train.epochs": 4,
+                                         "train.test_every": 2}), tmp_path / "half", log=None)
+    assert list(half.history.set_index("epoch")["test_mAP"].dropna().index) == [2, 4]
+    # runs differing only in test_every share a config hash (and so a run folder)
+    assert T.config_hash(tiny_config(world)) == T.config_hash(
+        tiny_config(world, **{"train.test_every": 3}))
+    with pytest.raises(ConfigError, match="train.test_every"):
+        tiny_config(world, **{"train.test_every": -1})

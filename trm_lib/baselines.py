@@ -112,6 +112,9 @@ class DualCoOp(_Baseline):
     pair. λ (init exp(logit_scale_init) = 50) and the spatial temperature τ_s (init 20) are
     learnable when ``learn_logit_scale`` (as in the lineage). ``maps`` = w (rows sum to 1): the
     text-pixel saliency Figure 4 shows in its first row.
+
+    ``method.ctx_init`` (e.g. ``"a photo of a"`` with ``n_ctx=4``) starts the positive context
+    from those words, so t⁺ starts as the zero-shot prompt's text embedding.
     """
 
     name = "dualcoop"
@@ -122,7 +125,9 @@ class DualCoOp(_Baseline):
         super().__init__(cfg, ctx)
         self.num_classes = len(ctx.class_names)
         self.prompt_pos = make_prompt_encoder(cfg, ctx)
-        self.prompt_neg = make_prompt_encoder(cfg, ctx)
+        # the negative context always starts random: from the same words it would equal the
+        # positive one and every logit s⁺ − s⁻ would start at exactly 0
+        self.prompt_neg = make_prompt_encoder(cfg, ctx, init_words=False)
         learn = cfg.learn_logit_scale
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)),
                                         requires_grad=learn)

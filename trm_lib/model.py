@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MethodConfig
+from .config import ConfigError, MethodConfig
 from .losses import distillation_loss, multimodal_contrastive_loss, partial_asl, partial_bce
 from .methods import Method, MethodContext
 from .prototypes import PrototypeMemory, PseudoLabeler
@@ -344,14 +344,22 @@ class TRMML(Method):
         return logs
 
 
-def make_prompt_encoder(cfg: MethodConfig, ctx: MethodContext) -> nn.Module:
-    """A CoOp-style :class:`trm_lib.backbone.PromptEncoder` for ``ctx.class_names``."""
+def make_prompt_encoder(cfg: MethodConfig, ctx: MethodContext, init_words: bool = True
+                        ) -> nn.Module:
+    """A CoOp-style :class:`trm_lib.backbone.PromptEncoder` for ``ctx.class_names``; its context
+    starts from the words ``cfg.ctx_init`` when set and ``init_words`` (else random)."""
     if ctx.backbone is None:
         raise ValueError("learnable prompt contexts need MethodContext.backbone (the FrozenCLIP "
                          "text tower); it is None")
-    from .backbone import PromptEncoder
+    from .backbone import BackboneError, PromptEncoder
 
     # the words the fixed text embeddings were made from, if the context carries them
     names = getattr(ctx, "prompt_names", None) or ctx.class_names
-    return PromptEncoder(ctx.backbone, list(names), n_ctx=cfg.n_ctx,
-                         class_specific=cfg.class_specific_ctx)
+    init = cfg.ctx_init if (init_words and cfg.ctx_init) else None
+    try:
+        return PromptEncoder(ctx.backbone, list(names), n_ctx=cfg.n_ctx,
+                             class_specific=cfg.class_specific_ctx, init=init)
+    except BackboneError as err:
+        if init is None:
+            raise
+        raise ConfigError(f"method.ctx_init={init!r} / method.n_ctx={cfg.n_ctx}: {err}") from None

@@ -82,7 +82,10 @@ Log = Callable[[str], None] | None
 
 # Config fields that do not change what a run computes: a resumed run may differ in these.
 NON_RESULT_FIELDS = ("train.out_dir", "train.resume", "train.progress", "train.num_workers",
-                     "backbone.batch_size")
+                     "backbone.batch_size", "train.test_every")
+# train.test_every only decides on which extra epochs the test split is *scored*: training, the
+# selected epoch and its test numbers are the same for every value (the selected epoch is always
+# scored); only test_oracle's resolution changes. So runs that differ in it share a run folder.
 
 
 class TrainingError(RuntimeError):
@@ -740,26 +743,38 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
             row["val_mAP"] = val["mAP"]
             row["val_mAP_hidden"] = metrics.mean_average_precision(
                 val_scores, data.train.labels[data.val_idx]).value  # logging only
-        test_scores = predict_split(method, session, "test", amp)
-        test = metrics.evaluate_scores(test_scores, test_targets, data.test.class_names)
-        row["test_mAP"] = test["mAP"]
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-
         # Selection rank: an informative validation score beats none (ties keep the earlier
         # epoch); without one (no val split, or no class with both an observed positive and
         # negative) or with train.select=last the latest epoch wins.
         score = val.get(cfg.train.select_metric, math.nan) if cfg.train.select == "val" \
             else math.nan
-        rank = [1.0, score] if np.isfinite(score) else [0.0, float(epoch)]
-        if "best_epoch" not in summary or rank > summary["best_rank"]:
+        informative = bool(np.isfinite(score))
+        rank = [1.0, score] if informative else [0.0, float(epoch)]
+        improves = "best_epoch" not in summary or rank > summary["best_rank"]
+        stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
+        # The test split is scored on the train.test_every schedule, at the last epoch (and
+        # where the run is stopped on purpose), and whenever validation selects a new epoch;
+        # only scored epochs can be reported, and test_oracle is the best of them.
+        every = cfg.train.test_every
+        scored = (epoch >= final_epoch or stopping or (every > 0 and epoch % every == 0)
+                  or (informative and improves))
+        test: dict[str, float] = {}
+        if scored:
+            test_scores = predict_split(method, session, "test", amp)
+            test = metrics.evaluate_scores(test_scores, test_targets, data.test.class_names)
+        row["test_mAP"] = test.get("mAP", math.nan)
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+
+        if scored and improves:
             summary.update(best_epoch=epoch, best_rank=rank, val=val, test=test)
             if main:
                 with atomic_path(out / "test_scores.npy") as tmp:
                     np.save(tmp, test_scores)
                 _save(best_path, {"method": _method_state(method), "epoch": epoch,
                                   "config": cfg.to_dict(), "val": val, "test": test})
-        if "oracle_epoch" not in summary or test["mAP"] > summary["test_oracle"]["mAP"]:
+        if scored and ("oracle_epoch" not in summary
+                       or test["mAP"] > summary["test_oracle"]["mAP"]):
             summary.update(oracle_epoch=epoch, test_oracle=test)
 
         elapsed_now = elapsed + time.perf_counter() - t_start
