@@ -266,10 +266,18 @@ def _text_tower(model: nn.Module) -> dict[str, Any]:
 def _text_from_embeddings(tower: dict[str, Any], embeds: torch.Tensor,
                           tokens: torch.Tensor) -> torch.Tensor:
     """CLIP's text forward from token *embeddings* (so learnable context can be spliced in);
-    identical to ``CLIP.encode_text`` when ``embeds = token_embedding(tokens)``."""
+    identical to ``CLIP.encode_text`` when ``embeds = token_embedding(tokens)``.
+
+    With CLIP's causal mask and end-of-text pooling nothing after the last end-of-text token can
+    reach the pooled feature, so the padding is cut off first: a prompt of ~20 tokens then costs
+    a quarter of the 77-token context (DualCoOp runs this twice per training step)."""
     cast = tower["transformer"].get_cast_dtype()
-    x = embeds.to(cast) + tower["positional_embedding"].to(cast)
-    x = tower["transformer"](x, attn_mask=tower["attn_mask"])
+    mask, pos = tower["attn_mask"], tower["positional_embedding"]
+    if mask is not None and tower["pool_type"] == "argmax":
+        n = int(tokens.argmax(dim=-1).max()) + 1
+        embeds, tokens, pos, mask = embeds[:, :n], tokens[:, :n], pos[:n], mask[:n, :n]
+    x = embeds.to(cast) + pos.to(cast)
+    x = tower["transformer"](x, attn_mask=mask)
     x = tower["ln_final"](x)
     x = text_global_pool(x, tokens, tower["pool_type"])
     proj = tower["text_projection"]
