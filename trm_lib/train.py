@@ -788,7 +788,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
                 "history": history, "summary": summary, "rng": _rng_state(),
                 "elapsed": elapsed_now})
         say(_fmt_row(row, final_epoch))
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < final_epoch:
+        if stopping and epoch < final_epoch:
             break
 
     distributed.barrier()  # rank 0's files (test_scores.npy) exist before any rank reads them
