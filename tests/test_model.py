@@ -77,6 +77,50 @@ def test_maps_are_head_averaged_attention_and_r_is_a_f(layers):
                           lam * F.cosine_similarity(out["r"], m.text[None], -1), atol=1e-4)
 
 
+@pytest.mark.parametrize("kv_dim", [D, DV])
+@pytest.mark.parametrize("per_image_queries", [False, True])
+def test_cross_attention_matches_torch_multihead_attention(kv_dim, per_image_queries):
+    """The folded key projection (keys never materialised, the key bias dropped by the softmax)
+    gives torch's own attention: outputs, head-averaged maps and gradients, with random weights
+    and a non-zero key bias."""
+    torch.manual_seed(0)
+    layer = CategoryCrossAttention(D, kv_dim, 4, init="random")
+    with torch.no_grad():
+        for lin in (layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj):
+            lin.bias.normal_()
+    mha = torch.nn.MultiheadAttention(D, 4, kdim=kv_dim, vdim=kv_dim, batch_first=True)
+    with torch.no_grad():
+        if mha._qkv_same_embed_dim:
+            mha.in_proj_weight.copy_(torch.cat([layer.q_proj.weight, layer.k_proj.weight,
+                                                layer.v_proj.weight]))
+        else:
+            mha.q_proj_weight.copy_(layer.q_proj.weight)
+            mha.k_proj_weight.copy_(layer.k_proj.weight)
+            mha.v_proj_weight.copy_(layer.v_proj.weight)
+        mha.in_proj_bias.copy_(torch.cat([layer.q_proj.bias, layer.k_proj.bias,
+                                          layer.v_proj.bias]))
+        mha.out_proj.weight.copy_(layer.out_proj.weight)
+        mha.out_proj.bias.copy_(layer.out_proj.bias)
+    g = torch.Generator().manual_seed(3)
+    queries = torch.randn(3, C, D, generator=g) if per_image_queries else torch.randn(C, D,
+                                                                                      generator=g)
+    kv = torch.randn(3, L, kv_dim, generator=g)
+    out, attn = layer(queries, kv)
+    q_in = layer.norm_q(queries if per_image_queries else queries.expand(3, C, D))
+    kv_in = layer.norm_kv(kv)
+    ref, ref_maps = mha(q_in, kv_in, kv_in, need_weights=True, average_attn_weights=True)
+    assert attn.shape == (3, 4, C, L)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attn.mean(1), ref_maps, atol=1e-6, rtol=1e-5)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    grad_k = (mha.in_proj_weight.grad[D:2 * D] if mha._qkv_same_embed_dim
+              else mha.k_proj_weight.grad)
+    torch.testing.assert_close(layer.k_proj.weight.grad, grad_k, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(layer.out_proj.weight.grad, mha.out_proj.weight.grad, atol=1e-4,
+                               rtol=1e-4)
+
+
 def test_matching_runs_in_float32_under_autocast():
     torch.manual_seed(0)
     m = TRMML(_cfg(pseudo=False), _ctx())

