@@ -119,6 +119,24 @@ def test_grid_writes_tidy_csv_and_skips_finished_runs(world, tmp_path, monkeypat
     assert len(again) == len(df)
 
 
+def test_parallel_grid_gives_the_sequential_table(world, tmp_path):
+    """``jobs=2`` trains in two spawned processes: same rows in the same (plan) order and the
+    same values; the two variants that share one config train once (one run folder)."""
+    spec = small_spec(world)
+    seq = E.run_grid(spec, tmp_path / "seq.csv", runs_root=tmp_path / "seq", log=None)
+    lines: list[str] = []
+    par = E.run_grid(spec, tmp_path / "par.csv", runs_root=tmp_path / "par", log=lines.append,
+                     jobs=2)
+    keys = ["grid", "method", "variant", "protocol", "proportion", "seed", "split", "metric"]
+    pd.testing.assert_frame_equal(par[keys], seq[keys])
+    np.testing.assert_allclose(par["value"], seq["value"], rtol=1e-6, atol=1e-9)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "par.csv")[keys], seq[keys])
+    assert any("6 trainings in 2 worker processes" in line for line in lines), lines
+    assert sum(line.startswith("[") for line in lines) == 7
+    with pytest.raises(ConfigError, match="jobs must be an integer >= 1"):
+        E.run_grid(spec, tmp_path / "x.csv", runs_root=tmp_path / "x", log=None, jobs=0)
+
+
 def test_pivot_is_mean_and_std_over_seeds():
     rows = [{"grid": "g", "method": "m", "variant": "default", "protocol": "proportion",
              "proportion": p, "seed": s, "split": "test", "metric": "mAP", "value": v}

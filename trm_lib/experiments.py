@@ -39,10 +39,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 from .config import ConfigError, RunConfig, load_config, load_preset, presets_dir
-from .distributed import is_main
+from .distributed import is_distributed, is_main
 from .io import atomic_write
 from .paths import runs_dir
 from .train import (
@@ -50,6 +51,7 @@ from .train import (
     RunResult,
     config_hash,
     default_out_dir,
+    load_result,
     load_run,
     provenance,
     train,
@@ -269,13 +271,21 @@ def run_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = Non
              grids: list[str] | None = None, seeds: list[int] | None = None,
              proportions: list[float] | None = None, methods: list[str] | None = None,
              overrides: dict[str, Any] | None = None, runs_root: str | Path | None = None,
-             progress: bool = False, log: Any = print) -> pd.DataFrame:
+             progress: bool = False, log: Any = print, jobs: int = 1) -> pd.DataFrame:
     """Run every planned run of ``spec`` not yet in ``out_csv`` and return the whole tidy table.
 
     ``out_csv`` defaults to ``runs/<spec name>.csv``; ``runs_root`` (default ``runs/``) holds the
     run folders. Backbones and feature stores are shared by all runs of the grid.
+
+    ``jobs > 1`` trains that many runs at once in worker processes, each with
+    ``torch.get_num_threads() // jobs`` threads. The heads are small, and two 1-thread runs on
+    2 cores finish sooner than the same runs one after the other with 2 threads each (their
+    GEMMs are too small to keep two threads busy). Results do not depend on ``jobs`` beyond float
+    rounding (thread count changes the order of sums); the table's rows stay in plan order.
     """
     spec = load_spec(spec)
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ConfigError(f"run_grid: jobs must be an integer >= 1, got {jobs!r}")
     plan = expand(spec, grids=grids, seeds=seeds, proportions=proportions, methods=methods,
                   overrides=overrides)
     out_csv = Path(out_csv) if out_csv else runs_dir() / f"{spec['name']}.csv"
@@ -284,25 +294,104 @@ def run_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = Non
     done = set(zip(df["grid"].astype(str), df["variant"].astype(str),
                    df["config_hash"].astype(str)))
     say = log or (lambda _msg: None)
-    resources = Resources()
     todo = [r for r in plan if (r.grid, r.variant, r.hash) not in done]
     say(f"grid {spec['name']}: {len(plan)} runs planned, {len(plan) - len(todo)} already in "
         f"{out_csv}, {len(todo)} to run")
-    for i, run in enumerate(todo, start=1):
-        say(f"[{i}/{len(todo)}] {run.grid}: {run.method} ({run.variant}), {run.protocol}"
-            + (f" p={run.proportion:g}" if run.protocol == "proportion" else "")
-            + f", seed {run.seed}")
-        out_dir = root / default_out_dir(run.config).name
-        result = train(run.config, out_dir, progress=progress, resources=resources, log=log)
-        new = pd.DataFrame(result_rows(run, result), columns=COLUMNS)
-        df = new if df.empty else pd.concat([df, new], ignore_index=True)
+    new_rows: dict[int, list[dict[str, Any]]] = {}
+
+    def record(i: int, result: RunResult) -> None:
+        nonlocal df
+        new_rows[i] = result_rows(todo[i], result)
+        rows = [row for k in sorted(new_rows) for row in new_rows[k]]
+        new = pd.DataFrame(rows, columns=COLUMNS)
+        table = new if base.empty else pd.concat([base, new], ignore_index=True)
         if is_main():  # under torchrun every rank trains; only rank 0 writes the table
-            _write_results(out_csv, df)
+            _write_results(out_csv, table)
+        df = table
+
+    base = df
+    if jobs > 1 and len(todo) > 1 and not is_distributed():
+        _run_parallel(todo, root, jobs, say, record)
+    else:
+        resources = Resources()
+        for i, run in enumerate(todo):
+            say(f"[{i + 1}/{len(todo)}] {_describe(run)}")
+            out_dir = root / default_out_dir(run.config).name
+            record(i, train(run.config, out_dir, progress=progress, resources=resources,
+                            log=log))
     if df.empty and is_main():
         _write_results(out_csv, df)
     df.attrs["path"] = str(out_csv)
     df.attrs["planned"] = sorted({(r.grid, r.variant, r.hash) for r in plan})
     return df
+
+
+def auto_jobs(device: str = "auto") -> int:
+    """The ``jobs`` of :func:`run_grid` that trains a grid soonest on ``device``: 1 on a GPU
+    (one process keeps it busy), else 2 when there are at least 2 threads to split."""
+    from .train import resolve_device
+
+    if resolve_device(device).type == "cuda":
+        return 1
+    return 2 if torch.get_num_threads() >= 2 else 1
+
+
+def _describe(run: PlannedRun) -> str:
+    return (f"{run.grid}: {run.method} ({run.variant}), {run.protocol}"
+            + (f" p={run.proportion:g}" if run.protocol == "proportion" else "")
+            + f", seed {run.seed}")
+
+
+#: per worker process of a parallel grid: backbones and feature stores shared by its runs
+_WORKER_RESOURCES: Resources | None = None
+
+
+def _worker_init(threads: int) -> None:
+    global _WORKER_RESOURCES
+    torch.set_num_threads(threads)
+    _WORKER_RESOURCES = Resources()
+
+
+def _worker_train(cfg: RunConfig, out_dir: Path) -> RunResult:
+    return train(cfg, out_dir, progress=False, resources=_WORKER_RESOURCES, log=None)
+
+
+def _run_parallel(todo: list[PlannedRun], root: Path, jobs: int, say: Any,
+                  record: Any) -> None:
+    """Train ``todo`` in ``jobs`` spawned worker processes; ``record(i, result)`` as each ends.
+
+    Runs that share a run folder (identical configs under two variant names) train once: two
+    processes must never write one folder."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    folders: dict[Path, list[int]] = {}
+    for i, run in enumerate(todo):
+        folders.setdefault(root / default_out_dir(run.config).name, []).append(i)
+    threads = max(1, torch.get_num_threads() // jobs)
+    say(f"{len(folders)} trainings in {jobs} worker processes, {threads} thread(s) each")
+    # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads,))
+    finished = 0
+    try:
+        pending = {pool.submit(_worker_train, todo[idx[0]].config, folder): idx
+                   for folder, idx in folders.items()}
+        while pending:
+            complete, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in complete:
+                idx = pending.pop(future)
+                result = future.result()  # a failed run raises here, after the others' rows
+                for n, i in enumerate(idx):
+                    if n:  # what the sequential loop gets for a folder that already holds a run
+                        result = load_result(root / default_out_dir(todo[i].config).name)
+                    finished += 1
+                    say(f"[{finished}/{len(todo)}] {_describe(todo[i])}: test mAP "
+                        f"{100 * result.metrics.get('test', {}).get('mAP', float('nan')):.2f}, "
+                        f"{result.wall_time:.0f}s")
+                    record(i, result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def planned_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -445,6 +534,9 @@ def cli_experiment(argv: list[str]) -> int:
     p.add_argument("--out", help="results CSV (default runs/<spec name>.csv)")
     p.add_argument("--runs-dir", help="folder of the run folders (default runs/)")
     p.add_argument("--progress", action="store_true", help="tqdm bars per epoch")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="runs trained at once in worker processes, threads split between them "
+                        "(default 0: auto, 2 on a CPU with >= 2 threads, 1 on a GPU)")
     args = p.parse_args(argv)
 
     from .config import parse_overrides
@@ -459,7 +551,8 @@ def cli_experiment(argv: list[str]) -> int:
     df = run_grid(spec, args.out, grids=args.grid, seeds=_csv_list(args.seeds, int),
                   proportions=_csv_list(args.proportions, float),
                   methods=_csv_list(args.methods, str), overrides=overrides,
-                  runs_root=args.runs_dir, progress=args.progress)
+                  runs_root=args.runs_dir, progress=args.progress,
+                  jobs=args.jobs or auto_jobs(overrides.get("train.device", "auto")))
     wall = time.perf_counter() - t0
     if not is_main():
         return 0
@@ -476,6 +569,6 @@ def cli_experiment(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["COLUMNS", "PlannedRun", "cli_evaluate", "cli_experiment", "cli_train", "expand",
-           "is_grid_spec", "load_spec", "pivot_table", "planned_rows", "read_results", "result_rows",
-           "run_grid", "summarize"]
+__all__ = ["COLUMNS", "PlannedRun", "auto_jobs", "cli_evaluate", "cli_experiment", "cli_train",
+           "expand", "is_grid_spec", "load_spec", "pivot_table", "planned_rows", "read_results",
+           "result_rows", "run_grid", "summarize"]
