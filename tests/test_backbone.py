@@ -376,6 +376,35 @@ def test_batching_and_input_checks(config_dir):
         b.encode_images(torch.zeros(1, 3, 32, 32))
 
 
+def test_folded_batchnorm_gives_the_open_clip_features(config_dir):
+    """Features come from a BatchNorm-folded copy of the ResNet tower: the same numbers as
+    open_clip's own eval-mode tower, ``model`` itself untouched, and the copy remade when the
+    weights change in place."""
+    from trm_lib.backbone import fold_batchnorm, resnet_feature_map
+
+    b = _perturb(FrozenCLIP("test-RN", seed=2))
+    x = _images(b)
+    with torch.no_grad():
+        ref = resnet_feature_map(b.model.visual, x)
+        got = resnet_feature_map(b._folded_visual(), x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in b.model.visual.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in b._folded_visual().modules())
+    assert "_folded" not in dict(b.named_modules()) and all(
+        not k.startswith("_folded") for k in b.state_dict())
+    before = b.encode_images(x)["dense"]
+    with torch.no_grad():
+        b.model.visual.bn1.weight.mul_(2.0)  # an in-place edit: the folded copy must follow
+        ref2 = b.attention_pool(resnet_feature_map(b.model.visual, x).flatten(2).transpose(1, 2))
+    after = b.encode_images(x)["dense"]
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, ref2["dense"], atol=1e-5, rtol=1e-4)
+    stem = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    assert fold_batchnorm(stem.eval()) == 1 and isinstance(stem[1], torch.nn.Identity)
+    with pytest.raises(BackboneError, match="eval-mode"):
+        fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)))
+
+
 def test_from_config(config_dir):
     cfg = BackboneConfig(model="test-RN", pretrained=None, image_size=128, batch_size=3,
                          templates=["a {}.", "a photo of a {}."])
@@ -383,7 +412,8 @@ def test_from_config(config_dir):
     assert (b.image_size, b.grid, b.batch_size, b.precision) == (128, (4, 4), 3, "auto")
     assert b.templates == ("a {}.", "a photo of a {}.")
     assert b.identity() == {"model": "test-RN", "pretrained": "random(seed=0)",
-                            "weights_sha256": None, "image_size": 128, "precision": "fp32"}
+                            "weights_sha256": None, "image_size": 128, "precision": "fp32",
+                            "batchnorm": "folded"}
     with pytest.raises(BackboneError, match="precision"):
         FrozenCLIP("test-RN", precision="int8")
 

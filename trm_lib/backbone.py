@@ -24,6 +24,7 @@ registering it, so its checkpoints hold only the context vectors.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import math
@@ -241,6 +242,31 @@ def resnet_feature_map(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(images)))))
 
 
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every eval-mode ``BatchNorm2d`` into the ``Conv2d`` registered just before it (in
+    place; the BatchNorm becomes ``nn.Identity``) and return how many were folded.
+
+    A frozen ResNet never updates its statistics, so ``bn(conv(x))`` is one affine map per
+    channel that the convolution can absorb: the same features up to float rounding, and the
+    normalisation passes (~30 % of TinyCLIP's CPU time) disappear. open_clip's
+    ``ModifiedResNet`` registers each conv directly before its BatchNorm (stem, bottlenecks,
+    downsample branches)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    children = list(module.named_children())
+    for (name, child), (next_name, next_child) in zip(children, children[1:]):
+        if isinstance(child, nn.Conv2d) and isinstance(next_child, nn.BatchNorm2d):
+            if next_child.training:
+                raise BackboneError("fold_batchnorm needs eval-mode BatchNorm (frozen stats)")
+            setattr(module, name, fuse_conv_bn_eval(child, next_child))
+            setattr(module, next_name, nn.Identity())
+            folded += 1
+    for _, child in module.named_children():
+        folded += fold_batchnorm(child)
+    return folded
+
+
 def resnet_dense_tokens(pool: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """``c_proj(v_proj(token + pos))`` at every location of flattened layer4 tokens
     ``(B, L, d_v)``: the attention pool's value path, i.e. the text-aligned dense tokens F~."""
@@ -407,8 +433,9 @@ class FrozenCLIP(nn.Module):
 
     def to(self, *args: Any, **kwargs: Any) -> FrozenCLIP:
         super().to(*args, **kwargs)
-        if self.device.type == "cuda":  # NHWC convolutions are the fast path on tensor cores
-            self.model.visual.to(memory_format=torch.channels_last)
+        # NHWC convolutions are the fast path on tensor cores and in oneDNN on CPUs (measured:
+        # TinyCLIP features 90 -> 156 images/s on 2 cores; 235 with the folded BatchNorm)
+        self.model.visual.to(memory_format=torch.channels_last)
         return self
 
     def train(self, mode: bool = True) -> FrozenCLIP:
@@ -433,17 +460,35 @@ class FrozenCLIP(nn.Module):
         dtype = self.autocast_dtype
         for chunk in images.split(self.batch_size):
             x = chunk.to(self.device, torch.float32, non_blocking=True)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
                 out = self._vit(x, raw) if self.is_vit else self._resnet(x, raw)
             parts.append({k: v.float() for k, v in out.items()})
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
+    def _folded_visual(self) -> nn.Module:
+        """An inference copy of the ResNet image tower with every BatchNorm folded into its
+        convolution (:func:`fold_batchnorm`), remade whenever the tower's tensors change.
+
+        A copy, so that ``self.model`` stays open_clip's own model (state dict, weights) while
+        the features come out ~1.5x faster on CPU. Kept out of the module tree (not a
+        submodule): it is derived data, never saved or trained. The key (each tensor's
+        identity and in-place version counter) notices ``load_state_dict``, in-place edits and
+        moves between devices."""
+        visual = self.model.visual
+        key = tuple((id(t), t._version, t.device, t.dtype)
+                    for t in (*visual.parameters(), *visual.buffers()))
+        cached = self.__dict__.get("_folded")
+        if cached is None or cached[0] != key:
+            folded = copy.deepcopy(visual).eval()
+            fold_batchnorm(folded)
+            folded.to(memory_format=torch.channels_last)
+            self.__dict__["_folded"] = cached = (key, folded)
+        return cached[1]
+
     def _resnet(self, x: torch.Tensor, raw: bool) -> dict[str, torch.Tensor]:
-        v = self.model.visual
-        fmap = resnet_feature_map(v, x)  # (B, d_v, h, w)
+        fmap = resnet_feature_map(self._folded_visual(), x)  # (B, d_v, h, w)
         tokens = fmap.flatten(2).transpose(1, 2)  # (B, L, d_v), row-major over the grid
         out = self.attention_pool(tokens)
         if raw:
@@ -543,10 +588,11 @@ class FrozenCLIP(nn.Module):
     def identity(self) -> dict[str, Any]:
         """What determines the features (for cache keys): model, weights, size, precision."""
         dtype = self.autocast_dtype
+        extra = {} if self.is_vit else {"batchnorm": "folded"}  # other float rounding
         return {"model": self.model_name, "pretrained": self._source,
                 "weights_sha256": self._weights_sha256, "image_size": self.image_size,
                 "precision": {None: "fp32", torch.bfloat16: "bf16",
-                              torch.float16: "fp16"}[dtype]}
+                              torch.float16: "fp16"}[dtype], **extra}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -347,12 +347,19 @@ def _augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _deterministic() -> Iterator[None]:
-    prev = torch.are_deterministic_algorithms_enabled()
+    """Deterministic kernels, without filling every new tensor with NaN first: that debugging
+    aid (``fill_uninitialized_memory``, on by default in this mode) changes no result and cost
+    ~6 % of a pre-training step (measured: bit-identical weights, 0.49 -> 0.46 s per step)."""
+    import torch.utils.deterministic as det
+
+    prev, prev_fill = torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
+    det.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(prev)
+        det.fill_uninitialized_memory = prev_fill
 
 
 def _encode(model: Any, images: torch.Tensor, text: torch.Tensor, dense: bool
