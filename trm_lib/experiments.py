@@ -198,6 +198,13 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
     return plan
 
 
+def method_overrides(method: str, spec: str | Path | dict[str, Any] = "fidelity"
+                     ) -> dict[str, Any]:
+    """The per-method overrides of ``spec`` for ``method`` (e.g. the linear probe's learning
+    rate), so that tools outside a grid (the explorer) train a baseline the way the grid does."""
+    return dict((load_spec(spec).get("method_overrides") or {}).get(method) or {})
+
+
 def _apply(cfg: RunConfig, overrides: dict[str, Any], where: str) -> RunConfig:
     try:
         return cfg.with_overrides(overrides)
@@ -570,5 +577,5 @@ def cli_experiment(argv: list[str]) -> int:
 
 
 __all__ = ["COLUMNS", "PlannedRun", "auto_jobs", "cli_evaluate", "cli_experiment", "cli_train",
-           "expand", "is_grid_spec", "load_spec", "pivot_table", "planned_rows", "read_results",
-           "result_rows", "run_grid", "summarize"]
+           "expand", "is_grid_spec", "load_spec", "method_overrides", "pivot_table", "planned_rows",
+           "read_results", "result_rows", "run_grid", "summarize"]

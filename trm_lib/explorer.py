@@ -205,8 +205,11 @@ class Explorer:
         return s
 
     def _config(self, s: Setting) -> RunConfig:
+        from .experiments import method_overrides
+
         kd = self.base.method.kd if self.base.method.kd != "none" else "cosine"
         return self.base.with_overrides({
+            **method_overrides(s.method),  # a baseline's own lr, as in the fidelity grid
             "data.proportion": s.proportion, "method.name": s.method,
             "method.kd": kd if s.kd else "none", "method.mcl": s.mcl, "method.pseudo": s.pseudo,
             "method.pseudo_high": s.pseudo_high, "method.pseudo_low": s.pseudo_low})
