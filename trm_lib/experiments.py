@@ -289,6 +289,8 @@ def run_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = Non
     2 cores finish sooner than the same runs one after the other with 2 threads each (their
     GEMMs are too small to keep two threads busy). Results do not depend on ``jobs`` beyond float
     rounding (thread count changes the order of sums); the table's rows stay in plan order.
+    Workers print nothing per epoch (no ``progress`` bars either): ``log`` gets one line per
+    finished run.
     """
     spec = load_spec(spec)
     if not (isinstance(jobs, int) and jobs >= 1):
