@@ -29,6 +29,7 @@ interrupted grid resumes where it stopped. Run folders are named by config hash
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -201,8 +202,16 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
 def method_overrides(method: str, spec: str | Path | dict[str, Any] = "fidelity"
                      ) -> dict[str, Any]:
     """The per-method overrides of ``spec`` for ``method`` (e.g. the linear probe's learning
-    rate), so that tools outside a grid (the explorer) train a baseline the way the grid does."""
-    return dict((load_spec(spec).get("method_overrides") or {}).get(method) or {})
+    rate), so that tools outside a grid (the explorer) train a baseline the way the grid does.
+    A named spec is read once per process (the explorer asks on every widget change)."""
+    table = _named_method_overrides(spec) if isinstance(spec, str) else \
+        (load_spec(spec).get("method_overrides") or {})
+    return dict(table.get(method) or {})
+
+
+@functools.lru_cache(maxsize=8)
+def _named_method_overrides(spec: str) -> dict[str, Any]:
+    return load_spec(spec).get("method_overrides") or {}
 
 
 def _apply(cfg: RunConfig, overrides: dict[str, Any], where: str) -> RunConfig:

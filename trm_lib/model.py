@@ -138,14 +138,10 @@ class CategoryCrossAttention(nn.Module):
         q = self.q_proj(self.norm_q(queries))  # (C, D) or (B, C, D)
         w_k = self.k_proj.weight.view(h, dh, -1)  # (H, dh, d)
         kvn = self.norm_kv(kv)
-        if q.dim() == 2:
-            c = q.shape[0]
-            q_k = torch.einsum("chd,hde->ehc", q.view(c, h, dh), w_k)  # (d, H, C)
-            logits = (kvn @ q_k.reshape(q_k.shape[0], h * c)).view(b, L, h, c)
-        else:
-            c = q.shape[1]
-            q_k = torch.einsum("bchd,hde->behc", q.view(b, c, h, dh), w_k)  # (B, d, H, C)
-            logits = (kvn @ q_k.reshape(b, q_k.shape[1], h * c)).view(b, L, h, c)
+        c = q.shape[-2]
+        # (d, H·C) shared by the batch, or (B, d, H·C) per image
+        q_k = torch.einsum("...chd,hde->...ehc", q.unflatten(-1, (h, dh)), w_k).flatten(-2)
+        logits = (kvn @ q_k).view(b, L, h, c)
         attn = torch.softmax(logits / math.sqrt(dh), dim=1).permute(0, 2, 3, 1)  # (B, H, C, L)
         v = self.v_proj(kvn).view(b, L, h, dh).transpose(1, 2)
         out = (attn @ v).transpose(1, 2).reshape(b, c, h * dh)
