@@ -171,7 +171,25 @@ def test_dualcoop_ctx_init_starts_the_positive_prompt_at_the_zero_shot_text(ctx,
         t_pos, t_neg = m.texts()
     torch.testing.assert_close(t_pos, backbone.encode_text(NAMES, ("a photo of a {}.",)),
                                rtol=1e-5, atol=1e-5)
-    # the negative context stays random, so s⁺ − s⁻ does not start at exactly 0
+    # by default the negative context stays random, so s⁺ − s⁻ does not start at exactly 0
     assert not torch.allclose(t_pos, t_neg, atol=1e-3)
     with pytest.raises(ConfigError, match="method.ctx_init.*has 4 tokens but n_ctx=16"):
         DualCoOp(_cfg("dualcoop", ctx_init="a photo of a"), ctx)
+
+
+@pytest.mark.parametrize("words", ["a photo of a", ""])
+def test_dualcoop_negative_context_can_start_as_the_positive_one(ctx, words):
+    torch.manual_seed(0)
+    m = DualCoOp(_cfg("dualcoop", n_ctx=4, ctx_init=words, neg_ctx_init="positive"), ctx)
+    torch.testing.assert_close(m.prompt_neg.ctx, m.prompt_pos.ctx, rtol=0, atol=0)
+    assert m.prompt_neg.ctx.data_ptr() != m.prompt_pos.ctx.data_ptr()  # a copy, not shared
+    b = _batch(ctx)
+    out = m(b)
+    assert torch.equal(out["logits"], torch.zeros_like(out["logits"]))  # s⁺ − s⁻ = 0
+    # the gradients of the pair are exact opposites, so the first step pulls them apart
+    m.loss(out, b, 1)[0].backward()
+    g_pos, g_neg = m.prompt_pos.ctx.grad, m.prompt_neg.ctx.grad
+    assert g_pos.abs().sum() > 0
+    torch.testing.assert_close(g_neg, -g_pos, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="method.neg_ctx_init"):
+        _cfg("dualcoop", neg_ctx_init="zero").validate()

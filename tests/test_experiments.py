@@ -61,6 +61,30 @@ def test_fidelity_preset_expands_to_the_documented_grid():
                for r in sp)
 
 
+def test_caller_overrides_beat_a_methods_own_settings():
+    spec = {"base": {"train.epochs": 12},
+            "method_overrides": {"dualcoop": {"train.epochs": 40, "train.lr": 0.006}},
+            "grids": {"g": {"methods": ["dualcoop", "trm_ml"], "proportions": [0.1],
+                            "overrides": {"train.batch_size": 32}}}}
+    dc, trm = E.expand(spec)
+    assert (dc.config.train.epochs, dc.config.train.lr) == (40, 0.006)
+    assert (trm.config.train.epochs, trm.config.train.lr) == (12, 6e-4)
+    # a notebook's budget (--set) shortens every method, the baseline keeps its own lr
+    dc, trm = E.expand(spec, overrides={"train.epochs": 6})
+    assert (dc.config.train.epochs, dc.config.train.lr, trm.config.train.epochs) == (6, 0.006, 6)
+    assert dc.config.train.batch_size == 32  # a grid's own overrides still beat --set
+    # one baseline outside a grid: the same precedence
+    cfg = E.method_config("dualcoop", {"train.epochs": 6}, spec=spec)
+    assert (cfg.method.name, cfg.train.epochs, cfg.train.lr) == ("dualcoop", 6, 0.006)
+    shipped = E.method_config("dualcoop")
+    assert (shipped.method.neg_ctx_init, shipped.method.ctx_init, shipped.train.epochs) == \
+        ("positive", "a photo of a", 40)
+    with pytest.raises(ConfigError, match="overrides: .*train.epochs"):
+        E.method_config("dualcoop", {"train.epochs": "many"})
+    with pytest.raises(ConfigError, match="--set"):
+        E.expand(spec, overrides={"train.optimizer": "adam"})
+
+
 @pytest.mark.parametrize("spec, fragment", [
     ({"grids": {}}, "'grids' must be a non-empty mapping"),
     ({"grids": {"g": {"methods": ["trm_ml"], "bogus": 1}}}, "grids.g: unknown key(s) ['bogus']"),

@@ -114,7 +114,11 @@ class DualCoOp(_Baseline):
     text-pixel saliency Figure 4 shows in its first row.
 
     ``method.ctx_init`` (e.g. ``"a photo of a"`` with ``n_ctx=4``) starts the positive context
-    from those words, so t⁺ starts as the zero-shot prompt's text embedding.
+    from those words, so t⁺ starts as the zero-shot prompt's text embedding. The negative context
+    starts random (``neg_ctx_init="random"``), or as a copy of the positive one (``"positive"``): then
+    t⁻ = t⁺, every logit starts at 0 and the spatial weights start as zero-shot text–pixel maps,
+    and since ∂logit/∂t⁻ = −∂logit/∂t⁺ the first steps pull the pair apart along what
+    distinguishes each class's attended regions -- no random offset λ·cos(F̃, t⁻) to unlearn.
     """
 
     name = "dualcoop"
@@ -125,9 +129,10 @@ class DualCoOp(_Baseline):
         super().__init__(cfg, ctx)
         self.num_classes = len(ctx.class_names)
         self.prompt_pos = make_prompt_encoder(cfg, ctx)
-        # the negative context always starts random: from the same words it would equal the
-        # positive one and every logit s⁺ − s⁻ would start at exactly 0
         self.prompt_neg = make_prompt_encoder(cfg, ctx, init_words=False)
+        if cfg.neg_ctx_init == "positive":
+            with torch.no_grad():
+                self.prompt_neg.ctx.copy_(self.prompt_pos.ctx)
         learn = cfg.learn_logit_scale
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)),
                                         requires_grad=learn)

@@ -113,6 +113,10 @@ class MethodConfig:
     # [choice] words that start the (positive) learnable context, CoOp's "a photo of a"; their
     # token count must equal n_ctx. "" = N(0, 0.02) vectors as in CoOp's random init
     ctx_init: str = ""
+    # [choice] where DualCoOp's negative context starts: random (N(0, 0.02)) | positive (a copy
+    # of the positive context, so t- = t+ and every logit s+ - s- starts at 0; the first steps
+    # then separate the pair along each class's attended region features)
+    neg_ctx_init: str = "random"
     class_specific_ctx: bool = True
 
     def validate(self) -> None:
@@ -126,6 +130,7 @@ class MethodConfig:
         _choice("method.kd", self.kd, ("cosine", "mse", "kl", "none"))
         _choice("method.proto_update", self.proto_update, ("ema", "overwrite"))
         _choice("method.pseudo_score", self.pseudo_score, ("softmax_mean", "cosine_mean"))
+        _choice("method.neg_ctx_init", self.neg_ctx_init, ("random", "positive"))
         if not (0.0 <= self.pseudo_low < self.pseudo_high <= 1.0):
             raise ConfigError(
                 f"method.pseudo_low < method.pseudo_high required in [0, 1], got "

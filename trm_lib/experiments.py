@@ -152,8 +152,10 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
            ) -> list[PlannedRun]:
     """Every run of ``spec`` (optionally restricted / re-seeded), configs built and validated.
 
-    Precedence, later wins: preset → ``base`` → CLI ``overrides`` → method overrides → grid
-    ``overrides`` → switch → (method, protocol, proportion, seeds).
+    Precedence, later wins: preset → ``base`` → method overrides → CLI ``overrides`` → grid
+    ``overrides`` → switch → (method, protocol, proportion, seeds). What the caller passes beats
+    a method's own settings from the spec: ``--set train.epochs=6`` (a notebook's time budget)
+    shortens every method's schedule, including a baseline whose spec entry sets its epochs.
     """
     spec = load_spec(spec)
     where = str(spec.get("name"))
@@ -167,7 +169,7 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
     else:
         root = RunConfig()
     root = _apply(root, spec.get("base") or {}, f"{where}: base")
-    root = _apply(root, overrides or {}, "--set")
+    _apply(root, overrides or {}, "--set")  # one clear error before any run is planned
     plan: list[PlannedRun] = []
     for gname in chosen:
         block = spec["grids"][gname]
@@ -184,6 +186,7 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
             at = f"{where}: grids.{gname} ({method}, {variant})"
             cfg = _apply(root, {"method.name": method}, at)
             cfg = _apply(cfg, (spec.get("method_overrides") or {}).get(method) or {}, at)
+            cfg = _apply(cfg, overrides or {}, f"{at}: --set")
             cfg = _apply(cfg, block.get("overrides") or {}, at)
             cfg = _apply(cfg, switches[variant] or {}, f"{at}: switch {variant}")
             setting: dict[str, Any] = {"data.protocol": protocol, "train.seed": int(seed),
@@ -207,6 +210,18 @@ def method_overrides(method: str, spec: str | Path | dict[str, Any] = "fidelity"
     table = _named_method_overrides(spec) if isinstance(spec, str) else \
         (load_spec(spec).get("method_overrides") or {})
     return dict(table.get(method) or {})
+
+
+def method_config(method: str, overrides: dict[str, Any] | None = None, *,
+                  spec: str | Path | dict[str, Any] = "fidelity",
+                  base: RunConfig | None = None) -> RunConfig:
+    """The config a grid of ``spec`` would give ``method`` outside a grid (a notebook training one
+    baseline): ``base`` (default :class:`RunConfig`), the method, its overrides from ``spec``, then
+    the caller's ``overrides`` -- the same precedence as :func:`expand`."""
+    cfg = (base or RunConfig()).with_overrides({"method.name": method})
+    cfg = _apply(cfg, method_overrides(method, spec), f"{spec if isinstance(spec, str) else 'spec'}"
+                 f": method_overrides.{method}")
+    return _apply(cfg, overrides or {}, "overrides")
 
 
 @functools.lru_cache(maxsize=8)
@@ -588,5 +603,5 @@ def cli_experiment(argv: list[str]) -> int:
 
 
 __all__ = ["COLUMNS", "PlannedRun", "auto_jobs", "cli_evaluate", "cli_experiment", "cli_train",
-           "expand", "is_grid_spec", "load_spec", "method_overrides", "pivot_table", "planned_rows",
+           "expand", "is_grid_spec", "load_spec", "method_config", "method_overrides", "pivot_table", "planned_rows",
            "read_results", "result_rows", "run_grid", "summarize"]

@@ -209,7 +209,9 @@ class Explorer:
 
         kd = self.base.method.kd if self.base.method.kd != "none" else "cosine"
         return self.base.with_overrides({
-            **method_overrides(s.method),  # a baseline's own lr, as in the fidelity grid
+            # a baseline's own settings as in the fidelity grid, but the explorer's short schedule
+            **{k: v for k, v in method_overrides(s.method).items()
+               if k not in EXPLORER_OVERRIDES},
             "data.proportion": s.proportion, "method.name": s.method,
             "method.kd": kd if s.kd else "none", "method.mcl": s.mcl, "method.pseudo": s.pseudo,
             "method.pseudo_high": s.pseudo_high, "method.pseudo_low": s.pseudo_low})
