@@ -114,11 +114,12 @@ class DualCoOp(_Baseline):
     text-pixel saliency Figure 4 shows in its first row.
 
     ``method.ctx_init`` (e.g. ``"a photo of a"`` with ``n_ctx=4``) starts the positive context
-    from those words, so t⁺ starts as the zero-shot prompt's text embedding. The negative context
-    starts random (``neg_ctx_init="random"``), or as a copy of the positive one (``"positive"``): then
-    t⁻ = t⁺, every logit starts at 0 and the spatial weights start as zero-shot text–pixel maps,
-    and since ∂logit/∂t⁻ = −∂logit/∂t⁺ the first steps pull the pair apart along what
-    distinguishes each class's attended regions -- no random offset λ·cos(F̃, t⁻) to unlearn.
+    from those words, so t⁺ starts as the zero-shot prompt's text embedding. The negative
+    context starts random (``neg_ctx_init="random"``) or as a copy of the positive one
+    (``"positive"``): then t⁻ = t⁺, every logit starts at 0, the spatial weights start as
+    zero-shot text–pixel maps, and since ∂logit/∂t⁻ = −∂logit/∂t⁺ the first steps pull the pair
+    apart along what distinguishes each class's attended regions -- no random offset
+    λ·cos(F̃, t⁻) to unlearn first.
     """
 
     name = "dualcoop"

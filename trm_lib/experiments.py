@@ -603,5 +603,5 @@ def cli_experiment(argv: list[str]) -> int:
 
 
 __all__ = ["COLUMNS", "PlannedRun", "auto_jobs", "cli_evaluate", "cli_experiment", "cli_train",
-           "expand", "is_grid_spec", "load_spec", "method_config", "method_overrides", "pivot_table", "planned_rows",
-           "read_results", "result_rows", "run_grid", "summarize"]
+           "expand", "is_grid_spec", "load_spec", "method_config", "method_overrides",
+           "pivot_table", "planned_rows", "read_results", "result_rows", "run_grid", "summarize"]
