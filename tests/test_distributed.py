@@ -45,9 +45,10 @@ RUNS = {
     "linear_probe": {"method.name": "linear_probe", "train.optimizer": "sgd", "train.lr": 0.5},
     # pseudo-labels from epoch 2 and an easy memory gate, so both kinds of per-sample state move
     # (the plain MLP head: on random weights its scattered features cross the pseudo-label
-    # thresholds within two epochs, the residual head's text-like features do not)
+    # thresholds within two epochs, the residual head's text-like features do not; the
+    # prototype score alone decides -- a random-weight classifier rarely agrees)
     "trm_ml": {"method.name": "trm_ml", "method.pseudo_warmup": 1, "method.proto_gate": 0.5,
-               "method.mlp_residual": False},
+               "method.mlp_residual": False, "method.pseudo_agree": False},
 }
 
 
