@@ -205,16 +205,18 @@ class Explorer:
         return s
 
     def _config(self, s: Setting) -> RunConfig:
-        from .experiments import method_overrides
+        from .experiments import method_config
 
         kd = self.base.method.kd if self.base.method.kd != "none" else "cosine"
-        return self.base.with_overrides({
-            # a baseline's own settings as in the fidelity grid, but the explorer's short schedule
-            **{k: v for k, v in method_overrides(s.method).items()
-               if k not in EXPLORER_OVERRIDES},
-            "data.proportion": s.proportion, "method.name": s.method,
+        flat = self.base.flat()
+        # a baseline's own settings as in the fidelity grid; the explorer's short schedule and the
+        # controls are the caller's overrides, which win (the grid's precedence)
+        return method_config(s.method, {
+            **{k: flat[k] for k in EXPLORER_OVERRIDES},
+            "data.proportion": s.proportion,
             "method.kd": kd if s.kd else "none", "method.mcl": s.mcl, "method.pseudo": s.pseudo,
-            "method.pseudo_high": s.pseudo_high, "method.pseudo_low": s.pseudo_low})
+            "method.pseudo_high": s.pseudo_high, "method.pseudo_low": s.pseudo_low},
+            base=self.base)
 
     def config(self, **controls: Any) -> RunConfig:
         """The complete run config of a setting."""
