@@ -69,5 +69,5 @@ def test_bad_file_names_file_and_field(tmp_path):
 
 def test_flat_has_every_field():
     flat = RunConfig().flat()
-    assert flat["method.kd"] == "cosine" and flat["train.seed"] == 0
+    assert flat["method.kd"] == "ensemble" and flat["train.seed"] == 0
     assert all("." in k for k in flat)

@@ -107,6 +107,33 @@ def test_distillation_hand_cases():
     kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
     assert distillation_loss(z, r, "kl", lz, lr).item() == pytest.approx(kl, rel=1e-6)
     assert distillation_loss(z, r, "kl", lr, lr).item() == pytest.approx(0.0, abs=1e-7)
+    # ensemble: target (0.5 + 0.75) / 2 = 0.625
+    ens = 0.625 * math.log(0.625 / 0.5) + 0.375 * math.log(0.375 / 0.5)
+    assert distillation_loss(z, r, "ensemble", lz, lr).item() == pytest.approx(ens, rel=1e-5)
+
+
+def test_masked_distillation_averages_over_the_mask():
+    lz = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    lr = torch.tensor([[1.0, -3.0], [0.5, 0.0]])
+    z = torch.zeros(2, 2, 4)
+    mask = torch.tensor([[True, False], [False, True]])
+    per = [distillation_loss(z[:1, :1], z[:1, :1], "ensemble", lz[i:i + 1, j:j + 1],
+                             lr[i:i + 1, j:j + 1]).item() for i, j in ((0, 0), (1, 1))]
+    got = distillation_loss(z, z, "ensemble", lz, lr, mask=mask).item()
+    assert got == pytest.approx(sum(per) / 2, rel=1e-6)
+    empty = distillation_loss(z, z, "kl", lz, lr, mask=torch.zeros(2, 2, dtype=torch.bool))
+    assert empty.item() == 0.0
+    with pytest.raises(ValueError, match="mask"):
+        distillation_loss(z, z, "kl", lz, lr, mask=torch.ones(3, dtype=torch.bool))
+
+
+def test_ensemble_gradient_is_student_minus_the_branch_mean():
+    lz = torch.tensor([[0.3, -1.2, 2.0]], requires_grad=True)
+    lr = torch.tensor([[1.0, 0.5, -2.0]], requires_grad=True)
+    distillation_loss(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), "ensemble", lz, lr).backward()
+    q = 0.5 * (torch.sigmoid(lz.detach()) + torch.sigmoid(lr.detach()))
+    assert torch.allclose(lz.grad, (torch.sigmoid(lz.detach()) - q) / 3, atol=1e-7)
+    assert lr.grad is None
 
 
 def test_mse_is_scaled_cosine():
@@ -116,7 +143,7 @@ def test_mse_is_scaled_cosine():
         2 / 16 * distillation_loss(z, r, "cosine").item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["cosine", "mse", "kl"])
+@pytest.mark.parametrize("kind", ["cosine", "mse", "kl", "ensemble"])
 def test_distillation_teacher_gets_no_gradient(kind):
     gen = torch.Generator().manual_seed(3)
     z = torch.randn(2, 3, 8, generator=gen, requires_grad=True)
@@ -125,7 +152,7 @@ def test_distillation_teacher_gets_no_gradient(kind):
     lr = torch.randn(2, 3, generator=gen, requires_grad=True)
     distillation_loss(z, r, kind, lz, lr).backward()
     assert r.grad is None and lr.grad is None
-    student = lz.grad if kind == "kl" else z.grad
+    student = lz.grad if kind in ("kl", "ensemble") else z.grad
     assert student is not None and student.abs().sum() > 0
 
 

@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 
 from trm_lib.config import MethodConfig
 from trm_lib.methods import MethodContext, build_method
-from trm_lib.model import TRMML, CategoryCrossAttention
+from trm_lib.model import TRMML, CategoryCrossAttention, RegionCalibrator
 
 torch.set_num_threads(1)
 
@@ -252,7 +252,7 @@ def test_losses_are_logged_and_weighted():
     assert "kd" not in logs and "mcl" not in logs
 
 
-@pytest.mark.parametrize("kind", ["cosine", "mse", "kl"])
+@pytest.mark.parametrize("kind", ["cosine", "mse", "kl", "ensemble"])
 def test_distillation_variants_run(kind):
     torch.manual_seed(0)
     m = TRMML(_cfg(kd=kind, pseudo=False, mcl=False), _ctx())
@@ -305,18 +305,103 @@ def test_bad_heads_and_text_shapes():
         TRMML(_cfg(), bad)
 
 
+def _fit(cal: RegionCalibrator, seed: int = 0) -> None:
+    """Feed the calibrator observed labels whose region cosines separate the classes."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.where(torch.rand(64, C, generator=g) < 0.4, 1.0, -1.0)
+    cal.update(0.3 + 0.1 * y + 0.05 * torch.randn(64, C, generator=g), y)
+
+
 def test_inference_switch():
     torch.manual_seed(0)
     ctx = _ctx()
-    q = TRMML(_cfg(), ctx)
-    qr = TRMML(_cfg(inference="query+region"), ctx)
-    qr.load_state_dict(q.state_dict())
+    q = TRMML(_cfg(kd="cosine"), ctx)
+    qr = TRMML(_cfg(kd="cosine", inference="query+region"), ctx)
+    # only users of calibrated region probabilities carry a calibrator (the default kd does)
+    assert q.calibrator is None and qr.calibrator is not None
+    assert TRMML(_cfg(), ctx).calibrator is not None
+    qr.load_state_dict(q.state_dict(), strict=False)
     out = {k: v.double() for k, v in q(_batch()).items()}
+    sigma = torch.sigmoid(out["logits"])
     # probabilities() differs from σ by at most 2 RANK_EPS (its order-keeping term)
-    assert torch.allclose(q.scores(out), torch.sigmoid(out["logits"]), rtol=0, atol=2.1e-6)
-    assert torch.allclose(qr.scores(out), 0.5 * (torch.sigmoid(out["logits"])
-                                                 + torch.sigmoid(out["region_logits"])),
-                          rtol=0, atol=2.1e-6)
+    assert torch.allclose(q.scores(out), sigma, rtol=0, atol=2.1e-6)
+    # nothing calibrated yet: the query branch alone
+    assert torch.allclose(qr.scores(out), sigma, rtol=0, atol=2.1e-6)
+    _fit(qr.calibrator)
+    region = torch.sigmoid(qr.calibrator.logits(qr.region_cosines(out)))
+    assert torch.allclose(qr.scores(out), 0.5 * (sigma + region), rtol=0, atol=2.1e-6)
+
+
+def test_region_calibrator_is_one_dimensional_lda():
+    """Without decay the calibrated log-odds equal scikit-learn's LDA on the observed entries."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    g = torch.Generator().manual_seed(4)
+    full = torch.where(torch.rand(200, 3, generator=g) < 0.3, 1.0, -1.0)
+    cos = 0.35 + 0.08 * full + 0.06 * torch.randn(200, 3, generator=g)
+    observed = torch.where(torch.rand(200, 3, generator=g) < 0.5, full, torch.zeros_like(full))
+    observed[:, 2] = observed[:, 2].clamp(min=0)  # class 2: positives only, never fitted
+    cal = RegionCalibrator(3, decay=1.0)
+    for lo in range(0, 200, 50):  # in batches: the statistics add up
+        cal.update(cos[lo:lo + 50], observed[lo:lo + 50])
+    assert cal.fitted().tolist() == [True, True, False]
+    probe = torch.linspace(0.1, 0.6, 7).unsqueeze(1).expand(7, 3).contiguous()
+    ours = cal.logits(probe.double())
+    for c in range(2):
+        seen = observed[:, c] != 0
+        lda = LinearDiscriminantAnalysis(solver="lsqr").fit(
+            cos[seen, c:c + 1].double().numpy(), (observed[seen, c] > 0).numpy())
+        ref = lda.decision_function(probe[:, c:c + 1].double().numpy())
+        assert torch.allclose(ours[:, c], torch.from_numpy(ref), atol=1e-8)
+    assert (ours[:, 2] == 0).all()
+
+
+def test_region_calibrator_forgets_old_batches():
+    cal = RegionCalibrator(1, decay=0.5)
+    obs = torch.tensor([[1.0], [-1.0]])
+    cal.update(torch.tensor([[0.9], [0.1]]), obs)
+    cal.update(torch.tensor([[0.5], [0.3]]), obs)
+    n, s, q = cal.stats[:, 0, 0]  # positives: 0.5 * (1, 0.9, 0.81) + (1, 0.5, 0.25)
+    assert (n.item(), s.item(), q.item()) == pytest.approx((1.5, 0.95, 0.655))
+    with pytest.raises(ValueError, match="decay"):
+        RegionCalibrator(1, decay=0.0)
+
+
+def test_ensemble_distillation_reaches_only_unknown_calibrated_entries():
+    torch.manual_seed(0)
+    m = TRMML(_cfg(kd="ensemble", kd_weight=1.0, pseudo=False, mcl=False), _ctx())
+    m.train()
+    b = _batch(8)
+    _, logs = m.loss(m(b), b, 1)  # the first batch also fits the calibrator
+    assert m.calibrator.fitted().any()
+    out = m(b)
+    logits = out["logits"].detach().requires_grad_(True)
+    loss, logs = m.loss({**out, "logits": logits}, b, 1)
+    cls = TRMML(_cfg(kd="none", pseudo=False, mcl=False), _ctx()).loss(
+        {**out, "logits": logits.detach()}, b, 1)[0]
+    assert logs["kd"] > 0 and logs["loss"] == pytest.approx(cls.item() + logs["kd"], rel=1e-5)
+    loss.backward()
+    observed = b["observed"] != 0
+    reach = ~observed & m.calibrator.fitted()
+    # observed entries get the classification gradient only; unknown calibrated ones get KD
+    kd_grad = logits.grad - torch.autograd.grad(
+        TRMML(_cfg(kd="none", pseudo=False, mcl=False), _ctx()).loss(
+            {**out, "logits": logits}, b, 1)[0], logits)[0]
+    assert (kd_grad[~reach].abs() < 1e-7).all() and (kd_grad[reach].abs() > 0).any()
+
+
+def test_single_positive_labels_never_calibrate_so_nothing_is_distilled():
+    torch.manual_seed(0)
+    m = TRMML(_cfg(kd="ensemble", inference="query+region", pseudo=False, mcl=False), _ctx())
+    m.train()
+    b = _batch(8)
+    b["observed"] = torch.zeros(8, C)
+    b["observed"][torch.arange(8), torch.arange(8) % C] = 1.0
+    for _ in range(3):
+        _, logs = m.loss(m(b), b, 1)
+    assert not m.calibrator.fitted().any() and logs["kd"] == 0
+    out = m(b)
+    assert torch.allclose(m.scores(out), torch.sigmoid(out["logits"].double()), atol=2.1e-6)
 
 
 def test_pseudo_labels_start_after_warmup_and_need_the_index():

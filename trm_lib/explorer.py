@@ -39,7 +39,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import viz
-from .config import ConfigError, RunConfig, from_dict
+from .config import ConfigError, MethodConfig, RunConfig, from_dict
 from .datasets import MultiLabelDataset
 from .paths import runs_dir
 from .train import (
@@ -207,7 +207,9 @@ class Explorer:
     def _config(self, s: Setting) -> RunConfig:
         from .experiments import method_config
 
-        kd = self.base.method.kd if self.base.method.kd != "none" else "cosine"
+        # the kd control switches the base's distillation form on or off (the default form when
+        # the base has none)
+        kd = self.base.method.kd if self.base.method.kd != "none" else MethodConfig().kd
         flat = self.base.flat()
         # a baseline's own settings as in the fidelity grid; the explorer's short schedule and the
         # controls are the caller's overrides, which win (the grid's precedence)

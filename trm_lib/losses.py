@@ -90,30 +90,51 @@ def partial_bce(logits: torch.Tensor, targets: torch.Tensor,
 
 def distillation_loss(z: torch.Tensor, r: torch.Tensor, kind: str = "cosine",
                       logits_z: torch.Tensor | None = None,
-                      logits_r: torch.Tensor | None = None) -> torch.Tensor:
+                      logits_r: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """Region-level (teacher) → query-level (student) distillation; the teacher is detached.
 
-    - ``cosine``: ``mean(1 - cos(z, sg(r)))`` over all (image, class) pairs (the default).
+    - ``cosine``: ``mean(1 - cos(z, sg(r)))`` over all (image, class) pairs.
     - ``mse``: ``mean((ẑ - sg(r̂))²)`` over all elements, on L2-normalised features. Note that
       ``|ẑ - r̂|² = 2 - 2 cos``, so this is the cosine loss scaled by ``2 / D``: the switch
       exists to show that the normalisation, not the distance, is what matters.
     - ``kl``: Bernoulli KL between the branches' class probabilities,
-      ``mean(KL(σ(sg(logits_r)) ‖ σ(logits_z)))`` — needs ``logits_z`` and ``logits_r``.
-      Zero iff the probabilities agree; its gradient equals that of BCE with soft targets.
+      ``KL(σ(sg(logits_r)) ‖ σ(logits_z))`` — the student copies the teacher. Zero iff the
+      probabilities agree; its gradient equals that of BCE with soft targets.
+    - ``ensemble``: the same KL towards the *mean of both branches*,
+      ``q = (σ(sg(logits_z)) + σ(sg(logits_r))) / 2``. A teacher weaker than its student (the
+      region branch on the embedded world) drags a copying student down to its level; the mean of
+      two branches with partly independent errors is better than either, so the student moves
+      towards that instead (online distillation from a branch ensemble, as in ONE / KDCL).
+
+    ``logits_r`` must be calibrated log-odds for ``kl`` / ``ensemble`` (see
+    :class:`trm_lib.model.RegionCalibrator`). ``mask`` (same shape as the logits, bool) limits
+    ``kl`` / ``ensemble`` to its entries (mean over them; 0 when it is empty).
     """
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(z.float(), r.detach().float(), dim=-1)).mean()
     if kind == "mse":
         return F.mse_loss(F.normalize(z.float(), dim=-1), F.normalize(r.detach().float(), dim=-1))
-    if kind == "kl":
+    if kind in ("kl", "ensemble"):
         if logits_z is None or logits_r is None:
-            raise ValueError("distillation_loss(kind='kl') needs logits_z and logits_r")
+            raise ValueError(f"distillation_loss(kind={kind!r}) needs logits_z and logits_r")
         lz, lr = logits_z.float(), logits_r.detach().float()
         q = torch.sigmoid(lr)
-        kl = (q * (F.logsigmoid(lr) - F.logsigmoid(lz))
-              + (1 - q) * (F.logsigmoid(-lr) - F.logsigmoid(-lz)))
-        return kl.mean()
-    raise ValueError(f"distillation_loss: kind must be cosine|mse|kl (method.kd), got {kind!r}")
+        if kind == "ensemble":
+            q = 0.5 * (q + torch.sigmoid(lz.detach()))
+        # KL(q ‖ σ(lz)) = BCE(lz, q) − H(q); H(q) is constant in the student
+        bce = F.binary_cross_entropy_with_logits(lz, q, reduction="none")
+        entropy = -(torch.xlogy(q, q) + torch.xlogy(1 - q, 1 - q))
+        kl = bce - entropy
+        if mask is None:
+            return kl.mean()
+        if mask.shape != kl.shape:
+            raise ValueError(f"distillation_loss: mask {tuple(mask.shape)} must have the logits' "
+                             f"shape {tuple(kl.shape)}")
+        m = mask.to(kl.dtype)
+        return (kl * m).sum() / m.sum().clamp(min=1.0)
+    raise ValueError(f"distillation_loss: kind must be cosine|mse|kl|ensemble (method.kd), "
+                     f"got {kind!r}")
 
 
 def _supcon(sim: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

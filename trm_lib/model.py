@@ -13,6 +13,11 @@ Data flow for one image (C classes, L = h·w dense tokens, D = joint embedding w
 Only Q, the cross-attention and the MLP (and λ) are trained; the CLIP towers are frozen and
 their outputs arrive as a feature batch (see :mod:`trm_lib.methods`). The training loss is
 ``L = L_cls + α L_kd + β L_mcl`` with pseudo-labels from :mod:`trm_lib.prototypes` after warm-up.
+
+The region branch's cosines cos(r_c, t_c) are all positive and nearly alike (≈ 0.25–0.6 on the
+embedded world), so σ(λ cos) is ≈ 1 for every class: its probabilities mean nothing until
+calibrated. :class:`RegionCalibrator` turns them into log-odds from the observed labels; the
+``ensemble`` / ``kl`` distillation and the ``query+region`` inference score use those.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from .losses import distillation_loss, multimodal_contrastive_loss, partial_asl,
 from .methods import Method, MethodContext
 from .prototypes import PrototypeMemory, PseudoLabeler
 
-__all__ = ["CategoryCrossAttention", "TRMML", "classification_loss", "probabilities",
-           "text_features"]
+__all__ = ["CategoryCrossAttention", "RegionCalibrator", "TRMML", "classification_loss",
+           "probabilities", "text_features"]
 
 #: CLIP's own cap on the logit scale (exp(λ) ≤ 100), so a learnable λ cannot run away.
 MAX_LOGIT_SCALE = 100.0
@@ -148,6 +153,61 @@ class CategoryCrossAttention(nn.Module):
         return self.out_proj(out), attn
 
 
+class RegionCalibrator(nn.Module):
+    """Per-class log-odds for the region branch, fitted on the *observed* labels as training runs.
+
+    Each class gets a 1-D Gaussian class-conditional model of its region cosine x = cos(r_c, t_c)
+    (means μ⁺, μ⁻ for observed positives / negatives, one pooled variance σ², prior π = share of
+    positives among the observed entries), whose posterior log-odds is the logistic
+
+        ℓ(x) = (μ⁺ − μ⁻)/σ² · (x − (μ⁺ + μ⁻)/2) + log(π / (1 − π))
+
+    (linear discriminant analysis in one dimension). The statistics are sums decayed by ``decay``
+    per training step, so they follow the region branch while its attention learns (0.99: a memory
+    of ~100 steps) and rare classes still collect enough entries. Nothing here has a gradient: the
+    calibration reads the branch, it does not train it. A class is *fitted* once it has seen both
+    an observed positive and an observed negative; under the single-positive protocol (no observed
+    negatives) no class ever is, and every user falls back to the query branch alone.
+    """
+
+    def __init__(self, num_classes: int, decay: float = 0.99):
+        super().__init__()
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"RegionCalibrator: decay must be in (0, 1], got {decay}")
+        self.decay = decay
+        # rows: count, sum, sum of squares; columns 0 = positives, 1 = negatives
+        self.register_buffer("stats", torch.zeros(3, 2, num_classes, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, cos: torch.Tensor, observed: torch.Tensor) -> None:
+        """Add a batch of region cosines (B, C) with their observed labels {1, -1, 0}."""
+        x = cos.detach().double()
+        masks = torch.stack([observed > 0, observed < 0]).to(x.dtype)  # (2, B, C)
+        batch = torch.stack([masks.sum(1), (masks * x).sum(1), (masks * x * x).sum(1)])
+        self.stats.mul_(self.decay).add_(batch)
+
+    def fitted(self) -> torch.Tensor:
+        """(C,) bool: classes with observed positives and negatives and a positive variance."""
+        n = self.stats[0]
+        return (n[0] > 0) & (n[1] > 0) & (self._variance() > 0)
+
+    def _variance(self) -> torch.Tensor:
+        n, s, q = self.stats
+        within = (q - s * s / n.clamp(min=1e-12)).sum(0)  # Σ over both groups of Σ (x − μ)²
+        return within.clamp(min=0) / n.sum(0).clamp(min=1e-12)
+
+    def logits(self, cos: torch.Tensor) -> torch.Tensor:
+        """Calibrated log-odds (B, C) of the region branch; 0 for classes not fitted yet."""
+        n, s, _ = self.stats
+        fitted = self.fitted()
+        mu = s / n.clamp(min=1e-12)
+        var = self._variance().clamp(min=1e-12)
+        prior = (n[0] / n.sum(0).clamp(min=1e-12)).clamp(1e-6, 1 - 1e-6)
+        slope = (mu[0] - mu[1]) / var
+        out = slope * (cos.double() - 0.5 * (mu[0] + mu[1])) + torch.log(prior / (1 - prior))
+        return torch.where(fitted, out, torch.zeros_like(out)).to(cos.dtype)
+
+
 class TRMML(Method):
     """Text-Region Matching for Multi-Label recognition with missing labels.
 
@@ -206,6 +266,11 @@ class TRMML(Method):
                                         requires_grad=cfg.learn_logit_scale)
         self.memory = PrototypeMemory(num_classes, dim, cfg.memory_size, cfg.proto_update,
                                       cfg.proto_momentum, cfg.proto_gate)
+        # only the users of calibrated region probabilities carry one (older checkpoints of the
+        # other settings stay loadable)
+        self.calibrator = None
+        if (cfg.kd in ("ensemble", "kl") and cfg.kd_weight > 0) or cfg.inference == "query+region":
+            self.calibrator = RegionCalibrator(num_classes)
         self.pseudo = None
         if cfg.pseudo:
             self.pseudo = PseudoLabeler(ctx.num_train, num_classes, cfg.pseudo_high,
@@ -273,12 +338,19 @@ class TRMML(Method):
             region_logits = lam * (F.normalize(r, dim=-1) * text).sum(-1)
         return {"logits": logits, "maps": maps, "z": z, "r": r, "region_logits": region_logits}
 
+    def region_cosines(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, C) cos(r_c, t_c): the region logits without the shared scale λ."""
+        return out["region_logits"].float() / self.scale().detach()
+
     def scores(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        """σ(s) (``inference="query"``) or the mean of σ(s) and σ(λ cos(r, t)), in float64
-        (see :func:`probabilities`)."""
+        """σ(s) (``inference="query"``), or (``"query+region"``) the mean of σ(s) and the
+        calibrated region probability for every class the calibrator has fitted (σ(s) alone for
+        the others), in float64 (see :func:`probabilities`)."""
         p = probabilities(out["logits"])
         if self.cfg.inference == "query+region":
-            p = 0.5 * (p + probabilities(out["region_logits"]))
+            cal = self.calibrator
+            region = probabilities(cal.logits(self.region_cosines(out)))
+            p = torch.where(cal.fitted(), 0.5 * (p + region), p)
         return p
 
     # ------------------------------------------------------------------ training
@@ -316,8 +388,20 @@ class TRMML(Method):
         l_cls = classification_loss(cfg, logits, targets, weights)
         total = l_cls
         logs["cls"] = float(l_cls.detach())
+        region_logits, kd_mask = out["region_logits"], None
+        if self.calibrator is not None:
+            cos_r = self.region_cosines(out)
+            if self.training:
+                self.calibrator.update(cos_r, observed)
+            region_logits = self.calibrator.logits(cos_r)
+            if cfg.kd in ("ensemble", "kl"):
+                # distil only classes whose calibration exists, and (ensemble) only the entries
+                # that labels and pseudo-labels leave unknown
+                kd_mask = self.calibrator.fitted().expand_as(logits)
+                if cfg.kd == "ensemble":
+                    kd_mask = kd_mask & (targets == 0)
         if cfg.kd != "none" and cfg.kd_weight > 0:
-            l_kd = distillation_loss(z, out["r"], cfg.kd, logits, out["region_logits"])
+            l_kd = distillation_loss(z, out["r"], cfg.kd, logits, region_logits, mask=kd_mask)
             total = total + cfg.kd_weight * l_kd
             logs["kd"] = float(l_kd.detach())
         if cfg.mcl and cfg.mcl_weight > 0:
