@@ -390,18 +390,25 @@ def test_ensemble_distillation_reaches_only_unknown_calibrated_entries():
     assert (kd_grad[~reach].abs() < 1e-7).all() and (kd_grad[reach].abs() > 0).any()
 
 
-def test_single_positive_labels_never_calibrate_so_nothing_is_distilled():
+def test_single_positive_labels_calibrate_with_unknown_entries_as_negatives():
     torch.manual_seed(0)
     m = TRMML(_cfg(kd="ensemble", inference="query+region", pseudo=False, mcl=False), _ctx())
     m.train()
     b = _batch(8)
     b["observed"] = torch.zeros(8, C)
     b["observed"][torch.arange(8), torch.arange(8) % C] = 1.0
-    for _ in range(3):
-        _, logs = m.loss(m(b), b, 1)
-    assert not m.calibrator.fitted().any() and logs["kd"] == 0
-    out = m(b)
-    assert torch.allclose(m.scores(out), torch.sigmoid(out["logits"].double()), atol=2.1e-6)
+    _, logs = m.loss(m(b), b, 1)
+    assert m.calibrator.fitted().all() and logs["kd"] > 0
+    # the same statistics as labels that call every unknown entry absent
+    ref = RegionCalibrator(C)
+    ref.update(m.region_cosines(m(b)).detach(), torch.where(b["observed"] > 0, 1.0, -1.0))
+    assert torch.allclose(m.calibrator.stats, ref.stats)
+    # with any observed negative in the batch, unknown entries are left out
+    b["observed"][0, 1] = -1.0
+    cal = RegionCalibrator(C)
+    m.calibrator = cal
+    m.loss(m(b), b, 1)
+    assert cal.stats[0, 1].sum() == 1 and cal.fitted().sum() == 1
 
 
 def test_pseudo_labels_start_after_warmup_and_need_the_index():

@@ -166,8 +166,10 @@ class RegionCalibrator(nn.Module):
     per training step, so they follow the region branch while its attention learns (0.99: a memory
     of ~100 steps) and rare classes still collect enough entries. Nothing here has a gradient: the
     calibration reads the branch, it does not train it. A class is *fitted* once it has seen both
-    an observed positive and an observed negative; under the single-positive protocol (no observed
-    negatives) no class ever is, and every user falls back to the query branch alone.
+    a positive and a negative; until then its users fall back to the query branch alone. Under
+    the single-positive protocol nothing is ever observed absent, so :class:`TRMML` feeds such
+    batches' unknown entries as negatives (the "assume negative" reading of protocol B: most
+    unknown entries are absent classes).
     """
 
     def __init__(self, num_classes: int, decay: float = 0.99):
@@ -392,7 +394,10 @@ class TRMML(Method):
         if self.calibrator is not None:
             cos_r = self.region_cosines(out)
             if self.training:
-                self.calibrator.update(cos_r, observed)
+                seen = observed
+                if not (observed < 0).any():  # single-positive labels: nothing says "absent"
+                    seen = torch.where(observed == 0, -torch.ones_like(observed), observed)
+                self.calibrator.update(cos_r, seen)
             region_logits = self.calibrator.logits(cos_r)
             if cfg.kd in ("ensemble", "kl"):
                 # distil only classes whose calibration exists, and (ensemble) only the entries
