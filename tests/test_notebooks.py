@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from trm_lib import experiments, reports
-from trm_lib.config import ConfigError, RunConfig
+from trm_lib.config import ConfigError, MethodConfig, RunConfig
 from trm_lib.paths import notebooks_dir
 
 NOTEBOOKS = sorted(notebooks_dir().glob("*.ipynb"))
@@ -254,7 +254,7 @@ def test_smoke_04_ablations_share_runs_with_03(smoke):
     shared = run_dir(main, grid="main", method="trm_ml", proportion=0.1)
     assert len(shared) == 1
     assert run_dir(ablations, grid="components", variant="full") == shared
-    assert run_dir(ablations, grid="kd_form", variant="cosine") == shared  # the default form
+    assert run_dir(ablations, grid="kd_form", variant=MethodConfig().kd) == shared  # default form
     assert len(run_dir(ablations, grid="components", variant="no_kd") - shared) == 1
 
 
