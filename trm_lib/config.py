@@ -237,7 +237,8 @@ class RunConfig:
 
     def with_overrides(self, overrides: dict[str, Any] | list[str] | None) -> RunConfig:
         """Return a copy with dotted overrides applied (``{"method.kd": "none"}`` or
-        ``["method.kd=none"]``); values given as strings are parsed as YAML scalars."""
+        ``["method.kd=none"]``). Values of the list form are parsed as YAML scalars (``"24"`` →
+        24); dict values are taken as given and must already have the field's type."""
         cfg = from_dict(self.to_dict())
         if not overrides:
             return cfg
