@@ -167,9 +167,9 @@ class RegionCalibrator(nn.Module):
     of ~100 steps) and rare classes still collect enough entries. Nothing here has a gradient: the
     calibration reads the branch, it does not train it. A class is *fitted* once it has seen both
     a positive and a negative; until then its users fall back to the query branch alone. Under
-    the single-positive protocol nothing is ever observed absent, so :class:`TRMML` feeds such
-    batches' unknown entries as negatives (the "assume negative" reading of protocol B: most
-    unknown entries are absent classes).
+    the single-positive protocol nothing is ever observed absent, so a batch without any observed
+    negative counts its unknown entries as negatives (the "assume negative" reading of protocol
+    B: most unknown entries are absent classes); protocol A batches always hold observed ones.
     """
 
     def __init__(self, num_classes: int, decay: float = 0.99):
@@ -184,7 +184,10 @@ class RegionCalibrator(nn.Module):
     def update(self, cos: torch.Tensor, observed: torch.Tensor) -> None:
         """Add a batch of region cosines (B, C) with their observed labels {1, -1, 0}."""
         x = cos.detach().double()
-        masks = torch.stack([observed > 0, observed < 0]).to(x.dtype)  # (2, B, C)
+        negative = observed < 0
+        if not negative.any():  # single-positive labels: nothing says "absent"
+            negative = observed == 0
+        masks = torch.stack([observed > 0, negative]).to(x.dtype)  # (2, B, C)
         batch = torch.stack([masks.sum(1), (masks * x).sum(1), (masks * x * x).sum(1)])
         self.stats.mul_(self.decay).add_(batch)
 
@@ -394,10 +397,7 @@ class TRMML(Method):
         if self.calibrator is not None:
             cos_r = self.region_cosines(out)
             if self.training:
-                seen = observed
-                if not (observed < 0).any():  # single-positive labels: nothing says "absent"
-                    seen = torch.where(observed == 0, -torch.ones_like(observed), observed)
-                self.calibrator.update(cos_r, seen)
+                self.calibrator.update(cos_r, observed)
             region_logits = self.calibrator.logits(cos_r)
             if cfg.kd in ("ensemble", "kl"):
                 # distil only classes whose calibration exists, and (ensemble) only the entries
