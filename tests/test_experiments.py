@@ -188,6 +188,8 @@ def test_cli_train_evaluate_experiment(world, tmp_path, capsys):
     shown = capsys.readouterr().out
     want = 100 * T.load_result(out).metrics["test"]["mAP"]
     assert f"mAP              {want:.2f}" in shown
+    with pytest.raises(ValueError, match="only trm_ml"):
+        E.cli_evaluate(["--run", str(out), "--pseudo-sources"])
 
     spec_file = tmp_path / "grid.yaml"
     import yaml
@@ -226,3 +228,16 @@ def test_result_rows_carry_pseudo_label_quality_at_the_reported_epoch():
     assert train.loc["pseudo_neg_precision", "value"] == 0.97
     assert set(train["epoch"]) == {2}
     assert "pseudo_recall" not in train.index  # absent from the history: no row
+
+
+def test_cli_evaluate_ranks_pseudo_label_sources(world, tmp_path, capsys):
+    out = tmp_path / "trm-run"
+    T.train(tiny_config(world, **{"train.epochs": 1, "method.name": "trm_ml"}), out)
+    capsys.readouterr()
+    assert E.cli_evaluate(["--run", str(out), "--checkpoint", "last", "--pseudo-sources"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "unknown entries of split train" in lines[0]
+    assert [ln.split()[0] for ln in lines[2:]] == ["query", "region", "ensemble", "prototype"]
+    quality = T.load_run(out, "last").unknown_entry_quality("train")
+    assert quality["query"]["n_unknown"] > 0
+    assert 0.0 <= quality["prototype"]["auc"] <= 1.0

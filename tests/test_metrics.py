@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 from trm_lib.metrics import (
     MetricError,
@@ -13,6 +13,8 @@ from trm_lib.metrics import (
     evaluate_scores,
     mean_average_precision,
     prf_metrics,
+    roc_auc,
+    unknown_entry_quality,
 )
 
 
@@ -204,3 +206,38 @@ def test_evaluate_scores_keys_and_consistency():
         evaluate_scores(scores * 4 - 2, targets)
     with pytest.raises(MetricError, match="class_names"):
         evaluate_scores(scores, targets, names[:3])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_auc_matches_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(500) < 0.2
+    s = np.round(rng.random(500) + 0.3 * y, 1)  # many ties
+    assert roc_auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert np.isnan(roc_auc(s, np.zeros(500, dtype=bool)))
+
+
+def test_unknown_entry_quality_counts_only_unknown_entries():
+    full = np.array([[1, -1, 1], [-1, 1, -1]])
+    observed = np.array([[1, 0, 0], [0, 0, -1]])  # unknown: (0,1)- (0,2)+ (1,0)- (1,1)+
+    # observed entries get misleading scores: they must not count
+    score = np.array([[0.0, 0.6, 0.95], [0.01, 0.3, 1.0]])
+    q = unknown_entry_quality({"v": score}, observed, full, high=(0.5, 0.9), low=(0.02,))["v"]
+    assert (q["n_unknown"], q["n_hidden_pos"]) == (4, 2)
+    assert q["n@0.5"] == 2 and q["prec@0.5"] == pytest.approx(0.5)
+    assert q["rec@0.5"] == pytest.approx(0.5)
+    assert q["n@0.9"] == 1 and q["prec@0.9"] == 1.0
+    assert q["neg_prec@0.02"] == 1.0 and q["pos_lost@0.02"] == 0.0
+    y, v = np.array([0, 1, 0, 1]), np.array([0.6, 0.95, 0.01, 0.3])
+    assert q["auc"] == pytest.approx(roc_auc_score(y, v))
+    assert q["ap"] == pytest.approx(average_precision_score(y, v))
+
+
+def test_unknown_entry_quality_rejects_bad_input():
+    full = np.array([[1, -1]])
+    with pytest.raises(MetricError, match="no unknown entry"):
+        unknown_entry_quality({"v": np.zeros((1, 2))}, full, full)
+    with pytest.raises(MetricError, match=r"views\['v'\] shape"):
+        unknown_entry_quality({"v": np.zeros((1, 3))}, np.zeros((1, 2)), full)
+    with pytest.raises(MetricError, match="observed shape"):
+        unknown_entry_quality({"v": np.zeros((1, 2))}, np.zeros((1, 3)), full)

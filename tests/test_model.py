@@ -519,3 +519,19 @@ def test_sanity_fit_on_planted_regions(residual):
     mAP = average_precision_score((test["full"] > 0).numpy(), scores.numpy(), average="macro")
     assert mAP > 0.85
     assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_entry_views_are_the_branches_their_mean_and_the_prototype_score():
+    torch.manual_seed(0)
+    m = TRMML(_cfg(), _ctx())
+    m.calibrator.update(torch.rand(16, C), torch.where(torch.rand(16, C) < 0.5, 1.0, -1.0))
+    out = m(_batch())
+    views = m.entry_views(out)
+    assert set(views) == {"query", "region", "ensemble", "prototype"}
+    torch.testing.assert_close(views["query"], torch.sigmoid(out["logits"].double()))
+    torch.testing.assert_close(views["ensemble"], 0.5 * (views["query"] + views["region"]))
+    want = m.pseudo.score(out["z"], m.class_text(), m.memory.visual, m.memory.visual_valid)
+    torch.testing.assert_close(views["prototype"], want.double())
+    # switched-off parts expose no view
+    bare = TRMML(_cfg(kd="none", pseudo=False), _ctx())
+    assert set(bare.entry_views(bare(_batch()))) == {"query"}

@@ -529,8 +529,20 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default=None, help="override train.device (cpu, cuda, ...)")
+    p.add_argument("--pseudo-sources", action="store_true",
+                   help="instead of the metrics, rank each candidate source of pseudo-labels "
+                        "(query, region, ensemble, prototype) on the entries of the split's "
+                        "label mask that are unknown, against the hidden labels (trm_ml; "
+                        "split train unless --split val)")
     args = p.parse_args(argv)
     run = load_run(args.run, args.checkpoint, device=args.device)
+    if args.pseudo_sources:
+        split = "train" if args.split == "test" else args.split
+        table = pd.DataFrame(run.unknown_entry_quality(split)).T
+        print(f"{run.config.method.name}, {args.checkpoint}.pt (epoch {run.epoch}), unknown "
+              f"entries of split {split} against the hidden labels:")
+        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        return 0
     t0 = time.perf_counter()
     values = run.evaluate(args.split)
     seconds = time.perf_counter() - t0

@@ -205,3 +205,68 @@ def evaluate_scores(scores: Any, targets: Any, class_names: Sequence[str] | None
     if class_names is not None:
         out.update({f"AP/{name}": float(ap) for name, ap in zip(class_names, res.per_class)})
     return out
+
+
+def roc_auc(scores: Any, targets: Any) -> float:
+    """Pooled ROC AUC of 1-D ``scores`` against boolean-able ``targets`` (identical to
+    sklearn's ``roc_auc_score``: ties count one half). NaN if either class is missing."""
+    S, T, _ = _check(np.ravel(_to_numpy(scores, "scores")), np.ravel(_to_numpy(targets, "targets")))
+    s, t = S[:, 0], T[:, 0]
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    # Mann-Whitney U from mid-ranks: tied scores share the mean of their ranks
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    mid = ends - (counts - 1) / 2.0
+    ranks = mid[inverse]
+    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def unknown_entry_quality(views: dict[str, Any], observed: Any, full: Any,
+                          high: Sequence[float] = (0.5, 0.7, 0.9),
+                          low: Sequence[float] = (0.02, 0.05)) -> dict[str, dict[str, float]]:
+    """How well each candidate source of pseudo-labels separates the *unknown* entries.
+
+    ``views`` maps a name (e.g. ``query``, ``region``, ``ensemble``, ``prototype``) to an
+    (N, C) score in [0, 1]; ``observed`` is the {1, -1, 0} training mask and ``full`` the hidden
+    full labels. Only entries with ``observed == 0`` count: those are the ones a pseudo-labeler
+    may touch. Per view: ``auc`` and ``ap`` pooled over all unknown entries, and for each
+    threshold ``t`` in ``high`` the precision / recall / count of ``score >= t`` as a positive
+    rule (``prec@t``, ``rec@t``, ``n@t``), for each ``t`` in ``low`` the precision of
+    ``score <= t`` as a negative rule and the share of hidden positives it would turn negative
+    (``neg_prec@t``, ``pos_lost@t``). This is the analysis behind the pseudo-label defaults
+    (docs/METHOD_CHOICES.md): a source is only worth pseudo-labelling from if it ranks the
+    unknowns better than the classifier being trained already does.
+    """
+    obs = _to_numpy(observed, "observed")
+    full = _to_numpy(full, "full")
+    if obs.shape != full.shape or obs.ndim != 2:
+        raise MetricError(f"observed shape {obs.shape} and full shape {full.shape} must be the "
+                          f"same (images, classes)")
+    _, F_pos, _ = _check(np.zeros(obs.shape), full)
+    unknown = obs == 0
+    if not unknown.any():
+        raise MetricError("observed: no unknown entry (observed == 0) to evaluate")
+    y = F_pos[unknown]
+    n_pos = int(y.sum())
+    out: dict[str, dict[str, float]] = {}
+    for name, score in views.items():
+        S = _to_numpy(score, f"views[{name!r}]").astype(np.float64)
+        if S.shape != obs.shape:
+            raise MetricError(f"views[{name!r}] shape {S.shape} != observed shape {obs.shape}")
+        v = S[unknown]
+        row = {"n_unknown": float(v.size), "n_hidden_pos": float(n_pos),
+               "auc": roc_auc(v, y),
+               "ap": float(_average_precision(v[:, None], y[:, None])[0])}
+        for t in high:
+            sel = v >= t
+            row[f"n@{t:g}"] = float(sel.sum())
+            row[f"prec@{t:g}"] = float(y[sel].mean()) if sel.any() else float("nan")
+            row[f"rec@{t:g}"] = float(y[sel].sum() / n_pos) if n_pos else float("nan")
+        for t in low:
+            sel = v <= t
+            row[f"neg_prec@{t:g}"] = float(1.0 - y[sel].mean()) if sel.any() else float("nan")
+            row[f"pos_lost@{t:g}"] = float(y[sel].sum() / n_pos) if n_pos else float("nan")
+        out[name] = row
+    return out

@@ -358,6 +358,25 @@ class TRMML(Method):
             p = torch.where(cal.fitted(), 0.5 * (p + region), p)
         return p
 
+    @torch.no_grad()
+    def entry_views(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(B, C) probability of every entry under each view this head holds: ``query`` σ(s),
+        and where built the calibrated ``region`` branch (σ(s) on classes it has not fitted),
+        their mean ``ensemble`` (the distillation target) and the pseudo-labeler's
+        ``prototype`` score. For analysing pseudo-label sources
+        (:func:`trm_lib.metrics.unknown_entry_quality`); training never calls it."""
+        views = {"query": torch.sigmoid(out["logits"].double())}
+        if self.calibrator is not None:
+            cal = self.calibrator
+            region = torch.sigmoid(cal.logits(self.region_cosines(out)).double())
+            region = torch.where(cal.fitted(), region, views["query"])
+            views["region"] = region
+            views["ensemble"] = 0.5 * (views["query"] + region)
+        if self.pseudo is not None:
+            views["prototype"] = self.pseudo.score(out["z"], self.class_text(), self.memory.visual,
+                                                   self.memory.visual_valid).double()
+        return views
+
     # ------------------------------------------------------------------ training
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
              epoch: int) -> tuple[torch.Tensor, dict[str, float]]:

@@ -910,6 +910,32 @@ class LoadedRun:
             out["observed_mAP"] = observed_metrics(scores, data.observed[rows], unknown)["mAP"]
         return out
 
+    @torch.no_grad()
+    def unknown_entry_quality(self, split: str = "train") -> dict[str, dict[str, float]]:
+        """:func:`trm_lib.metrics.unknown_entry_quality` of every view the method exposes
+        (``entry_views``; TRM-ML) on the entries of ``split`` its label mask leaves unknown,
+        scored against the hidden full labels."""
+        views_of = getattr(self.method, "entry_views", None)
+        if views_of is None:
+            raise ValueError(f"method {self.config.method.name!r} exposes no entry views "
+                             f"(only trm_ml does)")
+        if split == "test":
+            raise ValueError("split 'test' has no label mask: use 'train' or 'val'")
+        dataset, rows = self.session.data.rows(split)
+        was_training = self.method.training
+        self.method.eval()
+        parts: dict[str, list[torch.Tensor]] = {}
+        try:
+            for batch in self.batches(split):
+                batch = _to_device(batch, self.session.device)
+                for name, v in views_of(self.method(batch)).items():
+                    parts.setdefault(name, []).append(v.cpu())
+        finally:
+            self.method.train(was_training)
+        views = {name: torch.cat(v).numpy() for name, v in parts.items()}
+        return metrics.unknown_entry_quality(views, self.session.data.observed[rows],
+                                             dataset.labels[rows])
+
 
 def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | None = None,
              resources: Resources | None = None) -> LoadedRun:
