@@ -233,6 +233,21 @@ def test_unknown_entry_quality_counts_only_unknown_entries():
     assert q["ap"] == pytest.approx(average_precision_score(y, v))
 
 
+def test_unknown_entry_quality_where_narrows_the_entries():
+    rng = np.random.default_rng(0)
+    full = np.where(rng.random((50, 4)) < 0.3, 1, -1)
+    observed = np.where(rng.random((50, 4)) < 0.4, full, 0)
+    score = rng.random((50, 4))
+    where = score < 0.6
+    q = unknown_entry_quality({"v": score}, observed, full, where=where)["v"]
+    keep = (observed == 0) & where
+    assert q["n_unknown"] == keep.sum()
+    assert q["ap"] == pytest.approx(average_precision_score(full[keep] > 0, score[keep]))
+    assert q["n@0.7"] == 0
+    with pytest.raises(MetricError, match="where: expected a bool array"):
+        unknown_entry_quality({"v": score}, observed, full, where=score)
+
+
 def test_unknown_entry_quality_rejects_bad_input():
     full = np.array([[1, -1]])
     with pytest.raises(MetricError, match="no unknown entry"):

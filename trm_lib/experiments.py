@@ -534,13 +534,22 @@ def cli_evaluate(argv: list[str]) -> int:
                         "(query, region, ensemble, prototype) on the entries of the split's "
                         "label mask that are unknown, against the hidden labels (trm_ml; "
                         "split train unless --split val)")
+    p.add_argument("--query-range", default=None, metavar="LO,HI",
+                   help="with --pseudo-sources: only entries whose query probability lies in "
+                        "(LO, HI), e.g. 0.05,0.5 = those the classifier is unsure of")
     args = p.parse_args(argv)
     run = load_run(args.run, args.checkpoint, device=args.device)
     if args.pseudo_sources:
         split = "train" if args.split == "test" else args.split
-        table = pd.DataFrame(run.unknown_entry_quality(split)).T
+        rng = _csv_list(args.query_range, float)
+        if rng is not None and (len(rng) != 2 or not rng[0] < rng[1]):
+            raise SystemExit(f"--query-range: expected LO,HI with LO < HI, got "
+                             f"{args.query_range!r}")
+        table = pd.DataFrame(run.unknown_entry_quality(
+            split, None if rng is None else (rng[0], rng[1]))).T
+        inside = "" if rng is None else f" with query probability in ({rng[0]:g}, {rng[1]:g})"
         print(f"{run.config.method.name}, {args.checkpoint}.pt (epoch {run.epoch}), unknown "
-              f"entries of split {split} against the hidden labels:")
+              f"entries of split {split}{inside} against the hidden labels:")
         print(table.to_string(float_format=lambda v: f"{v:.4g}"))
         return 0
     t0 = time.perf_counter()

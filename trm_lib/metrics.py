@@ -225,7 +225,8 @@ def roc_auc(scores: Any, targets: Any) -> float:
 
 def unknown_entry_quality(views: dict[str, Any], observed: Any, full: Any,
                           high: Sequence[float] = (0.5, 0.7, 0.9),
-                          low: Sequence[float] = (0.02, 0.05)) -> dict[str, dict[str, float]]:
+                          low: Sequence[float] = (0.02, 0.05), where: Any = None
+                          ) -> dict[str, dict[str, float]]:
     """How well each candidate source of pseudo-labels separates the *unknown* entries.
 
     ``views`` maps a name (e.g. ``query``, ``region``, ``ensemble``, ``prototype``) to an
@@ -237,7 +238,9 @@ def unknown_entry_quality(views: dict[str, Any], observed: Any, full: Any,
     ``score <= t`` as a negative rule and the share of hidden positives it would turn negative
     (``neg_prec@t``, ``pos_lost@t``). This is the analysis behind the pseudo-label defaults
     (docs/METHOD_CHOICES.md): a source is only worth pseudo-labelling from if it ranks the
-    unknowns better than the classifier being trained already does.
+    unknowns better than the classifier being trained already does. ``where`` (bool, same
+    shape) narrows the entries further, e.g. to those the classifier is unsure of: a
+    pseudo-label there is one the classifier could not have given itself.
     """
     obs = _to_numpy(observed, "observed")
     full = _to_numpy(full, "full")
@@ -246,8 +249,15 @@ def unknown_entry_quality(views: dict[str, Any], observed: Any, full: Any,
                           f"same (images, classes)")
     _, F_pos, _ = _check(np.zeros(obs.shape), full)
     unknown = obs == 0
+    if where is not None:
+        where = _to_numpy(where, "where")
+        if where.shape != obs.shape or where.dtype != bool:
+            raise MetricError(f"where: expected a bool array of shape {obs.shape}, got "
+                              f"{where.dtype} {where.shape}")
+        unknown = unknown & where
     if not unknown.any():
-        raise MetricError("observed: no unknown entry (observed == 0) to evaluate")
+        raise MetricError("observed: no unknown entry (observed == 0) to evaluate"
+                          + ("" if where is None else " inside `where`"))
     y = F_pos[unknown]
     n_pos = int(y.sum())
     out: dict[str, dict[str, float]] = {}

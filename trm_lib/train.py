@@ -911,10 +911,13 @@ class LoadedRun:
         return out
 
     @torch.no_grad()
-    def unknown_entry_quality(self, split: str = "train") -> dict[str, dict[str, float]]:
+    def unknown_entry_quality(self, split: str = "train",
+                              query_range: tuple[float, float] | None = None
+                              ) -> dict[str, dict[str, float]]:
         """:func:`trm_lib.metrics.unknown_entry_quality` of every view the method exposes
         (``entry_views``; TRM-ML) on the entries of ``split`` its label mask leaves unknown,
-        scored against the hidden full labels."""
+        scored against the hidden full labels; with ``query_range=(lo, hi)`` only on those
+        whose query probability σ(s) lies strictly between lo and hi."""
         views_of = getattr(self.method, "entry_views", None)
         if views_of is None:
             raise ValueError(f"method {self.config.method.name!r} exposes no entry views "
@@ -933,8 +936,12 @@ class LoadedRun:
         finally:
             self.method.train(was_training)
         views = {name: torch.cat(v).numpy() for name, v in parts.items()}
+        where = None
+        if query_range is not None:
+            lo, hi = query_range
+            where = (views["query"] > lo) & (views["query"] < hi)
         return metrics.unknown_entry_quality(views, self.session.data.observed[rows],
-                                             dataset.labels[rows])
+                                             dataset.labels[rows], where=where)
 
 
 def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | None = None,
