@@ -47,8 +47,12 @@ RUNS = {
     # (the plain MLP head: on random weights its scattered features cross the pseudo-label
     # thresholds within two epochs, the residual head's text-like features do not; the
     # prototype score alone decides -- a random-weight classifier rarely agrees)
+    # λ starts at 1, not 50: on random weights λ = 50 saturates every test score at
+    # σ ≈ 0.9999993, ranked by 1e-13 differences that summation order flips (mAP then differs
+    # by a tie-break, seen on an AMD EPYC machine); the compared ranking must be well defined
     "trm_ml": {"method.name": "trm_ml", "method.pseudo_warmup": 1, "method.proto_gate": 0.5,
-               "method.mlp_residual": False, "method.pseudo_agree": False},
+               "method.mlp_residual": False, "method.pseudo_agree": False,
+               "method.logit_scale_init": 0.0},
 }
 
 
