@@ -249,3 +249,5 @@ def test_cli_evaluate_ranks_pseudo_label_sources(world, tmp_path, capsys):
     assert "with query probability in (0, 0.5)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--query-range"):
         E.cli_evaluate(["--run", str(out), "--pseudo-sources", "--query-range", "0.5,0.1"])
+    with pytest.raises(SystemExit, match="only applies with --pseudo-sources"):
+        E.cli_evaluate(["--run", str(out), "--query-range", "0,0.5"])

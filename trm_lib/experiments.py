@@ -538,6 +538,8 @@ def cli_evaluate(argv: list[str]) -> int:
                    help="with --pseudo-sources: only entries whose query probability lies in "
                         "(LO, HI), e.g. 0.05,0.5 = those the classifier is unsure of")
     args = p.parse_args(argv)
+    if args.query_range is not None and not args.pseudo_sources:
+        raise SystemExit("--query-range only applies with --pseudo-sources")
     run = load_run(args.run, args.checkpoint, device=args.device)
     if args.pseudo_sources:
         split = "train" if args.split == "test" else args.split

@@ -353,10 +353,14 @@ class TRMML(Method):
         the others), in float64 (see :func:`probabilities`)."""
         p = probabilities(out["logits"])
         if self.cfg.inference == "query+region":
-            cal = self.calibrator
-            region = probabilities(cal.logits(self.region_cosines(out)))
-            p = torch.where(cal.fitted(), 0.5 * (p + region), p)
+            region = probabilities(self.calibrated_region_logits(out))
+            p = torch.where(self.calibrator.fitted(), 0.5 * (p + region), p)
         return p
+
+    def calibrated_region_logits(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, C) region-branch logits through the per-class calibration (needs a calibrator;
+        meaningful only for the classes it has fitted)."""
+        return self.calibrator.logits(self.region_cosines(out))
 
     @torch.no_grad()
     def entry_views(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -367,9 +371,8 @@ class TRMML(Method):
         (:func:`trm_lib.metrics.unknown_entry_quality`); training never calls it."""
         views = {"query": torch.sigmoid(out["logits"].double())}
         if self.calibrator is not None:
-            cal = self.calibrator
-            region = torch.sigmoid(cal.logits(self.region_cosines(out)).double())
-            region = torch.where(cal.fitted(), region, views["query"])
+            region = torch.sigmoid(self.calibrated_region_logits(out).double())
+            region = torch.where(self.calibrator.fitted(), region, views["query"])
             views["region"] = region
             views["ensemble"] = 0.5 * (views["query"] + region)
         if self.pseudo is not None:

@@ -441,23 +441,30 @@ def _to_device(batch: Batch, device: torch.device | None) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-@torch.no_grad()
+def eval_outputs(method: Method, batches: Iterable[Batch], device: torch.device | None = None,
+                 amp: bool = False, then: Callable[[Any], Any] | None = None) -> Iterator[Any]:
+    """``then(method(batch))`` (or the output itself) of every batch, in eval mode without
+    gradients; the method's previous mode comes back when the iteration ends or is abandoned.
+    Shared by :func:`predict` and the analyses that need more of the output than the scores."""
+    was_training = method.training
+    method.eval()
+    try:
+        for batch in batches:
+            batch = _to_device(batch, device)
+            with torch.no_grad(), _autocast(batch["global"].device, amp):
+                out = method(batch)
+                yield out if then is None else then(out)
+    finally:
+        method.train(was_training)
+
+
 def predict(method: Method, batches: Iterable[Batch], device: torch.device | None = None,
             amp: bool = False) -> np.ndarray:
     """Scores ``method.scores(method(batch))`` of every batch, in eval mode, as one (N, C)
     float64 array (methods may return float64 probabilities so that confident images do not tie
     at 1.0; nothing here rounds them). The one inference path of the package."""
-    was_training = method.training
-    method.eval()
-    out: list[torch.Tensor] = []
-    try:
-        for batch in batches:
-            batch = _to_device(batch, device)
-            with _autocast(batch["global"].device, amp):
-                scores = method.scores(method(batch))
-            out.append(scores.detach().to(torch.float64).cpu())
-    finally:
-        method.train(was_training)
+    out = [scores.detach().to(torch.float64).cpu()
+           for scores in eval_outputs(method, batches, device, amp, then=method.scores)]
     if not out:
         raise ValueError("predict: no batches to score")
     return torch.cat(out).numpy()
@@ -925,16 +932,11 @@ class LoadedRun:
         if split == "test":
             raise ValueError("split 'test' has no label mask: use 'train' or 'val'")
         dataset, rows = self.session.data.rows(split)
-        was_training = self.method.training
-        self.method.eval()
         parts: dict[str, list[torch.Tensor]] = {}
-        try:
-            for batch in self.batches(split):
-                batch = _to_device(batch, self.session.device)
-                for name, v in views_of(self.method(batch)).items():
-                    parts.setdefault(name, []).append(v.cpu())
-        finally:
-            self.method.train(was_training)
+        for views in eval_outputs(self.method, self.batches(split), self.session.device,
+                                  then=views_of):
+            for name, v in views.items():
+                parts.setdefault(name, []).append(v.cpu())
         views = {name: torch.cat(v).numpy() for name, v in parts.items()}
         where = None
         if query_range is not None:
