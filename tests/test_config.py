@@ -42,6 +42,9 @@ def test_replace_helper():
     ({"method.nope": 1}, "unknown field 'method.nope'"),
     ({"nope.kd": 1}, "must be section.field"),
     ({"method.pseudo_low": 0.95}, "pseudo_low < method.pseudo_high"),
+    ({"method.pseudo_source": "oracle"}, "method.pseudo_source must be one of"),
+    ({"method.pseudo_k": 600}, "method.pseudo_k must be in [1, method.pseudo_bank]"),
+    ({"method.pseudo_weight": -1}, "method.pseudo_weight must be >= 0"),
     ({"backbone.templates": ["no placeholder"]}, "must be non-empty and each contain"),
 ])
 def test_bad_overrides_name_the_field(override, fragment):

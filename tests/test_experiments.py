@@ -237,11 +237,13 @@ def test_cli_evaluate_ranks_pseudo_label_sources(world, tmp_path, capsys):
     assert E.cli_evaluate(["--run", str(out), "--checkpoint", "last", "--pseudo-sources"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "unknown entries of split train" in lines[0]
-    assert [ln.split()[0] for ln in lines[2:]] == ["query", "region", "ensemble", "prototype"]
+    assert [ln.split()[0] for ln in lines[2:]] == ["query", "region", "ensemble", "prototype",
+                                                   "memory"]
     run = T.load_run(out, "last")
     quality = run.unknown_entry_quality("train")
     assert quality["query"]["n_unknown"] > 0
     assert 0.0 <= quality["prototype"]["auc"] <= 1.0
+    assert 0.0 <= quality["memory"]["auc"] <= 1.0
     inside = run.unknown_entry_quality("train", query_range=(0.0, 0.5))["query"]
     assert 0 < inside["n_unknown"] <= quality["query"]["n_unknown"] and inside["n@0.5"] == 0
     assert E.cli_evaluate(["--run", str(out), "--checkpoint", "last", "--pseudo-sources",

@@ -13,6 +13,7 @@ from trm_lib.losses import (
     multimodal_contrastive_loss,
     partial_asl,
     partial_bce,
+    soft_label_loss,
 )
 
 torch.set_num_threads(1)
@@ -230,3 +231,32 @@ def test_contrastive_without_anchors_or_positives():
     one = torch.randn(1, 8, requires_grad=True)  # no other feature of its class: prototype term
     val = multimodal_contrastive_loss(one, torch.tensor([1]), torch.randn(3, 8))
     assert torch.isfinite(val) and val.item() > 0
+
+
+def test_soft_label_loss_is_the_bernoulli_kl_against_a_direct_formula():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64) * 3
+    q = torch.rand(6, 4, generator=g, dtype=torch.float64)
+    q[0, 0], q[1, 1] = 0.0, 1.0  # the KL must stay finite at hard targets
+    p = torch.sigmoid(x)
+    # KL(q || p) written out, with 0 log 0 = 0
+    ref = torch.xlogy(q, q) - q * torch.log(p) + torch.xlogy(1 - q, 1 - q) - (1 - q) * torch.log1p(-p)
+    torch.testing.assert_close(soft_label_loss(x, q).double(), ref.mean(), rtol=1e-5, atol=1e-6)
+    mask = torch.rand(6, 4, generator=g) < 0.5
+    torch.testing.assert_close(soft_label_loss(x, q, mask).double(), ref[mask].mean(),
+                               rtol=1e-5, atol=1e-6)
+    # a student that already agrees costs nothing; an empty mask costs nothing
+    assert abs(float(soft_label_loss(x, torch.sigmoid(x)))) < 1e-6
+    assert float(soft_label_loss(x, q, torch.zeros(6, 4, dtype=torch.bool))) == 0.0
+
+
+def test_soft_label_loss_gradient_is_p_minus_q_on_the_mask_only():
+    x = torch.tensor([[0.5, -1.0, 2.0]], requires_grad=True)
+    q = torch.tensor([[0.9, 0.1, 0.3]], requires_grad=True)
+    mask = torch.tensor([[True, False, True]])
+    soft_label_loss(x, q, mask).backward()
+    want = (torch.sigmoid(x.detach()) - q.detach()) * mask / mask.sum()
+    torch.testing.assert_close(x.grad, want)
+    assert q.grad is None or not q.grad.any()  # the target is not trained
+    with pytest.raises(ValueError, match="target"):
+        soft_label_loss(x, q[:, :2])

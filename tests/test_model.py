@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
 from trm_lib.config import MethodConfig
+from trm_lib.losses import soft_label_loss
 from trm_lib.methods import MethodContext, build_method
 from trm_lib.model import TRMML, CategoryCrossAttention, RegionCalibrator
 
@@ -413,7 +415,8 @@ def test_single_positive_labels_calibrate_with_unknown_entries_as_negatives():
 
 def test_pseudo_labels_start_after_warmup_and_need_the_index():
     torch.manual_seed(0)
-    m = TRMML(_cfg(pseudo_warmup=1, proto_gate=0.0, pseudo_high=0.3, pseudo_low=0.1), _ctx())
+    m = TRMML(_cfg(pseudo_warmup=1, proto_gate=0.0, pseudo_high=0.3, pseudo_low=0.1,
+                   pseudo_source="prototype", pseudo_soft=False), _ctx())
     m.train()
     b = _batch(8)
     m.epoch_start(1)
@@ -428,6 +431,37 @@ def test_pseudo_labels_start_after_warmup_and_need_the_index():
     del b["index"]
     with pytest.raises(KeyError, match="index"):
         m.loss(m(b), b, 2)
+
+
+def test_soft_memory_pseudo_labels_are_a_kl_on_unknown_entries_after_warmup():
+    torch.manual_seed(0)
+    m = TRMML(_cfg(pseudo_warmup=1, pseudo_k=1, pseudo_bank=8, kd="none", mcl=False,
+                   pseudo_weight=0.5), _ctx())
+    assert m.cfg.pseudo_source == "memory" and m.cfg.pseudo_soft
+    m.train()
+    batches = [{**_batch(4, seed=s), "index": torch.arange(4) + 4 * s} for s in range(3)]
+    m.epoch_start(1)
+    for b in batches:
+        _, logs = m.loss(m(b), b, 1)
+        assert "pseudo" not in logs and "n_pseudo_pos" not in logs
+    # warm-up still fills the memory and fits its calibration from the observed entries
+    stored = {int(i) for i in m.instances.pos_index[m.instances.pos_index >= 0]}
+    assert stored <= {int(b["index"][n]) for b in batches for n in range(4)
+                      if (b["observed"][n] > 0).any()}
+    assert m.memory_calibrator.fitted().any()
+    m.epoch_start(2)
+    b = batches[0]
+    out = m(b)
+    ref = copy.deepcopy(m)
+    scores, valid = ref._pseudo_scores(out, b["observed"], b["index"], ref.class_text())
+    mask = (b["observed"] == 0) & valid
+    assert mask.any() and not (mask & (b["observed"] != 0)).any()
+    total, logs = m.loss(out, b, 2)
+    want = soft_label_loss(out["logits"], scores, mask)
+    assert abs(logs["pseudo"] - float(want.detach())) < 1e-6
+    assert abs(float(total.detach()) - (logs["cls"] + 0.5 * logs["pseudo"])) < 1e-5
+    stats = m.epoch_end(2)
+    assert "pseudo_precision" in stats and 0 <= stats["pseudo_coverage"] <= 1
 
 
 def _train(m: TRMML, batches, epochs: range, lr: float = 3e-3):
@@ -447,11 +481,12 @@ def _train(m: TRMML, batches, epochs: range, lr: float = 3e-3):
 def test_state_dict_round_trip_resumes_bit_exactly(tmp_path):
     torch.manual_seed(0)
     cfg = _cfg(pseudo_warmup=1, proto_gate=0.0, pseudo_high=0.3, pseudo_low=0.1,
-               memory_size=4)
+               memory_size=4, pseudo_k=1, pseudo_bank=3)
     batches = [{**_batch(4, seed=s), "index": torch.arange(4) + 4 * s} for s in range(3)]
     a = TRMML(cfg, _ctx())
     opt = _train(a, batches, range(1, 3))
     assert a.memory.visual_valid.any() and a.pseudo.labels.any()
+    assert (a.instances.pos_index >= 0).any() and a.memory_calibrator.fitted().any()
     torch.save({"m": a.state_dict(), "o": opt.state_dict()}, tmp_path / "ckpt.pt")
     state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     torch.manual_seed(123)
@@ -527,11 +562,13 @@ def test_entry_views_are_the_branches_their_mean_and_the_prototype_score():
     m.calibrator.update(torch.rand(16, C), torch.where(torch.rand(16, C) < 0.5, 1.0, -1.0))
     out = m(_batch())
     views = m.entry_views(out)
-    assert set(views) == {"query", "region", "ensemble", "prototype"}
+    assert set(views) == {"query", "region", "ensemble", "prototype", "memory"}
     torch.testing.assert_close(views["query"], torch.sigmoid(out["logits"].double()))
     torch.testing.assert_close(views["ensemble"], 0.5 * (views["query"] + views["region"]))
     want = m.pseudo.score(out["z"], m.class_text(), m.memory.visual, m.memory.visual_valid)
     torch.testing.assert_close(views["prototype"], want.double())
+    # an empty instance memory has no score yet: the memory view falls back to the query
+    torch.testing.assert_close(views["memory"], views["query"])
     # switched-off parts expose no view
     bare = TRMML(_cfg(kd="none", pseudo=False), _ctx())
     assert set(bare.entry_views(bare(_batch()))) == {"query"}

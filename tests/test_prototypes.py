@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trm_lib.prototypes import PrototypeMemory, PseudoLabeler
+from trm_lib.prototypes import InstanceMemory, PrototypeMemory, PseudoLabeler
 
 torch.set_num_threads(1)
 
@@ -186,3 +186,95 @@ def test_state_round_trip(tmp_path):
     for a, b in zip(list(mem.buffers()) + list(pl.buffers()),
                     list(mem2.buffers()) + list(pl2.buffers()), strict=True):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- instance memory (k-NN source)
+
+def _stored(mem: InstanceMemory, name: str, c: int) -> dict[int, torch.Tensor]:
+    """{sample index: stored feature} of one buffer."""
+    feats, index = getattr(mem, f"{name}_feats")[c], getattr(mem, f"{name}_index")[c]
+    return {int(i): feats[j] for j, i in enumerate(index.tolist()) if i >= 0}
+
+
+def test_instance_memory_stores_each_observed_image_once():
+    mem = InstanceMemory(num_classes=2, dim=3, size=4, k=1)
+    r = _feats(3, 2, 3)
+    observed = torch.tensor([[1, -1], [-1, 0], [0, 1]])
+    mem.update(r, observed, torch.tensor([10, 11, 12]))
+    assert set(_stored(mem, "pos", 0)) == {10} and set(_stored(mem, "neg", 0)) == {11}
+    assert set(_stored(mem, "pos", 1)) == {12} and set(_stored(mem, "neg", 1)) == {10}
+    torch.testing.assert_close(_stored(mem, "pos", 0)[10], F.normalize(r[0, 0], dim=0))
+    # the same image again (a later epoch, new feature): its slot is overwritten, not duplicated
+    r2 = _feats(3, 2, 3, seed=1)
+    mem.update(r2, observed, torch.tensor([10, 11, 12]))
+    assert (mem.pos_index[0] >= 0).sum() == 1
+    torch.testing.assert_close(_stored(mem, "pos", 0)[10], F.normalize(r2[0, 0], dim=0))
+
+
+def test_instance_memory_ring_keeps_the_latest_images():
+    mem = InstanceMemory(num_classes=1, dim=2, size=3, k=1)
+    for i in range(5):
+        mem.update(_feats(1, 1, 2, seed=i), torch.ones(1, 1), torch.tensor([i]))
+    assert set(_stored(mem, "pos", 0)) == {2, 3, 4}
+    # more new images in one batch than slots: the last ones stay
+    mem.update(_feats(5, 1, 2, seed=9), torch.ones(5, 1), torch.arange(20, 25))
+    assert set(_stored(mem, "pos", 0)) == {22, 23, 24}
+
+
+def test_instance_memory_single_positive_batches_store_unknowns_as_negatives():
+    mem = InstanceMemory(num_classes=2, dim=2, size=4, k=1)
+    mem.update(_feats(2, 2, 2), torch.tensor([[1, 0], [0, 1]]), torch.tensor([0, 1]))
+    assert set(_stored(mem, "neg", 0)) == {1} and set(_stored(mem, "neg", 1)) == {0}
+    # a batch with an observed negative stores only observed entries
+    mem2 = InstanceMemory(num_classes=2, dim=2, size=4, k=1)
+    mem2.update(_feats(2, 2, 2), torch.tensor([[1, 0], [0, -1]]), torch.tensor([0, 1]))
+    assert set(_stored(mem2, "neg", 0)) == set() and set(_stored(mem2, "neg", 1)) == {1}
+
+
+def test_instance_memory_score_against_a_brute_force_reference():
+    C, D, k = 3, 5, 2
+    mem = InstanceMemory(num_classes=C, dim=D, size=8, k=k)
+    g = torch.Generator().manual_seed(0)
+    r_bank = torch.randn(10, C, D, generator=g)
+    observed = torch.where(torch.rand(10, C, generator=g) < 0.5, 1, -1)
+    mem.update(r_bank, observed, torch.arange(10))
+    query = torch.randn(4, C, D, generator=g)
+    index = torch.tensor([0, 3, 99, 7])  # three of them are stored images
+    score, valid = mem.score(query, index)
+    bank = F.normalize(r_bank, dim=-1)
+    for b in range(4):
+        for c in range(C):
+            sims = {1: [], -1: []}
+            for n in range(10):
+                if n == int(index[b]):
+                    continue  # never its own neighbour
+                cos = float(F.normalize(query[b, c], dim=0) @ bank[n, c])
+                sims[1 if observed[n, c] > 0 else -1].append(cos)
+            if len(sims[1]) < k or len(sims[-1]) < k:
+                assert not valid[b, c]
+                continue
+            want = (sum(sorted(sims[1])[-k:]) - sum(sorted(sims[-1])[-k:])) / k
+            assert valid[b, c]
+            assert abs(float(score[b, c]) - want) < 1e-5
+    assert valid.any()
+
+
+def test_instance_memory_needs_k_images_and_names_bad_sizes():
+    mem = InstanceMemory(num_classes=1, dim=2, size=4, k=2)
+    mem.update(_feats(3, 1, 2), torch.tensor([[1], [-1], [-1]]), torch.arange(3))
+    _, valid = mem.score(_feats(1, 1, 2, seed=5))
+    assert not valid.any()  # one positive < k
+    with pytest.raises(ValueError, match="method.pseudo_k"):
+        InstanceMemory(1, 2, size=4, k=5)
+
+
+def test_label_thresholds_any_score_with_entry_validity():
+    pl = PseudoLabeler(num_train=4, num_classes=2, high=0.8, low=0.1)
+    scores = torch.tensor([[0.9, 0.05], [0.9, 0.05]])
+    valid = torch.tensor([[True, True], [False, True]])
+    full = torch.tensor([[1, -1], [1, 1]])
+    pseudo = pl.label(scores, valid, torch.zeros(2, 2), torch.tensor([2, 3]), full)
+    assert pseudo.tolist() == [[1, -1], [0, -1]]
+    assert pl.labels[2:].tolist() == [[1, -1], [0, -1]]
+    stats = pl.stats()
+    assert stats["pseudo_precision"] == 1.0 and stats["pseudo_neg_precision"] == 0.5

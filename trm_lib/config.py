@@ -26,6 +26,14 @@ class ConfigError(ValueError):
 #: ``method.kd`` values: region → query distillation forms (:func:`trm_lib.losses.distillation_loss`)
 KD_FORMS = ("ensemble", "cosine", "mse", "kl", "none")
 
+#: named pseudo-label forms (source × soft/hard) for studies: the overrides each one sets
+PSEUDO_FORMS: dict[str, dict[str, object]] = {
+    "memory_soft": {"method.pseudo_source": "memory", "method.pseudo_soft": True},
+    "memory_hard": {"method.pseudo_source": "memory", "method.pseudo_soft": False},
+    "prototype_hard": {"method.pseudo_source": "prototype", "method.pseudo_soft": False},
+    "prototype_soft": {"method.pseudo_source": "prototype", "method.pseudo_soft": True},
+}
+
 
 @dataclass
 class DataConfig:
@@ -106,6 +114,19 @@ class MethodConfig:
     memory_size: int = 64  # features kept per class in the memory bank
     # --- prototypes and pseudo-labels (METHOD.md §4) ---
     pseudo: bool = True
+    # [choice] what scores an unknown entry: memory = its region feature's k nearest observed
+    # positives minus negatives of the class in an instance memory bank, calibrated to a
+    # probability on the observed entries; prototype = softmax over classes of the mean
+    # (visual prototype, text) cosine of its query feature (pseudo_score, pseudo_temp).
+    # memory + soft beat prototype + hard and no pseudo-labels on the val split at p = 0.1
+    # (docs/METHOD_CHOICES.md)
+    pseudo_source: str = "memory"
+    # [choice] soft: unknown entries learn the score itself (KL, weight pseudo_weight); hard:
+    # score >= pseudo_high -> +1, <= pseudo_low -> -1 in the classification loss. The thresholds
+    # always define the logged pseudo-label precision / recall
+    pseudo_soft: bool = True
+    pseudo_bank: int = 512  # images kept per class and polarity in the instance memory
+    pseudo_k: int = 5  # neighbours per polarity of the memory score
     proto_gate: float = 0.8  # confidence gate sigma(s) for entering the memory bank
     proto_update: str = "ema"  # [choice] ema | overwrite
     proto_momentum: float = 0.9
@@ -114,10 +135,11 @@ class MethodConfig:
     pseudo_high: float = 0.9
     pseudo_low: float = 0.02
     pseudo_warmup: int = 2  # epochs before pseudo-labels start
-    pseudo_weight: float = 1.0  # weight of pseudo-labelled entries in the classification loss
-    # [choice] a pseudo-positive also needs the classifier's sigma(s) >= 0.5 (and a pseudo-negative
-    # sigma(s) < 0.5); True won on the observed val split at p = 0.1 for seeds 0, 1 and 2
-    # (docs/METHOD_CHOICES.md)
+    # soft: weight of the soft pseudo-label term; hard: of pseudo-labelled entries in L_cls
+    pseudo_weight: float = 1.0
+    # [choice] hard pseudo-labels: a pseudo-positive also needs the classifier's sigma(s) >= 0.5
+    # (and a pseudo-negative sigma(s) < 0.5); True won on the observed val split at p = 0.1 for
+    # seeds 0, 1 and 2 with prototype + hard (docs/METHOD_CHOICES.md)
     pseudo_agree: bool = True
     # --- DualCoOp-style baseline ---
     n_ctx: int = 16
@@ -141,6 +163,7 @@ class MethodConfig:
         _choice("method.kd", self.kd, KD_FORMS)
         _choice("method.proto_update", self.proto_update, ("ema", "overwrite"))
         _choice("method.pseudo_score", self.pseudo_score, ("softmax_mean", "cosine_mean"))
+        _choice("method.pseudo_source", self.pseudo_source, ("memory", "prototype"))
         _choice("method.neg_ctx_init", self.neg_ctx_init, ("random", "positive"))
         if not (0.0 <= self.pseudo_low < self.pseudo_high <= 1.0):
             raise ConfigError(
@@ -148,9 +171,12 @@ class MethodConfig:
                 f"{self.pseudo_low}, {self.pseudo_high}")
         if self.num_heads < 1 or self.num_layers < 1:
             raise ConfigError("method.num_heads and method.num_layers must be >= 1")
-        for name in ("kd_weight", "mcl_weight", "memory_size", "pseudo_warmup"):
+        for name in ("kd_weight", "mcl_weight", "memory_size", "pseudo_warmup", "pseudo_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"method.{name} must be >= 0")
+        if not 1 <= self.pseudo_k <= self.pseudo_bank:
+            raise ConfigError(f"method.pseudo_k must be in [1, method.pseudo_bank], got "
+                              f"pseudo_k={self.pseudo_k}, pseudo_bank={self.pseudo_bank}")
 
 
 @dataclass

@@ -16,8 +16,10 @@ Two layers, so that what a headless report shows is what an interactive session 
 
 Metrics are the trainer's own (:func:`trm_lib.metrics.evaluate_scores` on the full test labels at
 the epoch selected on the partially labelled validation split, as every run records them),
-pseudo-label precision / recall / coverage are the last epoch's prototype statistics against the
-hidden full labels, and the figure is :func:`trm_lib.viz.plot_attention_rows`.
+pseudo-label precision / recall / coverage are the last epoch's pseudo-label statistics against
+the hidden full labels (with the default soft pseudo-labels the thresholds define which entries
+count as pseudo-positive / negative there; training learns the scores themselves), and the figure
+is :func:`trm_lib.viz.plot_attention_rows`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["distillation_loss", "multimodal_contrastive_loss", "partial_asl", "partial_bce"]
+__all__ = ["distillation_loss", "multimodal_contrastive_loss", "partial_asl", "partial_bce",
+           "soft_label_loss"]
 
 
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor, where: str) -> None:
@@ -122,19 +123,33 @@ def distillation_loss(z: torch.Tensor, r: torch.Tensor, kind: str = "cosine",
         q = torch.sigmoid(lr)
         if kind == "ensemble":
             q = 0.5 * (q + torch.sigmoid(lz.detach()))
-        # KL(q ‖ σ(lz)) = BCE(lz, q) − H(q); H(q) is constant in the student
-        bce = F.binary_cross_entropy_with_logits(lz, q, reduction="none")
-        entropy = -(torch.xlogy(q, q) + torch.xlogy(1 - q, 1 - q))
-        kl = bce - entropy
-        if mask is None:
-            return kl.mean()
-        if mask.shape != kl.shape:
-            raise ValueError(f"distillation_loss: mask {tuple(mask.shape)} must have the logits' "
-                             f"shape {tuple(kl.shape)}")
-        m = mask.to(kl.dtype)
-        return (kl * m).sum() / m.sum().clamp(min=1.0)
+        return soft_label_loss(lz, q, mask, where="distillation_loss")
     raise ValueError(f"distillation_loss: kind must be cosine|mse|kl|ensemble (method.kd), "
                      f"got {kind!r}")
+
+
+def soft_label_loss(logits: torch.Tensor, q: torch.Tensor, mask: torch.Tensor | None = None,
+                    where: str = "soft_label_loss") -> torch.Tensor:
+    """Bernoulli ``KL(q ‖ σ(logits))`` per entry, averaged over ``mask`` (all entries if None;
+    0 when the mask is empty). ``q`` is a target probability and gets no gradient.
+
+    The KL and not the BCE with soft targets, so a perfect student costs exactly 0 (the two
+    differ by the target's entropy, which is constant in the student: same gradient). Shared by
+    the probability forms of distillation and the soft pseudo-labels."""
+    x, q = logits.float(), q.detach().float()
+    if q.shape != x.shape:
+        raise ValueError(f"{where}: target {tuple(q.shape)} must have the logits' shape "
+                         f"{tuple(x.shape)}")
+    bce = F.binary_cross_entropy_with_logits(x, q, reduction="none")
+    entropy = -(torch.xlogy(q, q) + torch.xlogy(1 - q, 1 - q))
+    kl = bce - entropy
+    if mask is None:
+        return kl.mean()
+    if mask.shape != kl.shape:
+        raise ValueError(f"{where}: mask {tuple(mask.shape)} must have the logits' "
+                         f"shape {tuple(kl.shape)}")
+    m = mask.to(kl.dtype)
+    return (kl * m).sum() / m.sum().clamp(min=1.0)
 
 
 def _supcon(sim: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

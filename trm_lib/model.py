@@ -29,9 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, MethodConfig
-from .losses import distillation_loss, multimodal_contrastive_loss, partial_asl, partial_bce
+from .losses import (
+    distillation_loss,
+    multimodal_contrastive_loss,
+    partial_asl,
+    partial_bce,
+    soft_label_loss,
+)
 from .methods import Method, MethodContext
-from .prototypes import PrototypeMemory, PseudoLabeler
+from .prototypes import InstanceMemory, PrototypeMemory, PseudoLabeler
 
 __all__ = ["CategoryCrossAttention", "RegionCalibrator", "TRMML", "classification_loss",
            "probabilities", "text_features"]
@@ -181,13 +187,19 @@ class RegionCalibrator(nn.Module):
         self.register_buffer("stats", torch.zeros(3, 2, num_classes, dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, cos: torch.Tensor, observed: torch.Tensor) -> None:
-        """Add a batch of region cosines (B, C) with their observed labels {1, -1, 0}."""
+    def update(self, cos: torch.Tensor, observed: torch.Tensor,
+               valid: torch.Tensor | None = None) -> None:
+        """Add a batch of region cosines (B, C) with their observed labels {1, -1, 0}; entries
+        outside ``valid`` (B, C) bool, if given, are left out (the memory score calibrated with
+        the same model does not exist everywhere)."""
         x = cos.detach().double()
         negative = observed < 0
         if not negative.any():  # single-positive labels: nothing says "absent"
             negative = observed == 0
-        masks = torch.stack([observed > 0, negative]).to(x.dtype)  # (2, B, C)
+        masks = torch.stack([observed > 0, negative])  # (2, B, C)
+        if valid is not None:
+            masks = masks & valid.to(masks.device)[None]
+        masks = masks.to(x.dtype)
         batch = torch.stack([masks.sum(1), (masks * x).sum(1), (masks * x * x).sum(1)])
         self.stats.mul_(self.decay).add_(batch)
 
@@ -277,10 +289,17 @@ class TRMML(Method):
         if (cfg.kd in ("ensemble", "kl") and cfg.kd_weight > 0) or cfg.inference == "query+region":
             self.calibrator = RegionCalibrator(num_classes)
         self.pseudo = None
+        self.instances = self.memory_calibrator = None
         if cfg.pseudo:
             self.pseudo = PseudoLabeler(ctx.num_train, num_classes, cfg.pseudo_high,
                                         cfg.pseudo_low, cfg.pseudo_temp, cfg.pseudo_score,
-                                        cfg.pseudo_warmup, agree=cfg.pseudo_agree)
+                                        cfg.pseudo_warmup,
+                                        agree=cfg.pseudo_agree and not cfg.pseudo_soft)
+            if cfg.pseudo_source == "memory":
+                self.instances = InstanceMemory(num_classes, dim, cfg.pseudo_bank, cfg.pseudo_k)
+                # the k-NN score is a difference of cosines: the same 1-D calibration as the
+                # region branch turns it into a probability fitted on the observed labels
+                self.memory_calibrator = RegionCalibrator(num_classes)
 
     # ------------------------------------------------------------------ text side
     def class_text(self) -> torch.Tensor:
@@ -363,12 +382,15 @@ class TRMML(Method):
         return self.calibrator.logits(self.region_cosines(out))
 
     @torch.no_grad()
-    def entry_views(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def entry_views(self, out: dict[str, torch.Tensor], index: torch.Tensor | None = None
+                    ) -> dict[str, torch.Tensor]:
         """(B, C) probability of every entry under each view this head holds: ``query`` σ(s),
         and where built the calibrated ``region`` branch (σ(s) on classes it has not fitted),
-        their mean ``ensemble`` (the distillation target) and the pseudo-labeler's
-        ``prototype`` score. For analysing pseudo-label sources
-        (:func:`trm_lib.metrics.unknown_entry_quality`); training never calls it."""
+        their mean ``ensemble`` (the distillation target), the ``prototype`` score and the
+        calibrated instance-``memory`` score (σ(s) where it does not exist; ``index`` = the
+        batch's training-sample indices keeps an image from matching itself). For analysing
+        pseudo-label sources (:func:`trm_lib.metrics.unknown_entry_quality`); training never
+        calls it."""
         views = {"query": torch.sigmoid(out["logits"].double())}
         if self.calibrator is not None:
             region = torch.sigmoid(self.calibrated_region_logits(out).double())
@@ -378,6 +400,11 @@ class TRMML(Method):
         if self.pseudo is not None:
             views["prototype"] = self.pseudo.score(out["z"], self.class_text(), self.memory.visual,
                                                    self.memory.visual_valid).double()
+        if self.instances is not None:
+            knn, valid = self.instances.score(out["r"], index)
+            memory = torch.sigmoid(self.memory_calibrator.logits(knn).double())
+            valid = valid & self.memory_calibrator.fitted()
+            views["memory"] = torch.where(valid, memory, views["query"])
         return views
 
     # ------------------------------------------------------------------ training
@@ -399,22 +426,33 @@ class TRMML(Method):
         weights = None
         logs: dict[str, float] = {}
         text = self.class_text()
-        if self.pseudo is not None and self.training and self.pseudo.active(epoch):
+        soft = None
+        if self.pseudo is not None and self.training:
             index = batch_key(batch, "index", "; pseudo-labels need the sample index "
                                               "(or set method.pseudo=false)")
-            pseudo = self.pseudo.step(z, observed, index, text, self.memory, epoch,
-                                      full=batch.get("full"),
-                                      probs=torch.sigmoid(logits.detach().float()))
-            is_pseudo = pseudo != 0
-            targets = torch.where(is_pseudo, pseudo.float(), targets)
-            weights = torch.where(is_pseudo, torch.full_like(targets, cfg.pseudo_weight),
-                                  torch.ones_like(targets))
-            logs["n_pseudo_pos"] = float((pseudo > 0).sum())
-            logs["n_pseudo_neg"] = float((pseudo < 0).sum())
+            source = self._pseudo_scores(out, observed, index, text)
+            if self.pseudo.active(epoch):
+                scores, valid = source
+                probs = None if cfg.pseudo_soft else torch.sigmoid(logits.detach().float())
+                pseudo = self.pseudo.label(scores, valid, observed, index,
+                                           full=batch.get("full"), probs=probs)
+                logs["n_pseudo_pos"] = float((pseudo > 0).sum())
+                logs["n_pseudo_neg"] = float((pseudo < 0).sum())
+                if cfg.pseudo_soft:
+                    soft = (scores, (observed == 0) & valid.expand_as(observed))
+                else:
+                    is_pseudo = pseudo != 0
+                    targets = torch.where(is_pseudo, pseudo.float(), targets)
+                    weights = torch.where(is_pseudo, torch.full_like(targets, cfg.pseudo_weight),
+                                          torch.ones_like(targets))
 
         l_cls = classification_loss(cfg, logits, targets, weights)
         total = l_cls
         logs["cls"] = float(l_cls.detach())
+        if soft is not None:
+            l_pseudo = soft_label_loss(logits, *soft)
+            total = total + cfg.pseudo_weight * l_pseudo
+            logs["pseudo"] = float(l_pseudo.detach())
         region_logits, kd_mask = out["region_logits"], None
         if self.calibrator is not None:
             cos_r = self.region_cosines(out)
@@ -444,9 +482,30 @@ class TRMML(Method):
         if self.training:
             probs = torch.sigmoid(logits.detach().float())
             logs["n_memory_in"] = float(self.memory.update(z, probs, observed))
+            if self.instances is not None:
+                self.instances.update(out["r"], observed, batch_key(batch, "index"))
         logs["logit_scale"] = float(self.scale().detach())
         logs["loss"] = float(total.detach())
         return total, logs
+
+    @torch.no_grad()
+    def _pseudo_scores(self, out: dict[str, torch.Tensor], observed: torch.Tensor,
+                       index: torch.Tensor, text: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C) pseudo-label score of every entry (a probability) and where it exists.
+
+        ``memory``: the instance memory's k-NN score (other images only), through the
+        calibration that this call also updates with the batch's observed entries, so it runs
+        every training step, warm-up included. ``prototype``: the prototype score, valid for the
+        classes that have a visual prototype."""
+        if self.instances is None:
+            scores = self.pseudo.score(out["z"], text, self.memory.visual,
+                                       self.memory.visual_valid)
+            return scores, self.memory.visual_valid.to(scores.device)[None, :]
+        knn, valid = self.instances.score(out["r"], index)
+        self.memory_calibrator.update(knn, observed, valid)
+        valid = valid & self.memory_calibrator.fitted()
+        return torch.sigmoid(self.memory_calibrator.logits(knn)), valid
 
     def epoch_start(self, epoch: int) -> None:
         if self.pseudo is not None:

@@ -1,16 +1,19 @@
 """Multimodal category prototypes and pseudo-labels (METHOD.md §4).
 
-Two stateful pieces, both ``nn.Module`` whose whole state lives in registered buffers (plain
+Three stateful pieces, all ``nn.Module`` whose whole state lives in registered buffers (plain
 tensors), so a checkpoint taken mid-training restores them bit-exactly and loads with
 ``torch.load(weights_only=True)``:
 
 - :class:`PrototypeMemory` — a per-class ring buffer of query-level features of *confident,
   observed* positives, and one visual prototype per class (EMA or mean of the bank). Text
   prototypes are the class text embeddings t_c and are passed in, not stored.
-- :class:`PseudoLabeler` — turns unknown label entries into pseudo-positives / negatives by
-  comparing the entry's query-level feature with the prototypes of *its* class and of *all other*
-  classes (intra + inter category), keeps a per-sample pseudo-label buffer and counts how often
-  the pseudo-labels agree with the hidden full labels, so precision/recall can be logged.
+- :class:`InstanceMemory` — per class, the region features r_{n,c} of recent *observed*
+  positives and negatives, one slot per image: the instance-level memory bank that the default
+  pseudo-label source (``method.pseudo_source="memory"``) scores unknown entries against.
+- :class:`PseudoLabeler` — turns prototype or memory scores of unknown label entries into
+  pseudo-labels (hard ±1 by thresholds, or the score itself as a soft target), keeps a
+  per-sample pseudo-label buffer and counts how often the pseudo-labels agree with the hidden
+  full labels, so precision/recall can be logged.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PrototypeMemory", "PseudoLabeler"]
+__all__ = ["InstanceMemory", "PrototypeMemory", "PseudoLabeler"]
 
 
 class PrototypeMemory(nn.Module):
@@ -95,6 +98,95 @@ class PrototypeMemory(nn.Module):
         return self.bank[filled], labels[filled]
 
 
+class InstanceMemory(nn.Module):
+    """Region features of observed positives and negatives per class, for k-NN label scores.
+
+    Why instances and not only class prototypes: the pseudo-label score must carry information
+    the classifier σ(s) does not already have, or the pseudo-labels only repeat what it believes.
+    A class prototype is a mean of the same query features the classifier reads, so it mostly
+    re-ranks by cos(z_c, t_c); the nearest *images* in region-feature space (r_c, CLIP space)
+    do not — on the embedded world their score ranks the unknown entries of the training split
+    several AP points better than σ(s) alone once the two are combined (docs/METHOD_CHOICES.md).
+
+    Per class c two ring buffers (``size`` slots each) hold L2-normalised r_{n,c} of observed
+    positives and observed negatives together with the sample index n. An image already in a
+    buffer overwrites its own slot, so the k nearest neighbours are k different images, and
+    :meth:`score` never matches an entry with its own sample. Under the single-positive protocol
+    nothing is observed absent: a batch without any observed negative stores its unknown entries
+    as negatives (the same "assume negative" reading as the region calibrator).
+    """
+
+    POLARITIES = ("pos", "neg")
+
+    def __init__(self, num_classes: int, dim: int, size: int = 512, k: int = 5):
+        super().__init__()
+        if size < 1 or k < 1 or k > size:
+            raise ValueError(f"method.pseudo_k ({k}) must be in [1, method.pseudo_bank] and "
+                             f"method.pseudo_bank ({size}) >= 1")
+        self.num_classes, self.size, self.k = num_classes, size, k
+        for name in self.POLARITIES:
+            self.register_buffer(f"{name}_feats", torch.zeros(num_classes, size, dim))
+            self.register_buffer(f"{name}_index", torch.full((num_classes, size), -1,
+                                                             dtype=torch.long))
+            self.register_buffer(f"{name}_ptr", torch.zeros(num_classes, dtype=torch.long))
+
+    def _buffers_of(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (getattr(self, f"{name}_feats"), getattr(self, f"{name}_index"),
+                getattr(self, f"{name}_ptr"))
+
+    @torch.no_grad()
+    def update(self, r: torch.Tensor, observed: torch.Tensor, index: torch.Tensor) -> None:
+        """Store the region features ``r`` (B, C, D) of the batch's observed entries
+        (``observed`` (B, C) in {1, -1, 0}) under their sample ``index`` (B,)."""
+        rn = F.normalize(r.detach().float(), dim=-1)
+        index = index.to(self.pos_index.device).long()
+        negative = observed < 0
+        if not negative.any():
+            negative = observed == 0
+        for name, mask in zip(self.POLARITIES, (observed > 0, negative), strict=True):
+            feats, slots_of, ptr = self._buffers_of(name)
+            for c in mask.any(0).nonzero().flatten().tolist():
+                rows = mask[:, c].nonzero().flatten()
+                idx = index[rows.to(index.device)]
+                # an image already stored keeps its slot; new images take the next ring slots
+                # (written second, so a ring slot wins over a stored image it evicts)
+                hit = slots_of[c][None, :] == idx[:, None]  # (n, size)
+                known = hit.any(1)
+                if known.any():
+                    slot = hit[known].float().argmax(1)
+                    feats[c, slot] = rn[rows[known], c].to(feats.dtype)
+                fresh = (~known).nonzero().flatten()[-self.size:]
+                if len(fresh):
+                    slot = (ptr[c] + torch.arange(len(fresh), device=ptr.device)) % self.size
+                    feats[c, slot] = rn[rows[fresh], c].to(feats.dtype)
+                    slots_of[c, slot] = idx[fresh]
+                    ptr[c] = (ptr[c] + len(fresh)) % self.size
+
+    @torch.no_grad()
+    def score(self, r: torch.Tensor, index: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """k-NN score of every entry and where it exists, both (B, C).
+
+        score = mean cosine of r_{n,c} to its k nearest stored positives of c − the same to its
+        k nearest stored negatives of c (other images only when ``index`` is given); valid
+        where both buffers of c hold at least k other images."""
+        rn = F.normalize(r.detach().float(), dim=-1)
+        parts = []
+        valid = torch.ones(rn.shape[:2], dtype=torch.bool, device=rn.device)
+        for name in self.POLARITIES:
+            feats, slots_of, _ = self._buffers_of(name)
+            sim = torch.einsum("bcd,cmd->bcm", rn, feats.to(rn.device))
+            usable = (slots_of >= 0).to(rn.device)[None].expand_as(sim)
+            if index is not None:
+                own = slots_of.to(rn.device)[None] == index.to(rn.device).long()[:, None, None]
+                usable = usable & ~own
+            sim = sim.masked_fill(~usable, float("-inf"))
+            top = sim.topk(self.k, dim=-1).values
+            valid &= usable.sum(-1) >= self.k
+            parts.append(torch.where(torch.isfinite(top), top, torch.zeros_like(top)).mean(-1))
+        return parts[0] - parts[1], valid
+
+
 class PseudoLabeler(nn.Module):
     """Pseudo-labels for unknown entries from multimodal prototypes, with bookkeeping.
 
@@ -161,9 +253,11 @@ class PseudoLabeler(nn.Module):
 
     def assign(self, scores: torch.Tensor, observed: torch.Tensor, visual_valid: torch.Tensor,
                probs: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C) int8 pseudo-labels in {1, -1, 0}; 0 wherever a label is observed.
+        """(B, C) int8 pseudo-labels in {1, -1, 0}; 0 wherever a label is observed or the score
+        does not exist (``visual_valid``: (C,) per class, or (B, C) per entry).
         ``probs`` (B, C) = σ(s), required when ``agree``."""
-        eligible = (observed == 0) & visual_valid.to(observed.device)[None, :]
+        valid = visual_valid.to(observed.device)
+        eligible = (observed == 0) & (valid[None, :] if valid.dim() == 1 else valid)
         pos, neg = eligible & (scores >= self.high), eligible & (scores <= self.low)
         if self.agree:
             if probs is None:
@@ -186,7 +280,17 @@ class PseudoLabeler(nn.Module):
         if not self.active(epoch):
             return torch.zeros(observed.shape, dtype=torch.int8, device=observed.device)
         scores = self.score(z, text, memory.visual, memory.visual_valid)
-        pseudo = self.assign(scores, observed, memory.visual_valid, probs)
+        return self.label(scores, memory.visual_valid, observed, index, full, probs)
+
+    @torch.no_grad()
+    def label(self, scores: torch.Tensor, valid: torch.Tensor, observed: torch.Tensor,
+              index: torch.Tensor, full: torch.Tensor | None = None,
+              probs: torch.Tensor | None = None) -> torch.Tensor:
+        """Threshold given ``scores`` (B, C) (from any source; ``valid`` (C,) or (B, C) says
+        where they exist), store the labels in the buffer and count agreement with ``full``.
+        Returns (B, C) int8 in {1, -1, 0}. Soft pseudo-labels go through here too: their
+        thresholded form is what the buffer and the logged precision describe."""
+        pseudo = self.assign(scores, observed, valid, probs)
         self.labels[index.to(self.labels.device).long()] = pseudo.to(self.labels.device)
         self.record(pseudo, observed, full)
         return pseudo

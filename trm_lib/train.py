@@ -442,8 +442,9 @@ def _to_device(batch: Batch, device: torch.device | None) -> Batch:
 
 
 def eval_outputs(method: Method, batches: Iterable[Batch], device: torch.device | None = None,
-                 amp: bool = False, then: Callable[[Any], Any] | None = None) -> Iterator[Any]:
-    """``then(method(batch))`` (or the output itself) of every batch, in eval mode without
+                 amp: bool = False, then: Callable[[Any, Batch], Any] | None = None
+                 ) -> Iterator[Any]:
+    """``then(method(batch), batch)`` (or the output itself) of every batch, in eval mode without
     gradients; the method's previous mode comes back when the iteration ends or is abandoned.
     Shared by :func:`predict` and the analyses that need more of the output than the scores."""
     was_training = method.training
@@ -453,7 +454,7 @@ def eval_outputs(method: Method, batches: Iterable[Batch], device: torch.device 
             batch = _to_device(batch, device)
             with torch.no_grad(), _autocast(batch["global"].device, amp):
                 out = method(batch)
-                yield out if then is None else then(out)
+                yield out if then is None else then(out, batch)
     finally:
         method.train(was_training)
 
@@ -464,7 +465,8 @@ def predict(method: Method, batches: Iterable[Batch], device: torch.device | Non
     float64 array (methods may return float64 probabilities so that confident images do not tie
     at 1.0; nothing here rounds them). The one inference path of the package."""
     out = [scores.detach().to(torch.float64).cpu()
-           for scores in eval_outputs(method, batches, device, amp, then=method.scores)]
+           for scores in eval_outputs(method, batches, device, amp,
+                                      then=lambda out, _batch: method.scores(out))]
     if not out:
         raise ValueError("predict: no batches to score")
     return torch.cat(out).numpy()
@@ -933,8 +935,13 @@ class LoadedRun:
             raise ValueError("split 'test' has no label mask: use 'train' or 'val'")
         dataset, rows = self.session.data.rows(split)
         parts: dict[str, list[torch.Tensor]] = {}
+        def views_with_index(out: Any, batch: Batch) -> dict[str, torch.Tensor]:
+            # training-split indices keep an image from being its own memory neighbour; other
+            # splits' images are not in the memory (and their indices mean other rows)
+            return views_of(out, batch["index"] if split == "train" else None)
+
         for views in eval_outputs(self.method, self.batches(split), self.session.device,
-                                  then=views_of):
+                                  then=views_with_index):
             for name, v in views.items():
                 parts.setdefault(name, []).append(v.cpu())
         views = {name: torch.cat(v).numpy() for name, v in parts.items()}
