@@ -118,7 +118,7 @@ def test_softmax_mean_score_by_hand():
     assert cos[0].tolist() == pytest.approx([m0, m1])
 
 
-def test_nothing_before_warmup_then_buffer_and_counts():
+def test_warmup_then_prototype_labels_buffer_and_counts():
     C, D = 3, 4
     mem = PrototypeMemory(C, D, memory_size=4)
     text = torch.eye(C, D)
@@ -130,10 +130,10 @@ def test_nothing_before_warmup_then_buffer_and_counts():
     observed = torch.tensor([[1, 0, 0], [0, -1, 0]])
     full = torch.tensor([[1, 1, -1], [1, -1, -1]])
     index = torch.tensor([7, 3])
-    for epoch in (1, 2):  # warm-up epochs (1-based): nothing happens
-        assert not pl.step(z, observed, index, text, mem, epoch, full).any()
+    assert not pl.active(1) and not pl.active(2) and pl.active(3)  # warm-up epochs are 1-based
     assert not pl.labels.any() and not pl.counts.any()
-    pseudo = pl.step(z, observed, index, text, mem, 3, full)
+    scores = pl.score(z, text, mem.visual, mem.visual_valid)
+    pseudo = pl.label(scores, mem.visual_valid, observed, index, full)
     assert pseudo.tolist() == [[0, 1, 1], [1, 0, -1]]
     assert pl.labels[7].tolist() == [0, 1, 1] and pl.labels[3].tolist() == [1, 0, -1]
     st = pl.stats()

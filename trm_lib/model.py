@@ -430,8 +430,11 @@ class TRMML(Method):
         if self.pseudo is not None and self.training:
             index = batch_key(batch, "index", "; pseudo-labels need the sample index "
                                               "(or set method.pseudo=false)")
-            source = self._pseudo_scores(out, observed, index, text)
-            if self.pseudo.active(epoch):
+            # the memory's calibration learns from every step, warm-up included
+            active = self.pseudo.active(epoch)
+            source = self._pseudo_scores(out, observed, index, text) \
+                if active or self.instances is not None else None
+            if active:
                 scores, valid = source
                 probs = None if cfg.pseudo_soft else torch.sigmoid(logits.detach().float())
                 pseudo = self.pseudo.label(scores, valid, observed, index,

@@ -188,9 +188,11 @@ class InstanceMemory(nn.Module):
 
 
 class PseudoLabeler(nn.Module):
-    """Pseudo-labels for unknown entries from multimodal prototypes, with bookkeeping.
+    """Pseudo-labels for unknown entries, with bookkeeping.
 
-    Score of an unknown entry (n, c), with ẑ = z_{n,c}/‖z_{n,c}‖ and, for every class c',
+    :meth:`label` thresholds scores from any source (the TRM-ML head passes either the
+    calibrated :class:`InstanceMemory` score or :meth:`score`); :meth:`score` is the
+    multimodal-prototype source. Prototype score of an unknown entry (n, c), with ẑ = z_{n,c}/‖z_{n,c}‖ and, for every class c',
     ``m_{c'} = (cos(ẑ, v_{c'}) + cos(ẑ, t_{c'})) / 2`` (just ``cos(ẑ, t_{c'})`` while c' has no
     visual prototype yet):
 
@@ -203,10 +205,11 @@ class PseudoLabeler(nn.Module):
     Rule: ``score ≥ high`` → +1, ``score ≤ low`` → −1, else 0 (still unknown). With
     ``agree=True`` the classifier must concur: a pseudo-positive also needs ``σ(s_{n,c}) ≥ 0.5``
     and a pseudo-negative ``σ(s_{n,c}) < 0.5`` (two views of the same entry). An entry of class c
-    can only be pseudo-labelled once class c has a visual prototype, observed entries are never
-    touched, and nothing happens during the first ``warmup`` epochs (the trainer counts epochs
-    from 1; epoch 0 is the evaluation before training), i.e. pseudo-labels start at epoch
-    ``warmup + 1``, once the prototypes have seen ``warmup`` epochs of observed positives.
+    can only be pseudo-labelled where its score exists (a visual prototype of c, or k stored
+    images of each polarity), observed entries are never touched, and :meth:`active` is false
+    during the first ``warmup`` epochs (the trainer counts epochs from 1; epoch 0 is the
+    evaluation before training), i.e. pseudo-labels start at epoch ``warmup + 1``, once the
+    prototypes or the memory have seen ``warmup`` epochs of observed labels.
 
     ``labels`` (num_train, C) int8 holds the latest pseudo-labels of every training sample (0 on
     observed entries), so notebooks can inspect them and checkpoints resume them. ``counts``
@@ -267,20 +270,6 @@ class PseudoLabeler(nn.Module):
         pseudo[pos] = 1
         pseudo[neg] = -1
         return pseudo
-
-    @torch.no_grad()
-    def step(self, z: torch.Tensor, observed: torch.Tensor, index: torch.Tensor,
-             text: torch.Tensor, memory: PrototypeMemory, epoch: int,
-             full: torch.Tensor | None = None, probs: torch.Tensor | None = None
-             ) -> torch.Tensor:
-        """Pseudo-label one training batch, store the result and count agreement with ``full``.
-        ``probs`` = σ(s) of the batch (used when ``agree``).
-
-        Returns (B, C) int8 in {1, -1, 0} (all 0 before warm-up)."""
-        if not self.active(epoch):
-            return torch.zeros(observed.shape, dtype=torch.int8, device=observed.device)
-        scores = self.score(z, text, memory.visual, memory.visual_valid)
-        return self.label(scores, memory.visual_valid, observed, index, full, probs)
 
     @torch.no_grad()
     def label(self, scores: torch.Tensor, valid: torch.Tensor, observed: torch.Tensor,
