@@ -238,7 +238,8 @@ def test_smoke_04_ablations_share_runs_with_03(smoke):
     _figures(out, "04_components", "04_kd_form", "04_pseudo_form_val", "04_loss_weights_val")
     comp = _table(out, "04_components_test_mAP", index_col="method")
     assert list(comp.index) == ["trm_ml (full)", "trm_ml (no_kd)"]
-    for name in ("04_kd_form_test_mAP", "04_pseudo_form_val_mAP", "04_pseudo_form_test_mAP"):
+    for name in ("04_kd_form_test_mAP", "04_pseudo_form_val_mAP", "04_pseudo_form_val_hidden_mAP",
+                 "04_pseudo_form_test_mAP"):
         assert len(_table(out, name)) == 2
     sweep = _table(out, "04_loss_weights_val_mAP", index_col=0)
     assert sweep.shape == (2, 1)

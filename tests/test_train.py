@@ -313,6 +313,7 @@ def test_select_last_reports_the_final_epoch(world, tmp_path, head):
     assert res.best_epoch == 3
     assert res.metrics["test"]["mAP"] == hist.loc[3, "test_mAP"]
     assert res.metrics["val"]["mAP"] == hist.loc[3, "val_mAP"]
+    assert res.metrics["val"]["mAP_hidden"] == hist.loc[3, "val_mAP_hidden"]
     assert res.metrics["test_oracle"]["mAP"] == hist["test_mAP"].max()
 
 
