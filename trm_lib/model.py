@@ -401,10 +401,8 @@ class TRMML(Method):
             views["prototype"] = self.pseudo.score(out["z"], self.class_text(), self.memory.visual,
                                                    self.memory.visual_valid).double()
         if self.instances is not None:
-            knn, valid = self.instances.score(out["r"], index)
-            memory = torch.sigmoid(self.memory_calibrator.logits(knn).double())
-            valid = valid & self.memory_calibrator.fitted()
-            views["memory"] = torch.where(valid, memory, views["query"])
+            memory, valid = self.memory_probabilities(out, index)
+            views["memory"] = torch.where(valid, memory.double(), views["query"])
         return views
 
     # ------------------------------------------------------------------ training
@@ -505,8 +503,19 @@ class TRMML(Method):
             scores = self.pseudo.score(out["z"], text, self.memory.visual,
                                        self.memory.visual_valid)
             return scores, self.memory.visual_valid.to(scores.device)[None, :]
+        return self.memory_probabilities(out, index, observed)
+
+    @torch.no_grad()
+    def memory_probabilities(self, out: dict[str, torch.Tensor], index: torch.Tensor | None,
+                             observed: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C) calibrated instance-memory probability and where it exists (needs
+        ``pseudo_source=memory``). ``index``: the batch's training-sample indices (an image is
+        never its own neighbour); ``observed`` (training) first adds the batch's observed entries
+        to the calibration."""
         knn, valid = self.instances.score(out["r"], index)
-        self.memory_calibrator.update(knn, observed, valid)
+        if observed is not None:
+            self.memory_calibrator.update(knn, observed, valid)
         valid = valid & self.memory_calibrator.fitted()
         return torch.sigmoid(self.memory_calibrator.logits(knn)), valid
 

@@ -192,7 +192,8 @@ class PseudoLabeler(nn.Module):
 
     :meth:`label` thresholds scores from any source (the TRM-ML head passes either the
     calibrated :class:`InstanceMemory` score or :meth:`score`); :meth:`score` is the
-    multimodal-prototype source. Prototype score of an unknown entry (n, c), with ẑ = z_{n,c}/‖z_{n,c}‖ and, for every class c',
+    multimodal-prototype source. Prototype score of an unknown entry (n, c), with
+    ẑ = z_{n,c}/‖z_{n,c}‖ and, for every class c',
     ``m_{c'} = (cos(ẑ, v_{c'}) + cos(ẑ, t_{c'})) / 2`` (just ``cos(ẑ, t_{c'})`` while c' has no
     visual prototype yet):
 
@@ -254,12 +255,12 @@ class PseudoLabeler(nn.Module):
         probs = torch.softmax(mean / self.temperature, dim=-1)
         return torch.diagonal(probs, dim1=1, dim2=2)
 
-    def assign(self, scores: torch.Tensor, observed: torch.Tensor, visual_valid: torch.Tensor,
+    def assign(self, scores: torch.Tensor, observed: torch.Tensor, valid: torch.Tensor,
                probs: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C) int8 pseudo-labels in {1, -1, 0}; 0 wherever a label is observed or the score
-        does not exist (``visual_valid``: (C,) per class, or (B, C) per entry).
+        does not exist (``valid``: (C,) per class, or (B, C) per entry).
         ``probs`` (B, C) = σ(s), required when ``agree``."""
-        valid = visual_valid.to(observed.device)
+        valid = valid.to(observed.device)
         eligible = (observed == 0) & (valid[None, :] if valid.dim() == 1 else valid)
         pos, neg = eligible & (scores >= self.high), eligible & (scores <= self.low)
         if self.agree:
