@@ -40,6 +40,7 @@ import torch
 
 from . import distributed
 from .io import read_json, write_json
+from .locks import file_lock
 from .paths import cache_dir
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -88,21 +89,9 @@ def store_dir(key: dict[str, Any], cache_root: str | Path | None = None) -> Path
     return root / "features" / key_hash(key)
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path) -> contextlib.AbstractContextManager[Path]:
     """Exclusive lock on the store while it is computed (two processes would interleave rows)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory locks
-        yield
-        return
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(folder / ".lock", what=f"feature store {folder}")
 
 
 def _read_manifest(path: Path, key: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 Every writer in the package goes through :func:`atomic_write`, which writes to a temporary file in
 the destination folder and renames it into place (atomic on POSIX), so an interrupted run leaves
-either the old file or the new one.
+either the old file or the new one. Files are fsynced before the rename (and the folder
+after it), get the mode the umask gives an ordinary ``open``, and a full disk is reported as
+:class:`DiskFullError` naming the file, with nothing half-written left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -17,41 +20,105 @@ from pathlib import Path
 from typing import IO, Any
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temp file beside ``path``; on success rename it over ``path``, on error delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+class FileError(ValueError):
+    """A file the package reads or writes is damaged, unreadable or cannot be written; the
+    message names the file and says what to do (the CLI prints it as one ``error:`` line)."""
+
+
+class DiskFullError(FileError):
+    """The filesystem holding a file being written is full (ENOSPC / EDQUOT)."""
+
+
+def disk_full(path: str | os.PathLike) -> DiskFullError:
+    return DiskFullError(f"no space left on {Path(path).parent} (writing {path}); free space "
+                         f"or point TRM_CACHE / TRM_RUNS / the output elsewhere")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask both sets and
+    returns it, which would race with other threads)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as fh:
+            return int(next(line for line in fh if line.startswith("Umask:")).split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable: fsync the folder's entry table (not possible everywhere)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _temp_beside(final: Path, suffix: str) -> tuple[int, str]:
+    """A temp file next to ``final`` with the mode an ordinary ``open`` would give (0666 minus
+    the umask) rather than mkstemp's 0600, so shared caches and run folders stay readable."""
     try:
-        with os.fdopen(fd, mode, **kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full(final) from None
+        raise
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o666 & ~umask())
+    return fd, tmp
+
+
+@contextlib.contextmanager
+def _commit(final: Path, tmp: str) -> Iterator[None]:
+    """Rename ``tmp`` over ``final`` when the block succeeds (delete it otherwise); a full disk
+    becomes :class:`DiskFullError` naming ``final``."""
+    try:
+        yield
+        os.replace(tmp, final)
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_disk_full(err):
+            raise disk_full(final) from None
         raise
+    _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on success fsync it and rename it over ``path``, on
+    error delete it. Files get the umask's mode; a full disk raises :class:`DiskFullError`."""
+    path = Path(path)
+    fd, tmp = _temp_beside(path, ".tmp")
+    with _commit(path, tmp), os.fdopen(fd, mode, **kwargs) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
-    """Yield a temp *path* beside ``path`` for writers that want a filename (torch.save, PIL)."""
+    """Yield a temp *path* beside ``path`` for writers that want a filename (torch.save, PIL);
+    what they wrote is fsynced before the rename. Same mode and disk-full rules as
+    :func:`atomic_write`."""
 
     @contextlib.contextmanager
     def _ctx() -> Iterator[Path]:
         final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix or ".tmp",
-                                   dir=final.parent)
+        fd, tmp = _temp_beside(final, final.suffix or ".tmp")
         os.close(fd)
-        try:
+        with _commit(final, tmp):
             yield Path(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     return _ctx()
 
@@ -63,13 +130,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a damaged one (empty, truncated, random bytes) raises
+    :class:`FileError` naming it (callers add what to do)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        what = "empty file" if isinstance(err, json.JSONDecodeError) and not err.doc.strip() \
+            else f"not valid JSON ({err})"
+        raise FileError(f"{path}: {what}") from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
