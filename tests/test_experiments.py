@@ -253,3 +253,23 @@ def test_cli_evaluate_ranks_pseudo_label_sources(world, tmp_path, capsys):
         E.cli_evaluate(["--run", str(out), "--pseudo-sources", "--query-range", "0.5,0.1"])
     with pytest.raises(SystemExit, match="only applies with --pseudo-sources"):
         E.cli_evaluate(["--run", str(out), "--query-range", "0,0.5"])
+
+
+def test_cli_experiment_prints_paired_differences_after_an_ablation(world, tmp_path, capsys):
+    import yaml
+
+    spec = small_spec(world)
+    spec["grids"] = {"abl": spec["grids"]["abl"]}
+    spec_file = tmp_path / "abl.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    csv = tmp_path / "abl.csv"
+    assert E.cli_experiment(["--spec", str(spec_file), "--seeds", "0,1", "--out", str(csv),
+                             "--runs-dir", str(tmp_path / "runs"), "--jobs", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "paired difference to `full`" in text
+    row = next(line for line in text.splitlines() if line.split()[:3] == ["abl", "linear_probe",
+                                                                         "bce"])
+    from trm_lib.stats import paired_differences
+
+    want = paired_differences(pd.read_csv(csv)).iloc[0]
+    assert int(want["n"]) == 2 and f"{100 * want['mean_diff']:.2f}" in row

@@ -47,6 +47,7 @@ from .config import ConfigError, RunConfig, load_config, load_preset, presets_di
 from .distributed import is_distributed, is_main
 from .io import atomic_write
 from .paths import runs_dir
+from .stats import paired_table
 from .train import (
     Resources,
     RunResult,
@@ -620,6 +621,11 @@ def cli_experiment(argv: list[str]) -> int:
             if ((mine["split"] == "train") & (mine["metric"] == metric)).any():
                 print(f"\n{metric} (%) against the hidden training labels, reported epoch:")
                 print(pivot_table(mine, split="train", metric=metric).to_string())
+        paired = paired_table(mine)
+        if not paired.empty:
+            print("\ntest mAP (%): paired difference to `full` over seeds (same mask and "
+                  "training seed), 95 % t-interval, n:")
+            print(paired.to_string(index=False))
     print(f"wall time: {wall:.1f}s")
     print(f"results: {df.attrs['path']}")
     return 0

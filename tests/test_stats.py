@@ -1,0 +1,114 @@
+"""Paired multi-seed statistics (trm_lib.stats) against scipy on known data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from trm_lib.stats import component_gains, describe_gains, paired_differences, t_interval
+
+
+def _table(values: dict[str, list[float]], p: float = 0.1, split: str = "test",
+           metric: str = "mAP") -> pd.DataFrame:
+    rows = []
+    for variant, vals in values.items():
+        for seed, v in enumerate(vals):
+            rows.append({"grid": "ablation", "method": "trm_ml", "variant": variant,
+                         "protocol": "proportion", "proportion": p, "seed": seed,
+                         "split": split, "metric": metric, "value": v})
+    return pd.DataFrame(rows)
+
+
+def test_t_interval_matches_scipy_ttest_rel():
+    rng = np.random.default_rng(3)
+    full = rng.normal(0.6, 0.02, size=5)
+    variant = full - 0.01 + rng.normal(0, 0.005, size=5)
+    mean, lo, hi, n = t_interval(variant - full)
+    ref = sps.ttest_rel(variant, full).confidence_interval(0.95)
+    assert n == 5
+    assert mean == pytest.approx(float(np.mean(variant - full)))
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), rel=1e-10)
+
+
+def test_t_interval_edge_cases():
+    assert all(math.isnan(v) for v in t_interval([])[:3]) and t_interval([])[3] == 0
+    assert all(math.isnan(v) for v in t_interval([math.nan, math.nan])[:3])
+    mean, lo, hi, n = t_interval([0.3, math.nan])  # one finite value: no interval
+    assert (mean, n) == (0.3, 1) and math.isnan(lo) and math.isnan(hi)
+    assert t_interval([0.2, 0.2, 0.2])[1:3] == pytest.approx((0.2, 0.2))
+    with pytest.raises(ValueError):
+        t_interval([1.0, 2.0], confidence=1.5)
+
+
+def test_paired_differences_pairs_on_seed_and_matches_scipy():
+    full = [0.60, 0.62, 0.58, 0.61]
+    no_kd = [0.59, 0.60, 0.58, 0.595]
+    df = pd.concat([_table({"full": full, "no_kd": no_kd}),
+                    _table({"full": [0.9] * 4, "no_kd": [0.1] * 4}, split="val")])
+    out = paired_differences(df)
+    assert list(out["variant"]) == ["no_kd"] and int(out["n"].iloc[0]) == 4
+    ref = sps.ttest_rel(no_kd, full).confidence_interval(0.95)
+    row = out.iloc[0]
+    assert row["mean_diff"] == pytest.approx(np.mean(np.subtract(no_kd, full)))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((ref.low, ref.high))
+    # unpaired (Welch) would be much wider: the pairing removes the shared seed noise
+    welch = sps.ttest_ind(no_kd, full, equal_var=False).confidence_interval(0.95)
+    assert row["ci_high"] - row["ci_low"] < welch.high - welch.low
+
+
+def test_paired_differences_drops_unmatched_seeds_and_handles_n1():
+    df = _table({"full": [0.6, 0.7, 0.8], "no_mcl": [0.5]})
+    out = paired_differences(df)
+    row = out.iloc[0]
+    assert row["n"] == 1 and row["mean_diff"] == pytest.approx(-0.1)
+    assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+    gains = component_gains(out)
+    assert gains["verdict"].iloc[0] == "n < 2"
+    assert "one seed" in describe_gains(out)
+    # a NaN value on one seed is left out of the pairs
+    df2 = _table({"full": [0.6, 0.7, 0.8], "no_mcl": [0.5, math.nan, 0.7]})
+    assert int(paired_differences(df2)["n"].iloc[0]) == 2
+
+
+def test_paired_differences_separates_proportions():
+    df = pd.concat([_table({"full": [0.6, 0.7], "no_kd": [0.5, 0.6]}, p=0.1),
+                    _table({"full": [0.6, 0.7], "no_kd": [0.6, 0.7]}, p=0.5)])
+    out = paired_differences(df).set_index("proportion")
+    assert out.loc[0.1, "mean_diff"] == pytest.approx(-0.1)
+    assert out.loc[0.5, "mean_diff"] == pytest.approx(0.0)
+
+
+def test_component_gains_verdicts_and_text():
+    df = _table({"full": [0.60, 0.62, 0.58, 0.61, 0.63],
+                 "no_kd": [0.55, 0.57, 0.54, 0.555, 0.58],        # clearly worse: KD helps
+                 "no_pseudo": [0.61, 0.61, 0.585, 0.60, 0.635],   # noise
+                 "text_image": [0.65, 0.67, 0.63, 0.66, 0.68]})   # better: region hurts
+    gains = component_gains(paired_differences(df)).set_index("variant")
+    assert gains.loc["no_kd", "verdict"] == "helps"
+    assert gains.loc["no_pseudo", "verdict"] == "within noise"
+    assert gains.loc["text_image", "verdict"] == "hurts"
+    assert gains.loc["no_kd", "gain"] > 0 and gains.loc["no_kd", "gain_low"] > 0
+    text = describe_gains(paired_differences(df), labels={"no_kd": "distillation"})
+    assert "distillation (p = 0.1, n = 5 paired seeds)" in text
+    assert "helps beyond seed noise" in text and "includes 0" in text
+
+
+def test_paired_differences_empty_and_missing_columns():
+    assert paired_differences(_table({"no_kd": [0.5]})).empty
+    with pytest.raises(ValueError, match="lacks columns"):
+        paired_differences(pd.DataFrame({"variant": ["full"]}))
+
+
+def test_paired_table_per_grid_and_method():
+    from trm_lib.stats import paired_table
+
+    df = _table({"full": [0.60, 0.62, 0.58], "no_kd": [0.55, 0.57, 0.54]})
+    table = paired_table(df)
+    assert list(table.columns[:5]) == ["grid", "method", "variant", "p", "n"]
+    assert table["diff to full"].iloc[0] == pytest.approx(-4.67, abs=0.01)
+    assert table["verdict (component)"].iloc[0] == "helps"
+    assert paired_table(_table({"default": [0.5]})).empty
