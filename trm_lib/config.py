@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -50,12 +51,17 @@ class DataConfig:
     max_test: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # loader-specific options
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "proportion": "(0, 1]", "mask_seed": "[0, inf)", "val_fraction": "[0, 0.5)",
+        "split_seed": "[0, inf)", "max_train": "[1, inf)", "max_test": "[1, inf)"}
+
     def validate(self) -> None:
+        check_ranges(self, "data")
         _choice("data.protocol", self.protocol, ("proportion", "single_positive", "full"))
-        if not (0.0 < self.proportion <= 1.0):
-            raise ConfigError(f"data.proportion must be in (0, 1], got {self.proportion}")
-        if not (0.0 <= self.val_fraction < 0.5):
-            raise ConfigError(f"data.val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        for name in ("dataset", "train_split", "test_split"):
+            _nonempty(f"data.{name}", getattr(self, name))
+        if self.root is not None:
+            _nonempty("data.root", self.root, "(null = the loader's default)")
 
 
 @dataclass
@@ -68,12 +74,15 @@ class BackboneConfig:
     batch_size: int = 128  # feature extraction batch size
     cache_raw: bool = False  # also cache the unprojected dense map (needed for method.kv_source=raw)
 
+    # image_size 0 is refused rather than read as "native" (null says that explicitly)
+    RANGES: ClassVar[dict[str, str]] = {"image_size": "[1, inf)", "batch_size": "[1, inf)"}
+
     def validate(self) -> None:
+        check_ranges(self, "backbone", {"image_size": "null = the model's native size"})
         _choice("backbone.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _nonempty("backbone.model", self.model)
         if not self.templates or any("{}" not in t for t in self.templates):
             raise ConfigError("backbone.templates must be non-empty and each contain '{}'")
-        if self.batch_size < 1:
-            raise ConfigError("backbone.batch_size must be >= 1")
 
 
 @dataclass
@@ -152,7 +161,18 @@ class MethodConfig:
     neg_ctx_init: str = "random"
     class_specific_ctx: bool = True
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "num_heads": "[1, inf)", "num_layers": "[1, inf)", "mlp_hidden": "[1, inf)",
+        "dropout": "[0, 1)", "logit_scale_init": "(-inf, inf)", "asl_gamma_pos": "[0, inf)",
+        "asl_gamma_neg": "[0, inf)", "asl_clip": "[0, 1)", "kd_weight": "[0, inf)",
+        "mcl_weight": "[0, inf)", "mcl_temp_proto": "(0, inf)", "mcl_temp_feat": "(0, inf)",
+        "memory_size": "[0, inf)", "pseudo_bank": "[1, inf)", "pseudo_k": "[1, inf)",
+        "proto_gate": "[0, 1]", "proto_momentum": "[0, 1)", "pseudo_temp": "(0, inf)",
+        "pseudo_high": "[0, 1]", "pseudo_low": "[0, 1]", "pseudo_warmup": "[0, inf)",
+        "pseudo_weight": "[0, inf)", "n_ctx": "[1, inf)"}
+
     def validate(self) -> None:
+        check_ranges(self, "method")
         _choice("method.name", self.name, ("trm_ml", "dualcoop", "linear_probe", "zero_shot"))
         _choice("method.query_init", self.query_init, ("text", "random"))
         _choice("method.attn_init", self.attn_init, ("clip", "random"))
@@ -169,11 +189,6 @@ class MethodConfig:
             raise ConfigError(
                 f"method.pseudo_low < method.pseudo_high required in [0, 1], got "
                 f"{self.pseudo_low}, {self.pseudo_high}")
-        if self.num_heads < 1 or self.num_layers < 1:
-            raise ConfigError("method.num_heads and method.num_layers must be >= 1")
-        for name in ("kd_weight", "mcl_weight", "memory_size", "pseudo_warmup", "pseudo_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"method.{name} must be >= 0")
         if not 1 <= self.pseudo_k <= self.pseudo_bank:
             raise ConfigError(f"method.pseudo_k must be in [1, method.pseudo_bank], got "
                               f"pseudo_k={self.pseudo_k}, pseudo_bank={self.pseudo_bank}")
@@ -213,17 +228,23 @@ class TrainConfig:
     test_every: int = 1
     progress: bool = True
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "epochs": "[0, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)", "momentum": "[0, 1)",
+        "weight_decay": "[0, inf)", "warmup_epochs": "[0, inf)", "warmup_lr": "(0, inf)",
+        "seed": "[0, inf)", "num_workers": "[0, inf)", "test_every": "[0, inf)"}
+
     def validate(self) -> None:
+        check_ranges(self, "train")
         _choice("train.optimizer", self.optimizer, ("sgd", "adamw"))
         _choice("train.scheduler", self.scheduler, ("cosine", "constant"))
         _choice("train.select", self.select, ("val", "last"))
         _choice("train.augment", self.augment, ("crop_flip", "cutout", "none"))
-        if self.test_every < 0:
-            raise ConfigError(f"train.test_every must be >= 0, got {self.test_every}")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ConfigError("train.epochs must be >= 0 and train.batch_size >= 1")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"train.device must be auto, cpu, mps, cuda or cuda:N, got "
+                              f"{self.device!r}")
+        _nonempty("train.select_metric", self.select_metric)
+        if self.out_dir is not None:
+            _nonempty("train.out_dir", self.out_dir, "(null = runs/<auto name>)")
         if self.gpu_decode and self.device == "cpu":
             raise ConfigError("train.gpu_decode=true needs a CUDA device, but train.device='cpu' "
                               "(use device auto/cuda, or gpu_decode=false)")
@@ -357,16 +378,50 @@ def from_dict(values: dict[str, Any], source: str = "config") -> RunConfig:
     return RunConfig(**parts)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r} "
+                              f"(only one may be given)")
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
+    """The parsed YAML of ``path``; a missing, unreadable, empty or invalid file, or a key given
+    twice, is a ConfigError naming the file (an empty file would silently mean "all defaults")."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the {what} ({err})") from None
+    try:
+        values = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if values is None:
+        raise ConfigError(f"{path}: empty {what} (write at least one section, e.g. "
+                          f"'train: {{epochs: 12}}')")
+    return values
+
+
 def load_config(path: str | os.PathLike) -> RunConfig:
     """Read a YAML run config; every error names the file and the field."""
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    cfg = from_dict(values, source=str(path))
+    cfg = from_dict(read_yaml(path), source=str(path))
     try:
         return cfg.validate()
     except ConfigError as err:
@@ -392,15 +447,58 @@ def _set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
                           f"{sorted(_SECTIONS)}")
     section = getattr(cfg, parts[0])
     hints = typing.get_type_hints(type(section))
-    if parts[1] not in hints:
+    if parts[1] not in {f.name for f in fields(section)}:
         raise ConfigError(f"unknown field {key!r} (known: "
                           f"{', '.join(f.name for f in fields(section))})")
     setattr(section, parts[1], _coerce(key, value, hints[parts[1]]))
 
 
 def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{where} must be one of {list(allowed)}, got {value!r}")
+    require(where, value in allowed, f"one of {list(allowed)}", value)
+
+
+def _nonempty(where: str, value: Any, note: str = "") -> None:
+    require(where, isinstance(value, str) and value.strip() != "",
+            f"a non-empty string{' ' + note if note else ''}", value)
+
+
+def require(where: str, ok: bool, what: str, value: Any) -> None:
+    """The one check of every config class in the package (run, world, pre-training configs):
+    ``where`` (the dotted field) must be ``what``, else a ConfigError naming both."""
+    if not ok:
+        raise ConfigError(f"{where} must be {what}, got {value!r}")
+
+
+_INTERVAL = re.compile(r"([\[(])\s*(-?inf|-?[\d.e+-]+)\s*,\s*(-?inf|-?[\d.e+-]+)\s*([\])])")
+
+
+def check_range(where: str, value: Any, interval: str, note: str = "") -> None:
+    """``value`` must be a finite number in ``interval`` (``"[0, 1)"``, ``"(0, inf)"``): NaN and
+    inf are always refused, so a typo never reaches the optimizer. ``None`` passes (optional
+    fields are typed ``X | None``; the type check refuses null elsewhere)."""
+    if value is None:
+        return
+    m = _INTERVAL.fullmatch(interval.strip())
+    if m is None:  # pragma: no cover - a programming error in a RANGES table
+        raise ValueError(f"bad interval {interval!r} for {where}")
+    lo, hi = float(m[2]), float(m[3])
+    ok = (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+          and (lo <= value if m[1] == "[" else lo < value)
+          and (value <= hi if m[4] == "]" else value < hi))
+    if math.isinf(hi) and math.isinf(lo):
+        what = "a finite number"
+    elif math.isinf(hi):
+        what = f"{'>=' if m[1] == '[' else '>'} {m[2]}"
+    else:
+        what = f"in {interval}"
+    require(where, ok, what + (f" ({note})" if note else ""), value)
+
+
+def check_ranges(section: Any, prefix: str, notes: dict[str, str] | None = None) -> None:
+    """Check every field listed in ``section.RANGES``; a test keeps every numeric field listed."""
+    for name, interval in type(section).RANGES.items():
+        check_range(f"{prefix}.{name}", getattr(section, name), interval,
+                    (notes or {}).get(name, ""))
 
 
 def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
@@ -410,5 +508,5 @@ def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
 
 
 __all__ = ["KD_FORMS", "BackboneConfig", "ConfigError", "DataConfig", "MethodConfig", "RunConfig",
-           "TrainConfig", "from_dict", "load_config", "load_preset",
-           "parse_overrides", "presets_dir", "replace"]
+           "TrainConfig", "check_range", "check_ranges", "from_dict", "load_config", "load_preset",
+           "parse_overrides", "presets_dir", "read_yaml", "replace", "require"]

@@ -41,9 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from .config import ConfigError, RunConfig, load_config, load_preset, presets_dir
+from .config import ConfigError, RunConfig, load_config, load_preset, presets_dir, read_yaml
 from .distributed import is_distributed, is_main
 from .io import atomic_write
 from .paths import runs_dir
@@ -81,13 +80,9 @@ def load_spec(spec: str | Path | dict[str, Any]) -> dict[str, Any]:
         if not path.exists():
             known = sorted(p.stem for p in presets_dir().glob("*.yaml") if is_grid_spec(p))
             raise ConfigError(f"unknown grid preset {str(spec)!r} (known: {', '.join(known)})")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: grid spec not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    values = values if isinstance(values, dict) else {}
+    values = read_yaml(path, "grid spec")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a grid spec must be a mapping with a 'grids' block")
     values.setdefault("name", path.stem)
     return _check_spec(values, str(path))
 
@@ -95,8 +90,8 @@ def load_spec(spec: str | Path | dict[str, Any]) -> dict[str, Any]:
 def is_grid_spec(path: str | Path) -> bool:
     """True for a YAML file with a ``grids`` block (an experiment, not a run config)."""
     try:
-        values = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        values = read_yaml(path)
+    except ConfigError:
         return False
     return isinstance(values, dict) and "grids" in values
 
