@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trm_lib import weights
 from trm_lib.backbone import (
     BackboneError,
     FrozenCLIP,
@@ -332,19 +333,19 @@ def test_local_dir_loading(config_dir, tmp_path):
         FrozenCLIP("test-ViT", pretrained=f"local-dir:{tmp_path}")
 
 
-def test_tinyclip_goes_through_ensure_tinyclip(config_dir, tmp_path, monkeypatch):
-    import sys
-    import types
-
+def test_tinyclip_goes_through_its_registered_provider(config_dir, tmp_path, monkeypatch):
+    """'tinyclip' resolves through the provider trm_lib.pretrain registers in trm_lib.weights
+    (the backbone never imports pre-training); unregistered, the error says what to import."""
+    monkeypatch.delitem(weights._PROVIDERS, "tinyclip", raising=False)
+    with pytest.raises(BackboneError, match="import trm_lib.pretrain"):
+        FrozenCLIP("test-RN", pretrained="tinyclip")
     src = FrozenCLIP("test-RN", seed=7)
     folder = tmp_path / "tinyclip"
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": CONFIGS["test-RN"]}))
     torch.save(src.model.state_dict(), folder / "open_clip_pytorch_model.bin")
     calls = []
-    fake = types.ModuleType("trm_lib.pretrain")
-    fake.ensure_tinyclip = lambda name, **kw: calls.append(name) or folder
-    monkeypatch.setitem(sys.modules, "trm_lib.pretrain", fake)
+    monkeypatch.setitem(weights._PROVIDERS, "tinyclip", lambda name: calls.append(name) or folder)
     b = FrozenCLIP("test-RN", pretrained="tinyclip")
     assert calls == ["test-RN"]
     assert torch.equal(b.model.visual.conv1.weight, src.model.visual.conv1.weight)

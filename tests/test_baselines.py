@@ -15,7 +15,8 @@ from trm_lib.backbone import FrozenCLIP
 from trm_lib.baselines import DualCoOp, LinearProbe, ZeroShotCLIP
 from trm_lib.config import ConfigError, MethodConfig
 from trm_lib.losses import partial_asl
-from trm_lib.methods import MethodContext, build_method
+from trm_lib.method_zoo import build_method
+from trm_lib.methods import MethodContext
 
 torch.set_num_threads(1)
 

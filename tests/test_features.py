@@ -14,12 +14,11 @@ from trm_lib.datasets import read_generic, write_generic
 from trm_lib.features import (
     FeatureCacheError,
     FeatureStore,
-    bench,
-    cli,
     compute_features,
     feature_key,
     store_dir,
 )
+from trm_lib.features_cli import bench, cli
 
 torch.set_num_threads(1)
 

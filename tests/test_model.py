@@ -12,7 +12,8 @@ from sklearn.metrics import average_precision_score
 
 from trm_lib.config import MethodConfig
 from trm_lib.losses import soft_label_loss
-from trm_lib.methods import MethodContext, build_method
+from trm_lib.method_zoo import build_method
+from trm_lib.methods import MethodContext
 from trm_lib.model import TRMML, CategoryCrossAttention, RegionCalibrator
 
 torch.set_num_threads(1)

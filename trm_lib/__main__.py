@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     # command: (module, function, one-line help)
     "synth": ("trm_lib.datasets.synthetic", "cli", "generate / locate the SynthScenes world"),
     "pretrain": ("trm_lib.pretrain", "cli", "pre-train (or locate) the cached TinyCLIP"),
-    "features": ("trm_lib.features", "cli", "compute / inspect the frozen-feature cache"),
+    "features": ("trm_lib.features_cli", "cli", "compute / inspect the frozen-feature cache"),
     "train": ("trm_lib.experiments", "cli_train", "train one method from a config"),
     "evaluate": ("trm_lib.experiments", "cli_evaluate", "evaluate a checkpoint"),
     "experiment": ("trm_lib.experiments", "cli_experiment", "run a grid into a results CSV"),

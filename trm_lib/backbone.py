@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import open_clip
 import torch
@@ -41,20 +40,17 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer, text_global_pool
 from torch import nn
 
-from .config import BackboneConfig
-from .io import read_json, sha256_file
+from .errors import BackboneError
+from .io import read_json
+from .weights import hash_files, resolve_weights
+
+if TYPE_CHECKING:
+    from .config import BackboneConfig
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("crop_flip", "cutout", "none")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-_LOCAL_DIR_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip looks for in a folder
 _REGISTERED: set[Path] = set()
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-class BackboneError(ValueError):
-    """A backbone cannot be built as asked; the message names the model, file or option."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,52 +82,6 @@ def register_model_configs(folder: str | os.PathLike | None = None) -> list[str]
     return names
 
 
-def _hash_files(files: Sequence[Path]) -> str:
-    """SHA-256 over (name, content hash) of ``files``; memoised on (path, size, mtime) because
-    real CLIP weights are hundreds of MB and the identity is asked for on every cache lookup."""
-    digest = hashlib.sha256()
-    for f in sorted(files):
-        st = f.stat()
-        memo = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-        if memo not in _HASH_MEMO:
-            _HASH_MEMO[memo] = sha256_file(f)
-        digest.update(f"{f.name}:{_HASH_MEMO[memo]}\n".encode())
-    return digest.hexdigest()
-
-
-def _local_dir_files(folder: Path) -> list[Path]:
-    """The config + weight files of a ``local-dir:`` folder, or an error naming what is missing
-    (open_clip only *logs* a missing checkpoint and hands back a random model)."""
-    if not folder.is_dir():
-        raise BackboneError(f"{folder}: local-dir folder not found")
-    config = folder / "open_clip_config.json"
-    if not config.is_file():
-        raise BackboneError(f"{config}: not found (a local-dir folder needs open_clip_config.json "
-                            f"with a 'model_cfg' section, plus a weights file)")
-    if "model_cfg" not in (read_json(config) or {}):
-        raise BackboneError(f"{config}: missing the 'model_cfg' section")
-    weights = [p for p in folder.iterdir() if p.suffix in _LOCAL_DIR_SUFFIXES and p.is_file()]
-    if not weights:
-        raise BackboneError(f"{folder}: no weights file (*.safetensors, *.bin, *.pth) beside "
-                            f"open_clip_config.json")
-    return [config, *weights]
-
-
-def _check_quickgelu(model_name: str, tag: str) -> None:
-    """OpenAI's weights were trained with QuickGELU; open_clip only *warns* when the plain model
-    name (nn.GELU) is combined with them, and the features come out subtly wrong. Refuse early,
-    before any download is attempted."""
-    tag_cfg = open_clip.get_pretrained_cfg(model_name, tag)
-    model_cfg = open_clip.get_model_config(model_name) or {}
-    want, have = bool(tag_cfg.get("quick_gelu", False)), bool(model_cfg.get("quick_gelu", False))
-    if tag_cfg and want != have:
-        fix = (f"{model_name}-quickgelu" if want else model_name.removesuffix("-quickgelu"))
-        raise BackboneError(
-            f"backbone.model {model_name!r} with pretrained={tag!r}: the weights were trained "
-            f"with quick_gelu={want} but the model uses quick_gelu={have}; use model name "
-            f"{fix!r}")
-
-
 @contextlib.contextmanager
 def _quiet_random_init_log() -> Iterator[None]:
     """open_clip logs a root-level warning for every random model; pretrained=None is a choice."""
@@ -145,40 +95,6 @@ def _quiet_random_init_log() -> Iterator[None]:
         yield
     finally:
         root.removeFilter(drop)
-
-
-def _resolve_pretrained(model_name: str, pretrained: str | None
-                        ) -> tuple[str, str | None, list[Path]]:
-    """Map our ``pretrained`` forms to (open_clip name, open_clip pretrained, files to hash)."""
-    if model_name.startswith("local-dir:"):
-        folder = Path(model_name[len("local-dir:"):]).expanduser()
-        return f"local-dir:{folder}", None, _local_dir_files(folder)
-    if pretrained is None or str(pretrained).lower() in ("", "none", "random"):
-        return model_name, None, []
-    if pretrained == "tinyclip":
-        try:
-            from .pretrain import ensure_tinyclip
-        except ImportError as err:
-            raise BackboneError(f"pretrained='tinyclip' needs trm_lib.pretrain ({err})") from None
-        folder = Path(ensure_tinyclip(model_name))
-        return f"local-dir:{folder}", None, _local_dir_files(folder)
-    if pretrained.startswith("local-dir:"):
-        folder = Path(pretrained[len("local-dir:"):]).expanduser()
-        return f"local-dir:{folder}", None, _local_dir_files(folder)
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        return f"local-dir:{path}", None, _local_dir_files(path)
-    if path.is_file():
-        return model_name, str(path), [path]
-    if open_clip.get_pretrained_cfg(model_name, pretrained):
-        _check_quickgelu(model_name, pretrained)
-        return model_name, pretrained, []
-    if path.suffix in _WEIGHT_SUFFIXES or os.sep in pretrained:
-        raise BackboneError(f"{path}: pretrained weights file not found")
-    tags = open_clip.list_pretrained_tags_by_model(model_name)
-    raise BackboneError(
-        f"backbone.pretrained={pretrained!r} is neither a file, a local-dir: folder, 'tinyclip', "
-        f"nor an open_clip tag of {model_name!r} (tags: {', '.join(tags) or 'none'})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +253,7 @@ class FrozenCLIP(nn.Module):
         if batch_size < 1:
             raise BackboneError(f"backbone.batch_size must be >= 1, got {batch_size}")
         register_model_configs()
-        oc_name, oc_pretrained, files = _resolve_pretrained(model_name, pretrained)
+        oc_name, oc_pretrained, files = resolve_weights(model_name, pretrained)
         if not oc_name.startswith("local-dir:") and open_clip.get_model_config(oc_name) is None:
             raise BackboneError(f"backbone.model {model_name!r} is not an open_clip model config "
                                 f"(see open_clip.list_models(); tiny configs live in "
@@ -348,7 +264,7 @@ class FrozenCLIP(nn.Module):
         self.batch_size = batch_size
         self.seed = seed
         self.templates = tuple(templates)
-        self._weights_sha256 = _hash_files(files) if files else None
+        self._weights_sha256 = hash_files(files) if files else None
         random = not files and not oc_pretrained
         # what the identity calls the weights: local files are named by their hash alone (not
         # their path), so the same TinyCLIP reached as `tinyclip` or as a `local-dir:` folder

@@ -14,13 +14,13 @@ so a comparison differs only in the model.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MethodConfig
-from .methods import Method, MethodContext
+from .methods import Method, MethodContext, register_method
 from .model import (
     MAX_LOGIT_SCALE,
     batch_key,
@@ -29,6 +29,9 @@ from .model import (
     probabilities,
     text_features,
 )
+
+if TYPE_CHECKING:
+    from .config import MethodConfig
 
 __all__ = ["DualCoOp", "LinearProbe", "ZeroShotCLIP"]
 
@@ -54,6 +57,7 @@ def _observed(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> t
     return observed.float()
 
 
+@register_method("zero_shot", label="zero-shot CLIP")
 class ZeroShotCLIP(_Baseline):
     """``s_c = λ cos(g, t_c)`` with the global image embedding g and fixed λ = exp(logit_scale_init).
 
@@ -61,7 +65,6 @@ class ZeroShotCLIP(_Baseline):
     returns the classification loss (without gradient) so validation-loss curves are comparable.
     """
 
-    name = "zero_shot"
     trainable = False
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext):
@@ -76,6 +79,7 @@ class ZeroShotCLIP(_Baseline):
             return {"logits": lam * g @ self.text.t()}
 
 
+@register_method("linear_probe", label="linear probe")
 class LinearProbe(_Baseline):
     """``s = W ĝ + b`` on the normalised global embedding, trained with partial ASL / BCE.
 
@@ -83,7 +87,6 @@ class LinearProbe(_Baseline):
     before the first step the probe reproduces :class:`ZeroShotCLIP` exactly — the probe can only
     improve on zero-shot by what the partial labels teach it."""
 
-    name = "linear_probe"
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
@@ -98,6 +101,7 @@ class LinearProbe(_Baseline):
             return {"logits": F.linear(g, self.weight, self.bias)}
 
 
+@register_method("dualcoop", label="DualCoOp")
 class DualCoOp(_Baseline):
     """Text-pixel matching with a pair of learnable prompts per class.
 
@@ -122,7 +126,6 @@ class DualCoOp(_Baseline):
     λ·cos(F̃, t⁻) to unlearn first.
     """
 
-    name = "dualcoop"
     #: spatial softmax temperature of the lineage (their ``spatial_T`` init 3.0 = ln 20)
     SPATIAL_SCALE_INIT = math.log(20.0)
 

@@ -19,10 +19,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config value is missing, unknown or out of range; the message names the field."""
-
+from .errors import ConfigError
 
 #: ``method.kd`` values: region → query distillation forms (:func:`trm_lib.losses.distillation_loss`)
 KD_FORMS = ("ensemble", "cosine", "mse", "kl", "none")
@@ -87,7 +84,7 @@ class BackboneConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "trm_ml"  # trm_ml | dualcoop | linear_probe | zero_shot
+    name: str = "trm_ml"  # a registered method: trm_lib.method_zoo.list_methods()
     # --- TRM-ML head (METHOD.md §2) ---
     query_init: str = "text"  # [choice] text | random
     num_heads: int = 8  # [choice]
@@ -173,7 +170,9 @@ class MethodConfig:
 
     def validate(self) -> None:
         check_ranges(self, "method")
-        _choice("method.name", self.name, ("trm_ml", "dualcoop", "linear_probe", "zero_shot"))
+        from .method_zoo import list_methods  # the registered methods, not a copy of their names
+
+        _choice("method.name", self.name, tuple(list_methods()))
         _choice("method.query_init", self.query_init, ("text", "random"))
         _choice("method.attn_init", self.attn_init, ("clip", "random"))
         _choice("method.kv_source", self.kv_source, ("projected", "raw"))

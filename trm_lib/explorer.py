@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 from . import viz
 from .config import ConfigError, MethodConfig, RunConfig, from_dict
 from .datasets import MultiLabelDataset
+from .method_zoo import list_methods, method_label
 from .paths import runs_dir
 from .train import (
     LoadedRun,
@@ -61,9 +62,8 @@ __all__ = ["CONTROLS", "EXPLORER_OVERRIDES", "FIGURE_ROWS", "METHODS", "PROPORTI
            "ExplorerWidgets", "Setting", "View", "build_widgets", "explorer_config",
            "static_figure", "tidy"]
 
-#: methods the explorer offers, with their display names
-METHODS = {"trm_ml": "TRM-ML", "dualcoop": "DualCoOp", "linear_probe": "linear probe",
-           "zero_shot": "zero-shot CLIP"}
+#: methods the explorer offers (every registered one), with their display names
+METHODS = {name: method_label(name) for name in list_methods()}
 #: the label proportions of the benchmark (protocol A)
 PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: rows of the attention figure: (row title, method) — the paper's Figure 4 order

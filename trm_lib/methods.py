@@ -22,13 +22,17 @@ key             shape            meaning
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
-from .config import MethodConfig
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import MethodConfig
 
 
 @dataclass
@@ -80,16 +84,52 @@ class Method(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
+# ---------------------------------------------------------------------------------------------
+# The registry: implementations register into it; it never imports them (trm_lib.method_zoo does)
+# ---------------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Method]] = {}
+_LABELS: dict[str, str] = {}
+
+M = TypeVar("M", bound=type[Method])
+
+
+def register_method(name: str, label: str | None = None) -> Callable[[M], M]:
+    """Class decorator: make ``method.name=name`` build this class; ``label`` is its display name
+    (figures, the explorer)."""
+    def deco(cls: M) -> M:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method {name!r} is registered twice ({_REGISTRY[name].__name__}, "
+                             f"{cls.__name__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        _LABELS[name] = label or name
+        return cls
+    return deco
+
+
+def list_methods() -> list[str]:
+    """The registered method names, in registration order (see :mod:`trm_lib.method_zoo`)."""
+    return list(_REGISTRY)
+
+
+def method_label(name: str) -> str:
+    """The display name of a registered method (its name when it has none)."""
+    return _LABELS.get(name, name)
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name``; ConfigError naming the known ones otherwise."""
+    if name not in _REGISTRY:
+        known = ", ".join(_REGISTRY) or "none: import trm_lib.method_zoo to register the built-ins"
+        raise ConfigError(f"method.name {name!r} unknown (known: {known})")
+    return _REGISTRY[name]
+
+
 def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
-    """Factory by ``cfg.name``; imports lazily so each method lives in its own module."""
-    if cfg.name == "trm_ml":
-        from .model import TRMML
+    """The method ``cfg.name`` names, built for ``ctx``."""
+    return method_class(cfg.name)(cfg, ctx)
 
-        return TRMML(cfg, ctx)
-    from . import baselines
 
-    builders = {"zero_shot": baselines.ZeroShotCLIP, "dualcoop": baselines.DualCoOp,
-                "linear_probe": baselines.LinearProbe}
-    if cfg.name not in builders:
-        raise ValueError(f"method.name {cfg.name!r} unknown (known: trm_ml, {', '.join(builders)})")
-    return builders[cfg.name](cfg, ctx)
+__all__ = ["Method", "MethodContext", "build_method", "list_methods", "method_class",
+           "method_label", "register_method"]

@@ -23,12 +23,13 @@ calibrated. :class:`RegionCalibrator` turns them into log-odds from the observed
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, MethodConfig
+from .errors import ConfigError
 from .losses import (
     distillation_loss,
     multimodal_contrastive_loss,
@@ -36,8 +37,11 @@ from .losses import (
     partial_bce,
     soft_label_loss,
 )
-from .methods import Method, MethodContext
+from .methods import Method, MethodContext, register_method
 from .prototypes import InstanceMemory, PrototypeMemory, PseudoLabeler
+
+if TYPE_CHECKING:
+    from .config import MethodConfig
 
 __all__ = ["CategoryCrossAttention", "RegionCalibrator", "TRMML", "classification_loss",
            "probabilities", "text_features"]
@@ -225,6 +229,7 @@ class RegionCalibrator(nn.Module):
         return torch.where(fitted, out, torch.zeros_like(out)).to(cos.dtype)
 
 
+@register_method("trm_ml", label="TRM-ML")
 class TRMML(Method):
     """Text-Region Matching for Multi-Label recognition with missing labels.
 
@@ -250,7 +255,6 @@ class TRMML(Method):
     ``z`` (B, C, D); ``r`` (B, C, D); ``region_logits`` (B, C) λ cos(r_c, t_c).
     """
 
-    name = "trm_ml"
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)

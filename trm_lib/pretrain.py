@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from .config import ConfigError
 from .io import read_json, replace_dir, sha256_file, write_json
 from .paths import cache_dir
+from .weights import register_weights
 
 # Bump when the training code changes what a given config produces (part of the cache key).
 PRETRAIN_VERSION = "1"
@@ -602,6 +603,9 @@ def ensure_tinyclip(model_name: str = "TinyCLIP-RN", *, force: bool = False,
             return folder
         pretrain(cfg, folder, progress=progress, evaluate=evaluate)
     return folder
+
+
+register_weights("tinyclip", ensure_tinyclip)  # backbone.pretrained="tinyclip" resolves here
 
 
 def _check_cached(folder: Path, cfg: PretrainConfig) -> None:

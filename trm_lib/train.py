@@ -74,7 +74,8 @@ from .config import BackboneConfig, ConfigError, RunConfig, TrainConfig, from_di
 from .datasets import MultiLabelDataset
 from .datasets import load as load_dataset
 from .io import atomic_path, atomic_write, read_json, write_json
-from .methods import Method, MethodContext, build_method
+from .method_zoo import build_method
+from .methods import Method, MethodContext
 from .paths import git_revision, runs_dir
 
 Batch = dict[str, torch.Tensor]
@@ -328,6 +329,7 @@ class Resources:
     def backbone(self, cfg: BackboneConfig, device: torch.device) -> Any:
         key = self._key(cfg.__dict__, str(device))
         if key not in self._backbones:
+            from . import pretrain  # noqa: F401  registers backbone.pretrained="tinyclip"
             from .backbone import FrozenCLIP
 
             self._backbones[key] = FrozenCLIP.from_config(cfg, device)

@@ -1,0 +1,108 @@
+"""The import graph of ``trm_lib`` has no cycles.
+
+Every ``import`` / ``from … import`` of a ``trm_lib`` module counts, at module level *and* inside
+functions (a lazy import is still a dependency: it only moves the cycle to call time); imports
+under ``if TYPE_CHECKING:`` do not (they never run). Imports by string through ``importlib`` (the
+CLI dispatcher, the dataset loader table) are not seen by this walk.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import trm_lib
+
+PKG = Path(trm_lib.__file__).resolve().parent
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    out = {}
+    for path in sorted(PKG.rglob("*.py")):
+        parts = ["trm_lib", *path.relative_to(PKG).with_suffix("").parts]
+        is_pkg = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_pkg else parts)] = (path, is_pkg)
+    return out
+
+
+def _targets(module: str, is_pkg: bool, node: ast.Import | ast.ImportFrom,
+             known: dict[str, tuple[Path, bool]]) -> list[str]:
+    """The trm_lib modules one import statement loads (``from . import x`` loads ``pkg.x``)."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        if node.level:
+            base = module.split(".")[: len(module.split(".")) - (0 if is_pkg else 1)]
+            base = base[: len(base) - (node.level - 1)] + ([node.module] if node.module else [])
+            base_name = ".".join(base)
+        else:
+            base_name = node.module or ""
+        names = [f"{base_name}.{a.name}" if f"{base_name}.{a.name}" in known else base_name
+                 for a in node.names]
+    out = []
+    for name in names:
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        if name.startswith("trm_lib") and name != module:
+            out.append(name)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the trm_lib modules it imports (module level and function level)."""
+    known = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in known}
+    for module, (path, is_pkg) in known.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in typing_only:
+                graph[module].update(_targets(module, is_pkg, node, known))
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path ``[a, b, …, a]``, or None (depth-first search, colouring)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_walk_sees_lazy_imports_and_cycles():
+    """The walk itself: it finds the function-level edge pre-training has on the backbone, and a
+    planted cycle."""
+    graph = import_graph()
+    assert "trm_lib.backbone" in graph["trm_lib.pretrain"]  # imported inside functions only
+    assert "trm_lib.pretrain" not in graph["trm_lib.backbone"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_registries_do_not_import_their_implementations():
+    graph = import_graph()
+    assert not graph["trm_lib.methods"] & {"trm_lib.model", "trm_lib.baselines",
+                                           "trm_lib.method_zoo"}
+    assert {"trm_lib.model", "trm_lib.baselines"} <= graph["trm_lib.method_zoo"]
+    assert "trm_lib.pretrain" not in graph["trm_lib.weights"]
