@@ -59,7 +59,7 @@ from .train import (
 
 __all__ = ["CONTROLS", "EXPLORER_OVERRIDES", "FIGURE_ROWS", "METHODS", "PROPORTIONS", "Explorer",
            "ExplorerRun",
-           "ExplorerWidgets", "Setting", "View", "build_widgets", "explorer_config",
+           "ExplorerWidgets", "Setting", "View", "build_widgets", "explorer_config", "figure_png",
            "static_figure", "tidy"]
 
 #: methods the explorer offers (every registered one), with their display names
@@ -444,7 +444,9 @@ def static_figure(explorer: Explorer, **state: Any) -> Figure:
 
 
 # ------------------------------------------------------------------------------------- widgets
-def _png(fig: Figure, dpi: int = 100) -> bytes:
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The PNG bytes the widgets show for ``fig`` (fixed metadata, so equal figures give equal
+    bytes: the browser tests compare the page's image with the library's)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
@@ -555,7 +557,7 @@ class ExplorerWidgets(widgets.VBox):
             return
         self.truth.value = f"true labels: <b>{html.escape(', '.join(labels) or 'none')}</b>"
         self.table.value = _html_table(view.table)
-        self.figure.value = _png(view.figure)
+        self.figure.value = figure_png(view.figure)
         self.last_view = view
         self.updates += 1
         self.status.value = (f"{html.escape(view.setting.label())}, image {view.image}: "

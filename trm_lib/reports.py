@@ -405,7 +405,29 @@ def _parser() -> argparse.ArgumentParser:
                     help="list the notebooks and their parameters, run nothing")
     ap.add_argument("--strip", action="store_true",
                     help="strip outputs from the notebooks in place, run nothing")
+    ap.add_argument("--browser", action="store_true",
+                    help="then open notebook 06 in JupyterLab in headless Chromium and save "
+                         "screenshots of the live explorer to figures/")
     return ap
+
+
+def browser_screenshots(out_dir: str | os.PathLike | None, smoke: bool,
+                        parameters: dict[str, Any] | None = None) -> list[Path]:
+    """Screenshots of notebook 06's explorer as a user sees it, into ``<out_dir>/figures``
+    (:func:`trm_lib.browser.explorer_screenshots`, with the report's parameters, so it reads
+    back the runs the report's own 06 run trained); the index is rebuilt to list them."""
+    from . import browser
+
+    reason = browser.missing()
+    if reason:
+        raise ReportError(f"--browser: {reason}")
+    out = Path(out_dir if out_dir is not None else reports_dir()).resolve()
+    declared = parameters_of(notebooks_dir() / "06_explorer.ipynb")
+    values = {"report_dir": str(out), "smoke": smoke, **(parameters or {})}
+    shots = browser.explorer_screenshots(out / "figures",
+                                         {k: v for k, v in values.items() if k in declared})
+    write_index(out)
+    return shots
 
 
 def cli(argv: list[str]) -> int:
@@ -426,9 +448,11 @@ def cli(argv: list[str]) -> int:
             import logging
 
             logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        parameters = parse_overrides(args.param)
         run_notebooks(args.notebooks, args.out, only=args.only.split(",") if args.only else None,
-                      smoke=args.smoke, parameters=parse_overrides(args.param),
-                      log_output=args.log_output)
+                      smoke=args.smoke, parameters=parameters, log_output=args.log_output)
+        if args.browser:
+            browser_screenshots(args.out, args.smoke, parameters)
     except (ReportError, ConfigError) as err:
         print(f"\nreport: {err}", file=sys.stderr)
         return 1

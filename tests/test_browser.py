@@ -1,0 +1,186 @@
+"""The notebooks in a real browser: JupyterLab in headless Chromium (Playwright), smoke world.
+
+Notebook copies get ``smoke=True`` and a temporary report folder injected into their
+``parameters`` cell (papermill's injection, :func:`trm_lib.browser.prepare_notebooks`), a lab
+server serves them with a token, and the tests act as a user: Run All from the menu, then move
+the explorer's controls. After every action the page must show something new, and exactly what
+the library computes for that setting: the metrics table's cells against
+:meth:`trm_lib.explorer.Explorer.table`, the figure's PNG bytes against
+:func:`trm_lib.explorer.figure_png` of :meth:`~trm_lib.explorer.Explorer.figure` — computed here,
+in the test process, from the run folders the notebook's kernel trained.
+
+Without Playwright or Chromium these tests skip with the reason (tests/conftest.py); under
+``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+NOTEBOOKS = ["05_attention_maps.ipynb", "06_explorer.ipynb"]
+START = {"proportion": 0.1, "method": "trm_ml"}  # notebook 06's defaults
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A lab server on copies of notebooks 05 and 06 (smoke), and a Chromium context."""
+    from trm_lib import browser
+
+    root = tmp_path_factory.mktemp("lab")
+    report = root / "report"
+    browser.prepare_notebooks(root / "notebooks", NOTEBOOKS,
+                              {"smoke": True, "report_dir": str(report)})
+    # the kernels share the test session's private cache and runs folder (tests/conftest.py),
+    # so the library here reads back the runs the notebook trained
+    env = browser.lab_environment({k: os.environ[k] for k in ("TRM_CACHE", "TRM_RUNS")})
+    t0 = time.perf_counter()
+    with browser.lab_server(root / "notebooks", env=env) as server, browser.chromium() as ctx:
+        print(f"\n[browser] lab server and Chromium up in {time.perf_counter() - t0:.1f} s")
+        yield server, ctx, report
+        print(f"[browser] lab server log tail:\n{server.log_tail(10)}")
+
+
+def _open(lab, name):
+    from trm_lib import browser
+
+    server, ctx, _ = lab
+    page = ctx.new_page()
+    page.set_default_timeout(browser.SLOW_MS)
+    return browser.LabPage(page, server, name).open()
+
+
+def _cell(value: float) -> str:
+    """How the explorer's HTML table writes a number (pandas to_html, na_rep '–')."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else \
+        f"{value:.2f}"
+
+
+METRIC_COLUMNS = ("mAP", "CF1", "OF1", "mAP (oracle)", "pseudo precision", "pseudo recall",
+                  "pseudo coverage")
+
+
+def _assert_table(shown: dict[str, dict[str, str]], expected) -> None:
+    assert set(shown) == set(expected.index), (sorted(shown), list(expected.index))
+    for label, row in expected.iterrows():
+        for col in METRIC_COLUMNS:
+            assert shown[label][col] == _cell(row[col]), (label, col, shown[label][col], row[col])
+
+
+def _assert_figure(png: bytes, expected: bytes) -> None:
+    """The page's figure is the library's: identical bytes, or (should float rounding of a
+    different thread count move a pixel) the same image up to a few pixels."""
+    if hashlib.sha256(png).digest() == hashlib.sha256(expected).digest():
+        return
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    b = np.asarray(Image.open(io.BytesIO(expected)).convert("RGB"), dtype=np.int16)
+    assert a.shape == b.shape, f"figure size {a.shape} on the page, {b.shape} from the library"
+    differing = (np.abs(a - b).max(-1) > 8).mean()
+    assert differing < 1e-3, f"{differing:.2%} of the figure's pixels differ from the library's"
+
+
+def test_explorer_acts_like_the_library(lab):
+    from trm_lib import reports
+    from trm_lib.explorer import Explorer, explorer_config, figure_png
+
+    t0 = time.perf_counter()
+    page = _open(lab, "06_explorer.ipynb")
+    page.run_all()
+    from trm_lib.browser import ExplorerPage
+
+    ui = ExplorerPage(page)
+    ui.wait_ready()
+    print(f"[browser] 06 opened, run all, explorer shown: {time.perf_counter() - t0:.1f} s")
+
+    # the library's view of the same settings (the notebook's parameters cell, smoke)
+    explorer = Explorer(explorer_config(reports.notebook_overrides(
+        smoke=True, epochs=4, overrides={"data.proportion": 0.1, "method.name": "trm_ml"})))
+    state = {**dataclasses.asdict(explorer.setting(**START)), "image": 0}
+
+    def check(status: str, previous_png: bytes | None) -> bytes:
+        controls = {k: v for k, v in state.items() if k != "image"}
+        _assert_table(ui.table(), explorer.table(**controls))
+        png = ui.figure_png()
+        _assert_figure(png, figure_png(explorer.figure(state["image"], **controls)))
+        if previous_png is not None:
+            assert png != previous_png, "the figure did not change"
+        labels = ", ".join(explorer.image_labels(state["image"])) or "none"
+        assert ui.truth() == f"true labels: {labels}"
+        assert status.startswith(f"{explorer.setting(**controls).label()}, image "
+                                 f"{state['image']}:"), status
+        return png
+
+    status = ui.status()
+    png = check(status, None)
+
+    # 1) the label-proportion slider: one step right (10% -> 20%), from the keyboard
+    ui.step_slider("label proportion p")
+    state["proportion"] = 0.2
+    status = ui.wait_status(status)
+    png = check(status, png)
+
+    # 2) an ablation switch: knowledge distillation off
+    assert ui.checkbox_checked("knowledge distillation")
+    ui.click_checkbox("knowledge distillation")
+    state["kd"] = False
+    status = ui.wait_status(status)
+    assert not ui.checkbox_checked("knowledge distillation")
+    png = check(status, png)
+
+    # 3) the pseudo-positive threshold, typed into the slider's readout: a new run, shown in
+    # the table (with the default soft pseudo-labels the thresholds only define the
+    # precision/recall readout, so the maps, and the figure, may stay the same)
+    before = set(ui.table())
+    ui.type_slider("pseudo-positive", "0.8")
+    state["pseudo_high"] = 0.8
+    status = ui.wait_status(status)
+    png = check(status, None)
+    assert "pseudo(0.80/" in status and set(ui.table()) != before
+
+    # 4) another test image for the attention view
+    table = ui.table()
+    ui.type_slider("test image", "5")
+    state["image"] = 5
+    status = ui.wait_status(status)
+    png = check(status, png)
+    assert ui.table() == table, "picking an image must not change the runs"
+
+    assert explorer.trained == [], "the library retrained a setting the page had trained"
+    page.wait_executed()
+    saved = page.save()
+    errors = [o for c in saved.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors, errors[0].get("evalue") if errors else None
+    assert not page.errors, page.errors
+    print(f"[browser] 06 with four user actions: {time.perf_counter() - t0:.1f} s")
+
+
+def test_attention_notebook_renders_its_figures(lab):
+    t0 = time.perf_counter()
+    page = _open(lab, "05_attention_maps.ipynb")
+    page.run_all()
+    page.wait_executed()
+    saved = page.save()
+    code = [c for c in saved.cells if c.cell_type == "code"]
+    errors = [f"{o.ename}: {o.evalue}" for c in code for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors, f"05 shows error output: {errors}"
+    assert all(c.execution_count for c in code), "Run All did not reach every code cell"
+    figures = sum("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+    assert figures >= 1
+    widths = page.rendered_images()
+    assert len(widths) == figures and all(w > 0 for w in widths), widths
+    assert (lab[2] / "tables" / "05_pointing_game.csv").exists()
+    assert not page.errors, page.errors
+    print(f"[browser] 05 run through the UI: {figures} figures rendered, "
+          f"{time.perf_counter() - t0:.1f} s")
