@@ -195,6 +195,36 @@ def test_plot_ablation_bars_errorbars_and_deltas():
         viz.plot_ablation(df, method="trm_ml", baseline_variant="nope")
 
 
+def test_plot_forest_draws_gain_and_interval_per_component():
+    from matplotlib.figure import Figure as Fig
+
+    from trm_lib.stats import paired_differences
+
+    rows = [dict(grid="g", method="trm_ml", variant=v, protocol="proportion", proportion=0.1,
+                 seed=s, split="test", metric="mAP", value=b + d)
+            for v, b in (("full", 0.70), ("no_kd", 0.65), ("no_mcl", 0.70))
+            for s, d in enumerate((0.0, 0.01, -0.005))]
+    rows[-1]["value"] += 0.01  # no_mcl: noise around full
+    rows.append(dict(grid="g", method="trm_ml", variant="no_pseudo", protocol="proportion",
+                     proportion=0.1, seed=0, split="test", metric="mAP", value=0.69))
+    diffs = paired_differences(pd.DataFrame(rows))
+    ax = Fig().subplots()
+    fig = viz.plot_forest(diffs, ax=ax)
+    assert fig is ax.figure
+    # the no_kd row: gain +5 points with a zero-width interval (constant paired difference)
+    xs = sorted(round(float(line.get_xdata()[0]), 6) for line in ax.lines
+                if len(line.get_xdata()) == 1)
+    assert 5.0 in xs and 1.0 in xs  # no_pseudo's single seed is a hollow marker at +1
+    assert any(line.get_linestyle() == "--" and list(line.get_xdata()) == [0, 0]
+               for line in ax.lines)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["distillation (full − no_kd)", "contrastive (full − no_mcl)",
+                      "pseudo-labels (full − no_pseudo)"]
+    assert isinstance(viz.plot_forest(diffs), Figure)
+    with pytest.raises(ValueError, match="no paired differences"):
+        viz.plot_forest(diffs.iloc[:0])
+
+
 # -------------------------------------------------------------------------------------- attention
 def test_upsample_map_matches_torch_bilinear():
     m = np.random.default_rng(0).random((3, 5)).astype(np.float32)

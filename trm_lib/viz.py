@@ -541,6 +541,62 @@ def plot_ablation(results_df: pd.DataFrame, baseline_variant: str = "full", metr
     return fig
 
 
+#: what each ablation switch of the fidelity grid removes (the forest plot's row labels)
+COMPONENT_LABELS = {"no_kd": "distillation (full − no_kd)", "no_mcl": "contrastive (full − no_mcl)",
+                    "no_pseudo": "pseudo-labels (full − no_pseudo)",
+                    "text_image": "region matching (full − text_image)"}
+
+
+def plot_forest(diffs: pd.DataFrame, ax: Any = None, scale: float = 100.0,
+                labels: Mapping[str, str] | None = None, unit: str = "mAP points") -> Figure:
+    """Forest plot of component gains: per variant (row) and proportion (colour) the mean
+    paired gain ``reference − variant`` over seeds with its 95 % t-interval, and a zero line.
+
+    ``diffs`` is the tidy frame of :func:`trm_lib.stats.paired_differences`; draws into ``ax``
+    (a new figure if None) and returns its figure. A point whose bar misses the zero line is a
+    gain beyond seed noise; rows with one seed have no bar (hollow marker)."""
+    from .stats import component_gains
+
+    _require_columns(diffs, ["variant", "proportion", "n", "mean_diff", "ci_low", "ci_high"],
+                     "plot_forest")
+    if diffs.empty:
+        raise ValueError("plot_forest: no paired differences to draw")
+    gains = component_gains(diffs)
+    names = {**COMPONENT_LABELS, **(labels or {})}
+    variants = list(pd.unique(gains["variant"].astype(str)))
+    props = sorted(gains["proportion"].astype(float).unique(), key=lambda p: (np.isnan(p), p))
+    with mpl.rc_context(STYLE):
+        if ax is None:
+            fig, axes = _figure(1, 1, (6.4, 0.55 * len(variants) * max(1, len(props)) + 1.6))
+            ax = axes[0, 0]
+        colors = dict(zip(props, _colors(len(props))))
+        step = 0.7 / max(1, len(props))
+        for j, p in enumerate(props):
+            g = gains[gains["proportion"].astype(float).fillna(-1) == (-1 if np.isnan(p) else p)]
+            for _, r in g.iterrows():
+                y = variants.index(str(r["variant"])) + (j - (len(props) - 1) / 2) * step
+                x = scale * r["gain"]
+                has_ci = np.isfinite(r["gain_low"]) and np.isfinite(r["gain_high"])
+                if has_ci:
+                    ax.errorbar(x, y, xerr=[[x - scale * r["gain_low"]],
+                                            [scale * r["gain_high"] - x]],
+                                fmt="o", color=colors[p], capsize=3)
+                else:
+                    ax.plot(x, y, "o", mfc="none", color=colors[p])
+                ax.annotate(f"n={int(r['n'])}", (x, y), xytext=(4, 4), fontsize=7,
+                            textcoords="offset points", color=colors[p])
+        for p in props:
+            ax.plot([], [], "o", color=colors[p],
+                    label="protocol B" if np.isnan(p) else f"p = {_pct(p)}")
+        ax.axvline(0.0, color="0.3", lw=1, ls="--")
+        ax.set_yticks(range(len(variants)), [names.get(v, v) for v in variants])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"gain of the component ({unit}), mean over paired seeds, 95 % CI")
+        ax.set_title("Component gains beyond seed noise: bars that miss the dashed zero line")
+        ax.legend(fontsize=8)
+    return ax.figure
+
+
 # -------------------------------------------------------------------------------------- attention
 def upsample_map(map_hw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of an h x w map to ``size = (H, W)`` with pixel-centre alignment (what
