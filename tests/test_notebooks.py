@@ -235,9 +235,14 @@ def test_smoke_03_label_proportions(smoke):
 @pytest.mark.slow
 def test_smoke_04_ablations_share_runs_with_03(smoke):
     out, _ = smoke
-    _figures(out, "04_components", "04_kd_form", "04_pseudo_form_val", "04_loss_weights_val")
+    _figures(out, "04_components", "04_kd_form", "04_pseudo_form_val", "04_loss_weights_val",
+             "04_components_forest")
     comp = _table(out, "04_components_test_mAP", index_col="method")
     assert list(comp.index) == ["trm_ml (full)", "trm_ml (no_kd)"]
+    paired = _table(out, "04_components_paired")  # two smoke seeds: a paired interval exists
+    assert list(paired["variant"]) == ["no_kd"] and list(paired["n"]) == [2]
+    assert (paired["ci_low"] <= paired["mean_diff"]).all()
+    assert (paired["mean_diff"] <= paired["ci_high"]).all()
     for name in ("04_kd_form_test_mAP", "04_pseudo_form_val_mAP", "04_pseudo_form_val_hidden_mAP",
                  "04_pseudo_form_test_mAP"):
         assert len(_table(out, name)) == 2
