@@ -260,3 +260,99 @@ def test_soft_label_loss_gradient_is_p_minus_q_on_the_mask_only():
     assert q.grad is None or not q.grad.any()  # the target is not trained
     with pytest.raises(ValueError, match="target"):
         soft_label_loss(x, q[:, :2])
+
+
+# ------------------------------------------------------------------ single-positive losses
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_assume_negative_completes_targets_with_weak_weights():
+    from trm_lib.losses import assume_negative
+
+    t = torch.tensor([[1.0, 0.0, -1.0]])
+    targets, weights = assume_negative(t, neg_weight=0.25)
+    assert targets.tolist() == [[1.0, -1.0, -1.0]] and weights.tolist() == [[1.0, 0.25, 1.0]]
+    _, w2 = assume_negative(t, torch.tensor([[0.5, 7.0, 2.0]]), neg_weight=0.1)
+    assert w2[0].tolist() == pytest.approx([0.5, 0.1, 2.0])
+
+
+def test_label_smoothed_bce_hand_computed():
+    # one image, positive logit 2, negative logit -1, eps 0.2: targets 0.9 and 0.1
+    x = torch.tensor([[2.0, -1.0]])
+    got = partial_bce(x, torch.tensor([[1.0, -1.0]]), smoothing=0.2)
+    want = -(0.9 * math.log(_sig(2)) + 0.1 * math.log(1 - _sig(2))) \
+        - (0.1 * math.log(_sig(-1)) + 0.9 * math.log(1 - _sig(-1)))
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    per = partial_bce(x, torch.tensor([[1.0, 0.0]]), reduction="none")
+    assert per[0, 1] == 0 and float(per[0, 0]) == pytest.approx(-math.log(_sig(2)), rel=1e-6)
+
+
+def test_rejection_rate_schedule():
+    from trm_lib.losses import rejection_rate
+
+    assert rejection_rate(1, 0.1) == 0.0
+    assert rejection_rate(3, 0.1) == pytest.approx(0.2)
+    assert rejection_rate(20, 0.1, max_rate=0.5) == 0.5
+
+
+def test_large_loss_rejection_drops_the_largest_assumed_negatives():
+    from trm_lib.losses import large_loss_rejection
+
+    loss = torch.tensor([[5.0, 0.1, 3.0], [0.2, 9.0, 0.3]])
+    assumed = torch.tensor([[True, True, True], [True, False, True]])  # 9.0 is observed
+    keep = large_loss_rejection(loss, assumed, rate=0.4)  # ceil(0.4 * 5) = 2: drop 5.0 and 3.0
+    assert keep.tolist() == [[False, True, False], [True, True, True]]
+    assert large_loss_rejection(loss, assumed, 0.0).all()
+    assert (large_loss_rejection(loss, assumed, 1.0) == ~assumed).all()
+    with pytest.raises(ValueError, match="rate"):
+        large_loss_rejection(loss, assumed, 1.5)
+
+
+def test_entropy_maximization_hand_computed_and_gradient():
+    from trm_lib.losses import entropy_maximization
+
+    x = torch.tensor([[1.0, 0.5, -2.0]], requires_grad=True)
+    t = torch.tensor([[1.0, 0.0, -1.0]])
+    got = entropy_maximization(x, t, alpha=0.3)
+    p = _sig(0.5)
+    h = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    want = -math.log(_sig(1.0)) - 0.3 * h - math.log(1 - _sig(-2.0))
+    assert float(got.detach()) == pytest.approx(want, rel=1e-6)
+    got.backward()
+    # d(-alpha H)/dx = alpha * x * p (1 - p) for the unknown entry: it is pushed towards 0
+    assert float(x.grad[0, 1]) == pytest.approx(0.3 * 0.5 * p * (1 - p), rel=1e-5)
+
+
+def test_classification_loss_dispatches_method_loss():
+    from trm_lib.config import MethodConfig
+    from trm_lib.model import classification_loss
+
+    x = torch.tensor([[2.0, 1.0, -1.0, 3.0]])
+    t = torch.tensor([[1.0, 0.0, 0.0, 0.0]])  # protocol B: one positive
+    bce = lambda v, y: -math.log(_sig(v)) if y > 0 else -math.log(1 - _sig(v))  # noqa: E731
+    cfg = MethodConfig(cls_loss="bce", loss="partial")
+    assert float(classification_loss(cfg, x, t)) == pytest.approx(bce(2, 1), rel=1e-6)
+    cfg = MethodConfig(cls_loss="bce", loss="an", an_neg_weight=0.5)
+    want = bce(2, 1) + 0.5 * (bce(1, -1) + bce(-1, -1) + bce(3, -1))
+    assert float(classification_loss(cfg, x, t)) == pytest.approx(want, rel=1e-6)
+    # LL-R at epoch 3 with delta 0.3: rate 0.6, ceil(0.6 * 3) = 2 of 3 assumed negatives
+    # rejected: the two largest (logits 3 and 1)
+    cfg = MethodConfig(cls_loss="bce", loss="ll_r", ll_delta=0.3)
+    want = bce(2, 1) + bce(-1, -1)
+    assert float(classification_loss(cfg, x, t, epoch=3)) == pytest.approx(want, rel=1e-6)
+    assert float(classification_loss(cfg, x, t, epoch=1)) == pytest.approx(
+        bce(2, 1) + bce(1, -1) + bce(-1, -1) + bce(3, -1), rel=1e-6)
+    cfg = MethodConfig(loss="an")  # ASL on the assumed negatives: margin and focusing apply
+    asl = partial_asl(x, torch.tensor([[1.0, -1.0, -1.0, -1.0]]))
+    assert float(classification_loss(cfg, x, t)) == pytest.approx(float(asl), rel=1e-6)
+
+
+def test_single_positive_loss_config_is_validated():
+    from trm_lib.config import ConfigError, MethodConfig
+
+    for bad in ({"loss": "nope"}, {"label_smoothing": 0.1}, {"ll_delta": 2.0},
+                {"an_neg_weight": -1.0}):
+        with pytest.raises(ConfigError, match="method."):
+            MethodConfig(**bad).validate()
+    MethodConfig(loss="an", cls_loss="bce", label_smoothing=0.1).validate()

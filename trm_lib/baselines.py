@@ -45,7 +45,8 @@ class _Baseline(Method):
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
              epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = classification_loss(self.cfg, out["logits"], _observed(out, batch))
+        loss = classification_loss(self.cfg, out["logits"], _observed(out, batch),
+                                   epoch=epoch)
         return loss, {"cls": float(loss.detach()), "loss": float(loss.detach())}
 
 

@@ -23,6 +23,8 @@ from .errors import ConfigError
 
 #: ``method.kd`` values: region → query distillation forms (:func:`trm_lib.losses.distillation_loss`)
 KD_FORMS = ("ensemble", "cosine", "mse", "kl", "none")
+#: method.loss: how unknown entries enter the classification loss
+SP_LOSSES = ("partial", "an", "ll_r", "em")
 
 #: named pseudo-label forms (source × soft/hard) for studies: the overrides each one sets
 PSEUDO_FORMS: dict[str, dict[str, object]] = {
@@ -107,6 +109,17 @@ class MethodConfig:
     asl_gamma_pos: float = 1.0
     asl_gamma_neg: float = 2.0
     asl_clip: float = 0.05
+    # [choice] how unknown entries enter the classification loss (every method; SP_LOSSES):
+    # partial = not at all (the lineage's); an = assumed negatives of weight an_neg_weight
+    # (Cole et al. 2021); ll_r = an, minus the largest-loss assumed negatives, ll_delta more of
+    # them per epoch (Kim et al. 2022); em = observed BCE + entropy maximisation of the unknowns
+    # with weight em_weight (Zhou et al. 2022; BCE whatever cls_loss says)
+    loss: str = "partial"
+    an_neg_weight: float = 1.0  # 1: AN; 1/(C-1): weak negatives (WAN)
+    label_smoothing: float = 0.0  # epsilon of label smoothing (cls_loss=bce only)
+    ll_delta: float = 0.01  # LL-R: fraction of the assumed negatives rejected per epoch
+    ll_max_rate: float = 0.5  # LL-R: at most this fraction rejected
+    em_weight: float = 0.1  # EM: alpha of the entropy term
     # [choice] ensemble | cosine | mse | kl | none (KD_FORMS). ensemble: on unknown entries the
     # query branch learns the mean of its own and the calibrated region branch's probabilities;
     # chosen with alpha on the observed val split at p = 0.1 and 0.5, 3 seeds
@@ -166,7 +179,9 @@ class MethodConfig:
         "memory_size": "[0, inf)", "pseudo_bank": "[1, inf)", "pseudo_k": "[1, inf)",
         "proto_gate": "[0, 1]", "proto_momentum": "[0, 1)", "pseudo_temp": "(0, inf)",
         "pseudo_high": "[0, 1]", "pseudo_low": "[0, 1]", "pseudo_warmup": "[0, inf)",
-        "pseudo_weight": "[0, inf)", "n_ctx": "[1, inf)"}
+        "pseudo_weight": "[0, inf)", "n_ctx": "[1, inf)", "an_neg_weight": "[0, inf)",
+        "label_smoothing": "[0, 1)", "ll_delta": "[0, 1]", "ll_max_rate": "[0, 1]",
+        "em_weight": "[0, inf)"}
 
     def validate(self) -> None:
         check_ranges(self, "method")
@@ -179,6 +194,9 @@ class MethodConfig:
         _choice("method.matching", self.matching, ("region", "image"))
         _choice("method.inference", self.inference, ("query", "query+region"))
         _choice("method.cls_loss", self.cls_loss, ("asl", "bce"))
+        _choice("method.loss", self.loss, SP_LOSSES)
+        if self.label_smoothing > 0 and self.cls_loss != "bce":
+            raise ConfigError("method.label_smoothing needs method.cls_loss=bce")
         _choice("method.kd", self.kd, KD_FORMS)
         _choice("method.proto_update", self.proto_update, ("ema", "overwrite"))
         _choice("method.pseudo_score", self.pseudo_score, ("softmax_mean", "cosine_mean"))
@@ -506,6 +524,7 @@ def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
     return cfg.with_overrides(flat)
 
 
-__all__ = ["KD_FORMS", "BackboneConfig", "ConfigError", "DataConfig", "MethodConfig", "RunConfig",
-           "TrainConfig", "check_range", "check_ranges", "from_dict", "load_config", "load_preset",
-           "parse_overrides", "presets_dir", "read_yaml", "replace", "require"]
+__all__ = ["KD_FORMS", "SP_LOSSES", "BackboneConfig", "ConfigError", "DataConfig",
+           "MethodConfig", "RunConfig", "TrainConfig", "check_range", "check_ranges", "from_dict",
+           "load_config", "load_preset", "parse_overrides", "presets_dir", "read_yaml", "replace",
+           "require"]

@@ -11,10 +11,13 @@ grows with the label proportion exactly as in the peers' code.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["distillation_loss", "multimodal_contrastive_loss", "partial_asl", "partial_bce",
+__all__ = ["assume_negative", "distillation_loss", "entropy_maximization", "large_loss_rejection",
+           "multimodal_contrastive_loss", "partial_asl", "partial_bce", "rejection_rate",
            "soft_label_loss"]
 
 
@@ -28,7 +31,7 @@ def _check_targets(logits: torch.Tensor, targets: torch.Tensor, where: str) -> N
 
 def partial_asl(logits: torch.Tensor, targets: torch.Tensor, gamma_pos: float = 1.0,
                 gamma_neg: float = 2.0, clip: float = 0.05,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
+                weights: torch.Tensor | None = None, reduction: str = "sum") -> torch.Tensor:
     """Asymmetric loss (Ridnik et al., 2021) on the observed entries only.
 
     With ``p = sigmoid(logits)`` and the shifted negative probability ``p_m = max(p - clip, 0)``::
@@ -47,6 +50,7 @@ def partial_asl(logits: torch.Tensor, targets: torch.Tensor, gamma_pos: float = 
     DualCoOp's "ASL on the softmax over the (neg, pos) pair" is this function applied to
     ``pos_logit - neg_logit``, because ``softmax([n, p])[1] == sigmoid(p - n)``.
     With ``gamma_pos = gamma_neg = 0`` and ``clip = 0`` it equals :func:`partial_bce`.
+    ``reduction="none"`` returns the (B, C) per-entry losses instead (for large-loss rejection).
     """
     _check_targets(logits, targets, "partial_asl")
     x = logits.float()
@@ -70,23 +74,93 @@ def partial_asl(logits: torch.Tensor, targets: torch.Tensor, gamma_pos: float = 
     loss = loss + torch.where(neg, -w_neg * log_1m, zero)
     if weights is not None:
         loss = loss * weights.to(loss.dtype)
-    return loss.sum() / x.shape[0]
+    return _reduce(loss, reduction, "partial_asl")
+
+
+def _reduce(loss: torch.Tensor, reduction: str, where: str) -> torch.Tensor:
+    if reduction == "none":
+        return loss
+    if reduction != "sum":
+        raise ValueError(f"{where}: reduction must be sum|none, got {reduction!r}")
+    return loss.sum() / loss.shape[0]
 
 
 def partial_bce(logits: torch.Tensor, targets: torch.Tensor,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
+                weights: torch.Tensor | None = None, smoothing: float = 0.0,
+                reduction: str = "sum") -> torch.Tensor:
     """Binary cross-entropy on the observed entries only, summed and divided by the batch size
     (same convention as :func:`partial_asl`, so switching ``method.cls_loss`` changes only the
-    per-entry loss, not its scale)."""
+    per-entry loss, not its scale). ``smoothing`` ε: label smoothing, targets 1 − ε/2 for a
+    positive and ε/2 for a negative (AN-LS of Cole et al. 2021)."""
     _check_targets(logits, targets, "partial_bce")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"partial_bce: smoothing must lie in [0, 1), got {smoothing}")
     x = logits.float()
     observed = targets != 0
-    y = (targets > 0).to(x.dtype)
+    y = (targets > 0).to(x.dtype) * (1.0 - smoothing) + smoothing / 2.0
     per = F.binary_cross_entropy_with_logits(x, y, reduction="none")
     loss = torch.where(observed, per, torch.zeros_like(per))
     if weights is not None:
         loss = loss * weights.to(loss.dtype)
-    return loss.sum() / x.shape[0]
+    return _reduce(loss, reduction, "partial_bce")
+
+
+# ------------------------------------------------------------------ single-positive losses
+def assume_negative(targets: torch.Tensor, weights: torch.Tensor | None = None,
+                    neg_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """"Assume negative" (AN, Cole et al. 2021): every unknown entry becomes a negative of
+    weight ``neg_weight`` (1: AN; 1/(C−1): the weak negatives of WAN). Returns the completed
+    targets in {1, −1} and the per-entry weights (observed entries keep ``weights`` or 1).
+    Under protocol B nothing is observed absent, so without this a partial loss sees only
+    positives and every logit can grow without bound."""
+    t = targets.float()
+    w = torch.ones_like(t) if weights is None else weights.float()
+    unknown = t == 0
+    return (torch.where(unknown, torch.full_like(t, -1.0), t),
+            torch.where(unknown, torch.full_like(w, float(neg_weight)), w))
+
+
+def rejection_rate(epoch: int, delta: float, max_rate: float = 1.0) -> float:
+    """LL-R's schedule (Kim et al. 2022): no rejection in epoch 1, then ``delta`` more of the
+    assumed negatives rejected per epoch, at most ``max_rate``."""
+    return float(min(max_rate, max(0.0, delta * (epoch - 1))))
+
+
+def large_loss_rejection(entry_loss: torch.Tensor, assumed: torch.Tensor,
+                         rate: float) -> torch.Tensor:
+    """Bool keep-mask of "large loss matters" rejection (LL-R, Kim et al. CVPR 2022): of the
+    ``assumed`` (unknown-as-negative) entries of the batch, the ``ceil(rate · n_assumed)`` with
+    the largest loss are dropped — a large loss on an assumed negative is most likely a missed
+    positive that the model has started to recognise. Ties at the cut are dropped together
+    (ranking is on the detached loss)."""
+    if entry_loss.shape != assumed.shape:
+        raise ValueError(f"large_loss_rejection: loss {tuple(entry_loss.shape)} and mask "
+                         f"{tuple(assumed.shape)} must have the same shape")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"large_loss_rejection: rate must lie in [0, 1], got {rate}")
+    keep = torch.ones_like(assumed, dtype=torch.bool)
+    n = int(assumed.sum())
+    k = min(n, math.ceil(rate * n - 1e-9))
+    if k <= 0:
+        return keep
+    values = entry_loss.detach().float()[assumed]
+    cut = torch.topk(values, k).values[-1]
+    return keep & ~(assumed & (entry_loss.detach().float() >= cut))
+
+
+def entropy_maximization(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.1,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """EM loss (Zhou et al. ECCV 2022, "Acknowledging the unknown"): BCE on the observed
+    entries plus ``−alpha · H(σ(x))`` on the unknown ones, summed and divided by the batch size.
+    Maximising the entropy of the unknowns keeps them undecided instead of assuming them
+    negative (AN) or leaving them free to drift (the partial loss)."""
+    _check_targets(logits, targets, "entropy_maximization")
+    x = logits.float()
+    observed = partial_bce(x, targets, weights, reduction="none")
+    p = torch.sigmoid(x)
+    entropy = -(p * F.logsigmoid(x) + (1.0 - p) * F.logsigmoid(-x))
+    unknown = torch.where(targets == 0, -alpha * entropy, torch.zeros_like(entropy))
+    return (observed + unknown).sum() / x.shape[0]
 
 
 def distillation_loss(z: torch.Tensor, r: torch.Tensor, kind: str = "cosine",

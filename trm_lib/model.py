@@ -31,10 +31,14 @@ from torch import nn
 
 from .errors import ConfigError
 from .losses import (
+    assume_negative,
     distillation_loss,
+    entropy_maximization,
+    large_loss_rejection,
     multimodal_contrastive_loss,
     partial_asl,
     partial_bce,
+    rejection_rate,
     soft_label_loss,
 )
 from .methods import Method, MethodContext, register_method
@@ -67,12 +71,25 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def classification_loss(cfg: MethodConfig, logits: torch.Tensor, targets: torch.Tensor,
-                        weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``method.cls_loss``: partial ASL (default) or partial BCE on the observed entries."""
+                        weights: torch.Tensor | None = None, epoch: int = 1) -> torch.Tensor:
+    """``method.cls_loss`` (partial ASL or BCE per entry) with ``method.loss`` deciding what the
+    unknown entries are: nothing (``partial``), negatives (``an``), negatives minus the
+    largest-loss ones (``ll_r``, the rate grows with ``epoch``), or undecided (``em``)."""
+    if cfg.loss == "em":
+        return entropy_maximization(logits, targets, cfg.em_weight, weights)
+    assumed = None
+    if cfg.loss in ("an", "ll_r"):
+        assumed = targets == 0
+        targets, weights = assume_negative(targets, weights, cfg.an_neg_weight)
     if cfg.cls_loss == "asl":
-        return partial_asl(logits, targets, cfg.asl_gamma_pos, cfg.asl_gamma_neg, cfg.asl_clip,
-                           weights=weights)
-    return partial_bce(logits, targets, weights=weights)
+        per = partial_asl(logits, targets, cfg.asl_gamma_pos, cfg.asl_gamma_neg, cfg.asl_clip,
+                          weights=weights, reduction="none")
+    else:
+        per = partial_bce(logits, targets, weights, cfg.label_smoothing, reduction="none")
+    if cfg.loss == "ll_r":
+        rate = rejection_rate(epoch, cfg.ll_delta, cfg.ll_max_rate)
+        per = torch.where(large_loss_rejection(per, assumed, rate), per, torch.zeros_like(per))
+    return per.sum() / per.shape[0]
 
 
 def batch_key(batch: dict[str, torch.Tensor], key: str, hint: str = "") -> torch.Tensor:
@@ -451,7 +468,7 @@ class TRMML(Method):
                     weights = torch.where(is_pseudo, torch.full_like(targets, cfg.pseudo_weight),
                                           torch.ones_like(targets))
 
-        l_cls = classification_loss(cfg, logits, targets, weights)
+        l_cls = classification_loss(cfg, logits, targets, weights, epoch)
         total = l_cls
         logs["cls"] = float(l_cls.detach())
         if soft is not None:
