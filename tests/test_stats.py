@@ -112,3 +112,47 @@ def test_paired_table_per_grid_and_method():
     assert table["diff to full"].iloc[0] == pytest.approx(-4.67, abs=0.01)
     assert table["verdict (component)"].iloc[0] == "helps"
     assert paired_table(_table({"default": [0.5]})).empty
+
+
+def _floor_table(dualcoop: float, probe: float) -> pd.DataFrame:
+    rows = []
+    for method, value in (("zero_shot", 0.50), ("dualcoop", dualcoop), ("linear_probe", probe),
+                          ("trm_ml", 0.70)):
+        for seed in (0, 1):
+            rows.append({"grid": "single_positive", "method": method, "variant": "default",
+                         "protocol": "single_positive", "proportion": math.nan, "seed": seed,
+                         "split": "test", "metric": "mAP", "value": value, "dataset": "s",
+                         "backbone": "b"})
+    return pd.DataFrame(rows)
+
+
+def test_a_baseline_below_zero_shot_is_flagged():
+    from trm_lib.stats import below_zero_shot
+
+    bad = below_zero_shot(_floor_table(dualcoop=0.111, probe=0.55))
+    assert list(bad["method"]) == ["dualcoop", "dualcoop"] and list(bad["seed"]) == [0, 1]
+    assert bad["gap"].iloc[0] == pytest.approx(0.111 - 0.50)
+    assert math.isnan(bad["proportion"].iloc[0])
+    assert below_zero_shot(_floor_table(dualcoop=0.50, probe=0.55)).empty  # equal is fine
+    # a setting without a zero-shot run is not judged
+    no_zs = _floor_table(0.1, 0.1)
+    assert below_zero_shot(no_zs[no_zs["method"] != "zero_shot"]).empty
+
+
+def test_experiment_cli_fails_loudly_below_zero_shot(monkeypatch, capsys):
+    import trm_lib.experiments as E
+
+    table = _floor_table(dualcoop=0.111, probe=0.55)
+    table["config_hash"], table["epoch"] = "h", 1
+    table.attrs.update(path="x.csv", planned=[("single_positive", "default", "h")])
+    monkeypatch.setattr(E, "run_grid", lambda *a, **k: table)
+    assert E.cli_experiment(["--grid", "single_positive", "--seeds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "dualcoop (default) in grid single_positive" in err and "BELOW zero-shot" in err
+    lines = E.floor_messages(table)
+    assert len(lines) == 2 and lines[0].startswith("ERROR: dualcoop")
+    good = _floor_table(dualcoop=0.6, probe=0.55)
+    good["config_hash"], good["epoch"] = "h", 1
+    good.attrs.update(path="x.csv", planned=[("single_positive", "default", "h")])
+    monkeypatch.setattr(E, "run_grid", lambda *a, **k: good)
+    assert E.cli_experiment(["--grid", "single_positive", "--seeds", "0"]) == 0

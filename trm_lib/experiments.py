@@ -33,6 +33,7 @@ import functools
 import itertools
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from .config import ConfigError, RunConfig, load_config, load_preset, presets_di
 from .distributed import is_distributed, is_main
 from .io import atomic_write
 from .paths import runs_dir
-from .stats import paired_table
+from .stats import below_zero_shot, paired_table
 from .train import (
     Resources,
     RunResult,
@@ -352,6 +353,8 @@ def run_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = Non
         _write_results(out_csv, df)
     df.attrs["path"] = str(out_csv)
     df.attrs["planned"] = sorted({(r.grid, r.variant, r.hash) for r in plan})
+    for line in floor_messages(planned_rows(df)):
+        say(line)
     return df
 
 
@@ -623,9 +626,29 @@ def cli_experiment(argv: list[str]) -> int:
             print(paired.to_string(index=False))
     print(f"wall time: {wall:.1f}s")
     print(f"results: {df.attrs['path']}")
-    return 0
+    return _fail_below_zero_shot(mine)
+
+
+def floor_messages(df: pd.DataFrame) -> list[str]:
+    """One loud line per run of ``df`` that ends below zero-shot CLIP in its setting
+    (:func:`trm_lib.stats.below_zero_shot`); empty when every method clears the floor."""
+    return [f"ERROR: {r['method']} ({r['variant']}) in grid {r['grid']}, {r['protocol']}"
+            + (f" p={r['proportion']:g}" if r["protocol"] == "proportion" else "")
+            + f", seed {r['seed']}: test mAP {100 * r['value']:.2f} is BELOW zero-shot CLIP's "
+            f"{100 * r['zero_shot']:.2f} -- the method is broken, not beaten"
+            for _, r in below_zero_shot(df).iterrows()]
+
+
+def _fail_below_zero_shot(df: pd.DataFrame) -> int:
+    """Exit status 1 when a trained method of the grid ended below zero-shot CLIP."""
+    bad = floor_messages(df)
+    for line in bad:
+        print(line, file=sys.stderr)
+    if bad:
+        print(f"error: {len(bad)} run(s) below zero-shot CLIP (see above)", file=sys.stderr)
+    return 1 if bad else 0
 
 
 __all__ = ["COLUMNS", "PlannedRun", "auto_jobs", "cli_evaluate", "cli_experiment", "cli_train",
-           "expand", "is_grid_spec", "load_spec", "method_config", "method_overrides",
+           "expand", "floor_messages", "is_grid_spec", "load_spec", "method_config", "method_overrides",
            "pivot_table", "planned_rows", "read_results", "result_rows", "run_grid", "summarize"]

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-__all__ = ["PAIR_KEYS", "component_gains", "describe_gains", "paired_differences",
-           "paired_table", "t_interval"]
+__all__ = ["PAIR_KEYS", "below_zero_shot", "component_gains", "describe_gains",
+           "paired_differences", "paired_table", "t_interval"]
 
 #: what pairs a variant's run with the reference run (seed sets train.seed and data.mask_seed)
 PAIR_KEYS = ("grid", "method", "protocol", "proportion", "seed")
@@ -157,3 +157,33 @@ def paired_table(df: pd.DataFrame, reference: str = "full", split: str = "test",
             "ci_high": (scale * gains["ci_high"]).round(2),
             "verdict (component)": gains["verdict"]}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+#: methods that start from zero-shot CLIP (the probe exactly, DualCoOp from the zero-shot
+#: prompt words) and so must end at or above it; TRM-ML is held to the same floor
+FLOOR_METHODS = ("linear_probe", "dualcoop", "trm_ml")
+
+
+def below_zero_shot(df: pd.DataFrame, split: str = "test", metric: str = "mAP",
+                    tol: float = 0.0) -> pd.DataFrame:
+    """The runs of a results table that end below zero-shot CLIP in the same setting.
+
+    Each trained method's ``metric`` on ``split`` is compared with the ``zero_shot`` run of the
+    same grid, protocol, proportion, seed, dataset and backbone (settings without a zero-shot
+    run are not judged). A baseline below the model it starts from is broken, not beaten; the
+    experiment CLI fails loudly on any row returned here. Columns: the keys, ``value``,
+    ``zero_shot`` and ``gap`` (value − zero-shot, negative)."""
+    keys = ["grid", "protocol", "proportion", "seed", "dataset", "backbone"]
+    keys = [k for k in keys if k in df.columns]
+    sel = df[(df["split"] == split) & (df["metric"] == metric)].copy()
+    sel["proportion"] = sel["proportion"].astype(float).fillna(-1.0)
+    zs = sel[sel["method"] == "zero_shot"].drop_duplicates(keys, keep="last")
+    runs = sel[sel["method"].isin(FLOOR_METHODS)]
+    if zs.empty or runs.empty:
+        return pd.DataFrame(columns=[*keys, "method", "variant", "value", "zero_shot", "gap"])
+    both = runs.merge(zs[[*keys, "value"]].rename(columns={"value": "zero_shot"}), on=keys)
+    both["gap"] = both["value"] - both["zero_shot"]
+    bad = both[both["gap"] < -tol].copy()
+    bad["proportion"] = bad["proportion"].where(bad["proportion"] >= 0)
+    cols = [*keys, "method", "variant", "value", "zero_shot", "gap"]
+    return bad[[c for c in cols if c in bad.columns]].reset_index(drop=True)
