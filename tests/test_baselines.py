@@ -194,3 +194,37 @@ def test_dualcoop_negative_context_can_start_as_the_positive_one(ctx, words):
     torch.testing.assert_close(g_neg, -g_pos, rtol=1e-4, atol=1e-6)
     with pytest.raises(ConfigError, match="method.neg_ctx_init"):
         _cfg("dualcoop", neg_ctx_init="zero").validate()
+
+
+def test_dualcoop_starts_at_zero_shot_for_every_class_with_prompt_names(backbone):
+    """Class names that are not words ("diningtable") are prompted with the dataset's prompt
+    names, exactly as the fixed text embeddings were encoded: DualCoOp's positive branch starts
+    as zero-shot text-pixel matching for every class."""
+    names = ["diningtable", "tvmonitor", "cat"]
+    words = ["dining table", "tv monitor", "cat"]
+    mapping = dict(zip(names, words))
+    text = backbone.encode_text(names, ("a photo of a {}.",), lambda c: mapping[c])
+    ctx = MethodContext(names, text, backbone.embed_dim, 32, (3, 3), 8, backbone,
+                        prompt_names=words)
+    torch.manual_seed(0)
+    m = DualCoOp(_cfg("dualcoop", n_ctx=4, ctx_init="a photo of a", neg_ctx_init="positive"),
+                 ctx).eval()
+    b = _batch(ctx)
+    with torch.no_grad():
+        out = m(b)
+        t = F.normalize(text.float(), dim=-1)
+        dense = F.normalize(b["dense"].float(), dim=-1)
+        cos = (dense @ t.t()).transpose(1, 2)
+        w = torch.softmax(m.spatial_scale.exp() * cos, dim=-1)
+        zero_shot = m.logit_scale.exp() * (w * cos).sum(-1)
+    torch.testing.assert_close(out["pos_logits"], zero_shot, rtol=1e-4, atol=1e-4)
+    assert m.prompt_pos.class_names == words
+    # the raw names would prompt "diningtable": a different start for those classes
+    raw = MethodContext(names, text, backbone.embed_dim, 32, (3, 3), 8, backbone)
+    with torch.no_grad():
+        t_raw = F.normalize(DualCoOp(_cfg("dualcoop", n_ctx=4, ctx_init="a photo of a"),
+                                     raw).prompt_pos(), dim=-1)
+    assert not torch.allclose(t_raw[:2], t[:2], atol=1e-3)
+    with pytest.raises(ValueError, match="prompt_names has 2 entries for 3 classes"):
+        MethodContext(names, text, backbone.embed_dim, 32, (3, 3), 8, backbone,
+                      prompt_names=words[:2])

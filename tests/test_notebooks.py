@@ -259,9 +259,10 @@ def test_smoke_04_ablations_share_runs_with_03(smoke):
 
     shared = run_dir(main, grid="main", method="trm_ml", proportion=0.1)
     assert len(shared) == 1
-    assert run_dir(ablations, grid="components", variant="full") == shared
+    assert run_dir(ablations, grid="components", variant="full", seed=0) == shared
     assert run_dir(ablations, grid="kd_form", variant=MethodConfig().kd) == shared  # default form
-    assert len(run_dir(ablations, grid="components", variant="no_kd") - shared) == 1
+    assert len(run_dir(ablations, grid="components", variant="no_kd", seed=0) - shared) == 1
+    assert len(run_dir(ablations, grid="components", variant="full")) == 2  # the paired seeds
 
 
 @pytest.mark.slow

@@ -270,6 +270,20 @@ def test_method_one_epoch_and_load_run_reproduces_selected_epoch(world, tmp_path
     out = run.method(next(iter(run.batches("test", indices=[0, 1]))))
     assert out["logits"].shape == (2, 4)
     assert "observed_mAP" in run.evaluate("val")
+    # the method context carries the prompt words (here the folder world's own class names)
+    assert run.session.ctx.prompt_names == T.prompt_words(run.session.data.train)
+
+
+def test_prompt_words_follow_the_datasets_prompt_names():
+    from types import SimpleNamespace
+
+    ds = SimpleNamespace(class_names=["diningtable", "cat"], num_classes=2, name="d",
+                         split="train", meta={"prompt_names": ["dining table", "cat"]})
+    assert T.prompt_words(ds) == ["dining table", "cat"]
+    ds.meta = {"prompt_names": {"diningtable": "dining table"}}
+    assert T.prompt_words(ds) == ["dining table", "cat"]
+    ds.meta = {}
+    assert T.prompt_words(ds) == ["diningtable", "cat"]
 
 
 def test_predict_keeps_float64_probabilities():

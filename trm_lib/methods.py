@@ -46,6 +46,19 @@ class MethodContext:
     grid: tuple[int, int]  # (h, w) of the dense token map
     num_train: int  # rows of the training set (for per-sample pseudo-label memory)
     backbone: Any = None  # the FrozenCLIP, for methods that need the text tower (prompts)
+    # the words each class is prompted with, aligned with class_names ("dining table" for
+    # "diningtable"); the fixed text_embeddings were encoded from them, so learnable prompts
+    # must use them too to start where zero-shot CLIP does. None: the class names themselves
+    prompt_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompt_names is not None and len(self.prompt_names) != len(self.class_names):
+            raise ValueError(f"MethodContext.prompt_names has {len(self.prompt_names)} entries "
+                             f"for {len(self.class_names)} classes")
+
+    def prompt_words(self) -> list[str]:
+        """The words learnable prompts put after their context, one per class."""
+        return list(self.prompt_names or self.class_names)
 
 
 class Method(nn.Module):

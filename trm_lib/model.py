@@ -555,18 +555,17 @@ class TRMML(Method):
 
 def make_prompt_encoder(cfg: MethodConfig, ctx: MethodContext, init_words: bool = True
                         ) -> nn.Module:
-    """A CoOp-style :class:`trm_lib.backbone.PromptEncoder` for ``ctx.class_names``; its context
-    starts from the words ``cfg.ctx_init`` when set and ``init_words`` (else random)."""
+    """A CoOp-style :class:`trm_lib.backbone.PromptEncoder` for the classes of ``ctx``, prompted
+    with ``ctx.prompt_words()``; its context starts from the words ``cfg.ctx_init`` when set and
+    ``init_words`` (else random)."""
     if ctx.backbone is None:
         raise ValueError("learnable prompt contexts need MethodContext.backbone (the FrozenCLIP "
                          "text tower); it is None")
     from .backbone import BackboneError, PromptEncoder
 
-    # the words the fixed text embeddings were made from, if the context carries them
-    names = getattr(ctx, "prompt_names", None) or ctx.class_names
     init = cfg.ctx_init if (init_words and cfg.ctx_init) else None
-    try:
-        return PromptEncoder(ctx.backbone, list(names), n_ctx=cfg.n_ctx,
+    try:  # the words the fixed text embeddings were encoded from ("dining table")
+        return PromptEncoder(ctx.backbone, ctx.prompt_words(), n_ctx=cfg.n_ctx,
                              class_specific=cfg.class_specific_ctx, init=init)
     except BackboneError as err:
         if init is None:

@@ -374,6 +374,12 @@ def prompt_names(dataset: MultiLabelDataset) -> Callable[[str], str] | None:
     return lambda c: mapping.get(c, c)
 
 
+def prompt_words(dataset: MultiLabelDataset) -> list[str]:
+    """The words each class of ``dataset`` is prompted with (:func:`prompt_names` applied)."""
+    names = prompt_names(dataset)
+    return [names(c) if names else c for c in dataset.class_names]
+
+
 @dataclass
 class Session:
     """Everything a run needs besides the method: device, data, frozen backbone, feature
@@ -419,7 +425,8 @@ class Session:
             text_embeddings=resources.text_embeddings(cfg.backbone, backbone, data.train
                                                       ).to(device),
             embed_dim=backbone.embed_dim, dense_dim=backbone.dense_dim,
-            grid=tuple(backbone.grid), num_train=len(data.train), backbone=backbone)
+            grid=tuple(backbone.grid), num_train=len(data.train), backbone=backbone,
+            prompt_names=prompt_words(data.train))
         return cls(cfg, device, data, backbone, ctx, train_source, sources)
 
     def batches(self, split: str = "test", indices: Sequence[int] | None = None,
