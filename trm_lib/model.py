@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .diagnostics import gradient_norms, target_change
 from .errors import ConfigError
 from .losses import (
     assume_negative,
@@ -462,18 +463,25 @@ class TRMML(Method):
                 logs["n_pseudo_neg"] = float((pseudo < 0).sum())
                 if cfg.pseudo_soft:
                     soft = (scores, (observed == 0) & valid.expand_as(observed))
+                    change = target_change(scores, torch.sigmoid(logits.detach()), soft[1])
                 else:
                     is_pseudo = pseudo != 0
+                    change = target_change((pseudo > 0).float(),
+                                           torch.sigmoid(logits.detach()), is_pseudo)
                     targets = torch.where(is_pseudo, pseudo.float(), targets)
                     weights = torch.where(is_pseudo, torch.full_like(targets, cfg.pseudo_weight),
                                           torch.ones_like(targets))
+                if math.isfinite(change[0]):  # how often the target overrules the classifier
+                    logs["pseudo_flip"], logs["pseudo_gap"] = change
 
         l_cls = classification_loss(cfg, logits, targets, weights, epoch)
         total = l_cls
+        terms = {"cls": l_cls}  # weighted terms, for the gradient-norm diagnostic
         logs["cls"] = float(l_cls.detach())
         if soft is not None:
             l_pseudo = soft_label_loss(logits, *soft)
-            total = total + cfg.pseudo_weight * l_pseudo
+            terms["pseudo"] = cfg.pseudo_weight * l_pseudo
+            total = total + terms["pseudo"]
             logs["pseudo"] = float(l_pseudo.detach())
         region_logits, kd_mask = out["region_logits"], None
         if self.calibrator is not None:
@@ -489,7 +497,8 @@ class TRMML(Method):
                     kd_mask = kd_mask & (targets == 0)
         if cfg.kd != "none" and cfg.kd_weight > 0:
             l_kd = distillation_loss(z, out["r"], cfg.kd, logits, region_logits, mask=kd_mask)
-            total = total + cfg.kd_weight * l_kd
+            terms["kd"] = cfg.kd_weight * l_kd
+            total = total + terms["kd"]
             logs["kd"] = float(l_kd.detach())
         if cfg.mcl and cfg.mcl_weight > 0:
             pos = targets > 0
@@ -498,9 +507,12 @@ class TRMML(Method):
                 z[pos], pos.nonzero()[:, 1], text, self.memory.visual, self.memory.visual_valid,
                 bank, bank_labels, cfg.mcl_temp_proto, cfg.mcl_temp_feat, return_terms=True)
             l_mcl = l_proto + l_feat
-            total = total + cfg.mcl_weight * l_mcl
+            terms["mcl"] = cfg.mcl_weight * l_mcl
+            total = total + terms["mcl"]
             logs.update(mcl=float(l_mcl.detach()), mcl_proto=float(l_proto.detach()),
                         mcl_feat=float(l_feat.detach()))
+        if self.training and z.requires_grad:  # each term's pull on the query features
+            logs.update({f"grad_{k}": v for k, v in gradient_norms(terms, z).items()})
         if self.training:
             probs = torch.sigmoid(logits.detach().float())
             logs["n_memory_in"] = float(self.memory.update(z, probs, observed))

@@ -1,0 +1,97 @@
+"""Why a component adds what it adds: training-time diagnostics of TRM-ML's auxiliary terms.
+
+Two questions a researcher asks when an ablation shows ~0:
+
+- *Do pseudo-labels change anything?* If the classifier already ranks the unknown entries the
+  way the pseudo-labels would, learning them adds nothing. :func:`target_change` measures, on
+  the entries a pseudo-label targets, how often its verdict (q ≥ 0.5) differs from the
+  classifier's own (σ(s) ≥ 0.5) and how far the target moves the probability (|q − σ(s)|).
+- *Does distillation pull at all?* :func:`gradient_norms` measures each loss term's gradient
+  norm with respect to the query features z (where every term meets), so the KD term's pull can
+  be read relative to the classification term's over training (:func:`gradient_ratios`).
+
+TRM-ML logs both every training step (history columns ``train_pseudo_flip``,
+``train_pseudo_gap``, ``train_grad_<term>``); the functions here turn a run's history into
+tidy frames for :mod:`trm_lib.viz`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+import torch
+
+__all__ = ["GRAD_TERMS", "gradient_norms", "gradient_ratios", "target_change",
+           "target_change_history"]
+
+#: loss terms whose gradient norm TRM-ML logs (``train_grad_<term>``)
+GRAD_TERMS = ("cls", "kd", "pseudo", "mcl")
+
+
+@torch.no_grad()
+def target_change(target: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor
+                  ) -> tuple[float, float]:
+    """(flip rate, mean gap) of pseudo-label targets against the classifier's probabilities on
+    ``mask``: the fraction of entries whose target verdict (``target ≥ 0.5``) differs from the
+    classifier's (``probs ≥ 0.5``), and the mean ``|target − probs|``. NaN for an empty mask.
+    For hard pseudo-labels pass the labels as 0/1 targets."""
+    if not (target.shape == probs.shape == mask.shape):
+        raise ValueError(f"target_change: shapes {tuple(target.shape)}, {tuple(probs.shape)}, "
+                         f"{tuple(mask.shape)} differ")
+    m = mask.bool()
+    n = int(m.sum())
+    if n == 0:
+        return math.nan, math.nan
+    t, p = target.float()[m], probs.float()[m]
+    flips = ((t >= 0.5) != (p >= 0.5)).float().mean()
+    return float(flips), float((t - p).abs().mean())
+
+
+def gradient_norms(terms: Mapping[str, torch.Tensor], wrt: torch.Tensor) -> dict[str, float]:
+    """``{name: ‖∂ term / ∂ wrt‖}`` for each (already weighted) scalar loss term, without
+    touching ``.grad`` (``autograd.grad`` with the graph retained for the real backward). A term
+    that does not depend on ``wrt`` has norm 0."""
+    out: dict[str, float] = {}
+    for name, term in terms.items():
+        if not term.requires_grad:
+            out[name] = 0.0
+            continue
+        (grad,) = torch.autograd.grad(term, wrt, retain_graph=True, allow_unused=True)
+        out[name] = 0.0 if grad is None else float(grad.detach().float().norm())
+    return out
+
+
+def gradient_ratios(history: pd.DataFrame, reference: str = "cls") -> pd.DataFrame:
+    """Tidy ``(epoch, term, ratio)``: each logged term's mean gradient norm over the epoch
+    divided by ``reference``'s (``train_grad_<term>`` columns of a run's history; epochs
+    without training, e.g. epoch 0, are left out)."""
+    ref = f"train_grad_{reference}"
+    if ref not in history.columns:
+        raise ValueError(f"gradient_ratios: history has no {ref!r} column (a TRM-ML run "
+                         f"logs train_grad_<term>); columns: {list(history.columns)}")
+    rows = []
+    for _, r in history.dropna(subset=[ref]).iterrows():
+        for term in GRAD_TERMS:
+            col = f"train_grad_{term}"
+            if term == reference or col not in history.columns or not math.isfinite(r[col]):
+                continue
+            ratio = r[col] / r[ref] if r[ref] > 0 else math.nan
+            rows.append({"epoch": int(r["epoch"]), "term": term, "ratio": ratio})
+    return pd.DataFrame(rows, columns=["epoch", "term", "ratio"])
+
+
+def target_change_history(history: pd.DataFrame) -> pd.DataFrame:
+    """Tidy ``(epoch, quantity, value)`` of the pseudo-label target change over training:
+    ``flip rate`` and ``mean |q − σ(s)|`` (history columns ``train_pseudo_flip`` /
+    ``train_pseudo_gap``; epochs before pseudo-labelling starts are left out)."""
+    cols = {"train_pseudo_flip": "flip rate", "train_pseudo_gap": "mean |q − σ(s)|"}
+    missing = [c for c in cols if c not in history.columns]
+    if missing:
+        raise ValueError(f"target_change_history: history lacks {missing} (pseudo-labels off, "
+                         f"or a run from before they were logged)")
+    rows = [{"epoch": int(r["epoch"]), "quantity": name, "value": float(r[col])}
+            for _, r in history.iterrows() for col, name in cols.items()
+            if math.isfinite(r[col])]
+    return pd.DataFrame(rows, columns=["epoch", "quantity", "value"])
