@@ -102,3 +102,56 @@ def test_trm_ml_logs_how_often_soft_pseudo_labels_overrule_the_classifier():
     assert (logs["pseudo_flip"], logs["pseudo_gap"]) == pytest.approx(want)
     assert logs["pseudo"] == pytest.approx(float(soft_label_loss(out["logits"], scores,
                                                                  mask).detach()), abs=1e-6)
+
+
+def test_diagnostic_frames_carry_the_run_and_draw():
+    from matplotlib.figure import Figure
+
+    from trm_lib import viz
+
+    hist = pd.DataFrame({"epoch": [1, 2, 1, 2], "run": ["seed 0", "seed 0", "seed 1", "seed 1"],
+                         "train_grad_cls": [2.0, 4.0, 1.0, 1.0],
+                         "train_grad_kd": [1.0, 1.0, 0.5, 0.1],
+                         "train_pseudo_flip": [0.1, 0.2, 0.3, 0.4],
+                         "train_pseudo_gap": [0.1, 0.2, 0.3, 0.4]})
+    ratios = gradient_ratios(hist)
+    assert ratios["run"].tolist() == ["seed 0", "seed 0", "seed 1", "seed 1"]
+    assert ratios["ratio"].tolist() == pytest.approx([0.5, 0.25, 0.5, 0.1])
+    fig = viz.plot_training_diagnostic(ratios, "ratio", "term", "KD pull", "ratio", reference=1)
+    assert isinstance(fig, Figure)
+    lines = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) == 2]
+    assert len(lines) == 2 + 1  # one per seed, plus the reference line
+    change = target_change_history(hist)
+    assert set(change["run"]) == {"seed 0", "seed 1"} and len(change) == 8
+    with pytest.raises(ValueError, match="nothing to draw"):
+        viz.plot_training_diagnostic(change.iloc[:0], "value", "quantity", "t", "y")
+
+
+def test_gains_vs_p_draws_one_line_per_component_with_bands():
+    from trm_lib import viz
+    from trm_lib.stats import paired_differences
+
+    rows = [dict(grid="g", method="trm_ml", variant=v, protocol="proportion", proportion=p,
+                 seed=s, split="test", metric="mAP", value=0.6 + (0.0 if v == "full" else -d)
+                 + 0.01 * s * (v == "no_kd"))
+            for p, d in ((0.1, 0.02), (0.5, 0.0)) for v in ("full", "no_kd") for s in range(3)]
+    fig = viz.plot_gains_vs_p(paired_differences(pd.DataFrame(rows)))
+    ax = fig.axes[0]
+    line = next(ln for ln in ax.lines if ln.get_label().startswith("distillation"))
+    assert list(line.get_xdata()) == [0.1, 0.5]
+    assert list(line.get_ydata()) == pytest.approx([1.0, -1.0])  # 100 * (0.02 - 0.01), -0.01
+    assert len(ax.collections) == 1  # the CI band
+
+
+def test_describe_diagnostics_states_the_last_epochs_numbers():
+    from trm_lib.diagnostics import describe_diagnostics
+
+    hist = pd.DataFrame({"epoch": [1, 2, 1, 2], "run": ["a", "a", "b", "b"],
+                         "train_grad_cls": [2.0, 4.0, 1.0, 1.0],
+                         "train_grad_kd": [1.0, 1.0, 0.5, 0.5],
+                         "train_pseudo_flip": [0.5, 0.02, 0.5, 0.04],
+                         "train_pseudo_gap": [0.1, 0.1, 0.3, 0.3]})
+    text = describe_diagnostics(hist)
+    assert "kd: at the last epoch its gradient on the query features is 0.38×" in text
+    assert "3.0 %" in text and "0.200" in text
+    assert "No diagnostics" in describe_diagnostics(pd.DataFrame({"epoch": [1]}))

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 import pandas as pd
 import torch
 
-__all__ = ["GRAD_TERMS", "gradient_norms", "gradient_ratios", "target_change",
-           "target_change_history"]
+__all__ = ["GRAD_TERMS", "describe_diagnostics", "gradient_norms", "gradient_ratios",
+           "run_histories", "target_change", "target_change_history"]
 
 #: loss terms whose gradient norm TRM-ML logs (``train_grad_<term>``)
 GRAD_TERMS = ("cls", "kd", "pseudo", "mcl")
@@ -78,8 +78,16 @@ def gradient_ratios(history: pd.DataFrame, reference: str = "cls") -> pd.DataFra
             if term == reference or col not in history.columns or not math.isfinite(r[col]):
                 continue
             ratio = r[col] / r[ref] if r[ref] > 0 else math.nan
-            rows.append({"epoch": int(r["epoch"]), "term": term, "ratio": ratio})
-    return pd.DataFrame(rows, columns=["epoch", "term", "ratio"])
+            rows.append({**_run(r), "epoch": int(r["epoch"]), "term": term, "ratio": ratio})
+    return pd.DataFrame(rows, columns=[*_run_col(history), "epoch", "term", "ratio"])
+
+
+def _run(row: pd.Series) -> dict[str, object]:
+    return {"run": row["run"]} if "run" in row.index else {}
+
+
+def _run_col(frame: pd.DataFrame) -> list[str]:
+    return ["run"] if "run" in frame.columns else []
 
 
 def target_change_history(history: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +99,50 @@ def target_change_history(history: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"target_change_history: history lacks {missing} (pseudo-labels off, "
                          f"or a run from before they were logged)")
-    rows = [{"epoch": int(r["epoch"]), "quantity": name, "value": float(r[col])}
+    rows = [{**_run(r), "epoch": int(r["epoch"]), "quantity": name, "value": float(r[col])}
             for _, r in history.iterrows() for col, name in cols.items()
             if math.isfinite(r[col])]
-    return pd.DataFrame(rows, columns=["epoch", "quantity", "value"])
+    return pd.DataFrame(rows, columns=[*_run_col(history), "epoch", "quantity", "value"])
+
+
+def run_histories(results: pd.DataFrame, variant: str = "full", grid: str | None = None
+                  ) -> pd.DataFrame:
+    """The per-epoch histories of the runs of ``variant`` (and ``grid``) in a results table,
+    stacked with a ``run`` column ("seed S, p=P"), read from their run folders."""
+    from .train import load_result
+
+    sel = results[(results["variant"] == variant) & (results["split"] == "test")
+                  & (results["metric"] == "mAP")]
+    if grid is not None:
+        sel = sel[sel["grid"] == grid]
+    runs = sel.drop_duplicates("run_dir")
+    if runs.empty:
+        raise ValueError(f"run_histories: no runs of variant {variant!r}"
+                         + (f" in grid {grid!r}" if grid else ""))
+    frames = [load_result(r["run_dir"]).history.assign(
+        run=f"seed {int(r['seed'])}, p={float(r['proportion']):g}") for _, r in runs.iterrows()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def describe_diagnostics(history: pd.DataFrame) -> str:
+    """Sentences on the last epoch of each run (mean over runs) of a stacked history: each
+    auxiliary term's gradient pull relative to classification, and how often pseudo-labels
+    overrule the classifier -- computed, so a notebook states no hand-typed number."""
+    last = history.sort_values("epoch").groupby(
+        "run" if "run" in history.columns else "epoch").tail(1)
+    n = len(last)
+    lines = []
+    ratios = gradient_ratios(last) if "train_grad_cls" in last.columns else \
+        pd.DataFrame(columns=["term", "ratio"])
+    for term, g in ratios.groupby("term", sort=False):
+        r = float(g["ratio"].mean())
+        lines.append(f"{term}: at the last epoch its gradient on the query features is "
+                     f"{r:.2f}× the classification term's (mean over {n} run(s)).")
+    if {"train_pseudo_flip", "train_pseudo_gap"} <= set(last.columns) \
+            and last["train_pseudo_flip"].notna().any():
+        flip, gap = last["train_pseudo_flip"].mean(), last["train_pseudo_gap"].mean()
+        lines.append(f"pseudo-labels: on the entries they target they overrule the "
+                     f"classifier's own verdict for {100 * flip:.1f} % and move its probability "
+                     f"by {gap:.3f} on average — where both are small the classifier already "
+                     f"ranks the unknown entries as the pseudo-labels would.")
+    return "\n".join(lines) or "No diagnostics logged (a run from before they existed?)."

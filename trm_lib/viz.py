@@ -597,6 +597,70 @@ def plot_forest(diffs: pd.DataFrame, ax: Any = None, scale: float = 100.0,
     return ax.figure
 
 
+@_styled
+def plot_gains_vs_p(diffs: pd.DataFrame, scale: float = 100.0,
+                    labels: Mapping[str, str] | None = None) -> Figure:
+    """Component gain (``reference − variant``, paired over seeds) against the label
+    proportion, one line per component with its 95 % interval as a band; dashed zero line.
+    ``diffs``: :func:`trm_lib.stats.paired_differences` over several proportions."""
+    from .stats import component_gains
+
+    _require_columns(diffs, ["variant", "proportion", "mean_diff", "ci_low", "ci_high"],
+                     "plot_gains_vs_p")
+    gains = component_gains(diffs[diffs["proportion"].notna()]).sort_values("proportion")
+    if gains.empty:
+        raise ValueError("plot_gains_vs_p: no protocol-A paired differences to draw")
+    names = {**COMPONENT_LABELS, **(labels or {})}
+    variants = list(pd.unique(gains["variant"].astype(str)))
+    fig, axes = _figure(1, 1, (6.4, 4.0))
+    ax = axes[0, 0]
+    for variant, color in zip(variants, _colors(len(variants))):
+        g = gains[gains["variant"] == variant]
+        ps = g["proportion"].astype(float)
+        ax.plot(ps, scale * g["gain"], "o-", color=color, label=names.get(variant, variant))
+        ok = np.isfinite(g["gain_low"]) & np.isfinite(g["gain_high"])
+        ax.fill_between(ps[ok], scale * g["gain_low"][ok], scale * g["gain_high"][ok],
+                        color=color, alpha=0.15)
+    ax.axhline(0.0, color="0.3", lw=1, ls="--")
+    ax.set_xticks(sorted(gains["proportion"].unique()),
+                  [_pct(p) for p in sorted(gains["proportion"].unique())])
+    ax.set_xlabel("proportion of known labels")
+    ax.set_ylabel("gain of the component (mAP points)")
+    ax.set_title("Component gains vs label proportion (band: paired 95 % CI)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+@_styled
+def plot_training_diagnostic(frame: pd.DataFrame, y: str, hue: str, title: str,
+                             ylabel: str, reference: float | None = None) -> Figure:
+    """Lines of ``y`` over ``epoch``, one per ``hue`` value (and per ``run`` if the frame has
+    that column, e.g. one line per seed): the tidy frames of :mod:`trm_lib.diagnostics`
+    (``gradient_ratios``: hue ``term``; ``target_change_history``: hue ``quantity``).
+    ``reference`` draws a dashed horizontal line (e.g. 1 = as strong as the classification
+    term)."""
+    _require_columns(frame, ["epoch", y, hue], "plot_training_diagnostic")
+    if frame.empty:
+        raise ValueError(f"plot_training_diagnostic: nothing to draw for {title!r}")
+    fig, axes = _figure(1, 1, (6.0, 3.8))
+    ax = axes[0, 0]
+    keys = list(pd.unique(frame[hue].astype(str)))
+    runs = list(pd.unique(frame["run"])) if "run" in frame.columns else [None]
+    for key, color in zip(keys, _colors(len(keys))):
+        for i, run in enumerate(runs):
+            g = frame[(frame[hue].astype(str) == key)
+                      & ((frame["run"] == run) if run is not None else True)]
+            ax.plot(g["epoch"], g[y], "o-", color=color, ms=3, alpha=0.9 if i == 0 else 0.5,
+                    label=key if i == 0 else None)
+    if reference is not None:
+        ax.axhline(reference, color="0.3", lw=1, ls="--")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
 # -------------------------------------------------------------------------------------- attention
 def upsample_map(map_hw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of an h x w map to ``size = (H, W)`` with pixel-centre alignment (what
