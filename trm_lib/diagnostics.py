@@ -93,12 +93,11 @@ def _run_col(frame: pd.DataFrame) -> list[str]:
 def target_change_history(history: pd.DataFrame) -> pd.DataFrame:
     """Tidy ``(epoch, quantity, value)`` of the pseudo-label target change over training:
     ``flip rate`` and ``mean |q − σ(s)|`` (history columns ``train_pseudo_flip`` /
-    ``train_pseudo_gap``; epochs before pseudo-labelling starts are left out)."""
+    ``train_pseudo_gap``; epochs before pseudo-labelling starts are left out). Empty when no
+    pseudo-label targeted any entry (pseudo-labels off, or never confident enough)."""
     cols = {"train_pseudo_flip": "flip rate", "train_pseudo_gap": "mean |q − σ(s)|"}
-    missing = [c for c in cols if c not in history.columns]
-    if missing:
-        raise ValueError(f"target_change_history: history lacks {missing} (pseudo-labels off, "
-                         f"or a run from before they were logged)")
+    if any(c not in history.columns for c in cols):  # no pseudo-label ever targeted an entry
+        return pd.DataFrame(columns=[*_run_col(history), "epoch", "quantity", "value"])
     rows = [{**_run(r), "epoch": int(r["epoch"]), "quantity": name, "value": float(r[col])}
             for _, r in history.iterrows() for col, name in cols.items()
             if math.isfinite(r[col])]
