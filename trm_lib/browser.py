@@ -88,17 +88,17 @@ def prepare_notebooks(dest: str | os.PathLike, names: Sequence[str],
     """Copy ``notebooks/<name>`` into ``dest`` with ``parameters`` injected after the
     ``parameters`` cell (papermill's own injection; each notebook gets the ones it declares)."""
     import nbformat
+    from papermill import inspect_notebook
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
-
-    from .reports import parameters_of
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for name in names:
         src = notebooks_dir() / name
-        declared = parameters_of(src)
+        # papermill's own inspection (not reports.parameters_of: reports imports this module)
+        declared = inspect_notebook(str(src))
         nb = parameterize_notebook(load_notebook_node(str(src)),
                                    {k: v for k, v in parameters.items() if k in declared})
         path = dest / name

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -107,9 +108,8 @@ def target_change_history(history: pd.DataFrame) -> pd.DataFrame:
 def run_histories(results: pd.DataFrame, variant: str = "full", grid: str | None = None
                   ) -> pd.DataFrame:
     """The per-epoch histories of the runs of ``variant`` (and ``grid``) in a results table,
-    stacked with a ``run`` column ("seed S, p=P"), read from their run folders."""
-    from .train import load_result
-
+    stacked with a ``run`` column ("seed S, p=P"), read from their run folders' ``history.csv``
+    (not through the trainer's run loader: the model imports this module, the trainer the model)."""
     sel = results[(results["variant"] == variant) & (results["split"] == "test")
                   & (results["metric"] == "mAP")]
     if grid is not None:
@@ -118,7 +118,7 @@ def run_histories(results: pd.DataFrame, variant: str = "full", grid: str | None
     if runs.empty:
         raise ValueError(f"run_histories: no runs of variant {variant!r}"
                          + (f" in grid {grid!r}" if grid else ""))
-    frames = [load_result(r["run_dir"]).history.assign(
+    frames = [pd.read_csv(Path(r["run_dir"]) / "history.csv").assign(
         run=f"seed {int(r['seed'])}, p={float(r['proportion']):g}") for _, r in runs.iterrows()]
     return pd.concat(frames, ignore_index=True)
 
