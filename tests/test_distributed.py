@@ -98,20 +98,20 @@ def _worker(local_rank: int, spec: dict, port: int) -> None:
     """Every rank: the features CLI, then one `trm_lib train` per run, stdout to a per-rank
     file; each rank also saves the final state of its method (captured from the trainer) so
     the ranks can be compared with each other."""
-    import trm_lib.train as T
+    import trm_lib.trainer as TR
     from trm_lib.__main__ import main
 
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TRM_CACHE=spec["cache"])
     torch.set_num_threads(1)
     captured: dict[str, torch.nn.Module] = {}
-    build = T.build_method
+    build = TR.build_method
 
     def capture(cfg, ctx):
         captured["method"] = build(cfg, ctx)
         return captured["method"]
 
-    T.build_method = capture
+    TR.build_method = capture
     tmp = Path(spec["tmp"])
     with open(tmp / f"stdout-rank{local_rank}.txt", "w") as fh, contextlib.redirect_stdout(fh):
         assert main(["features", *spec["features"]]) == 0
@@ -131,6 +131,7 @@ def _worker(local_rank: int, spec: dict, port: int) -> None:
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     import trm_lib.train as T
+    import trm_lib.trainer as TR
     from trm_lib.backbone import FrozenCLIP
     from trm_lib.datasets import read_generic
     from trm_lib.features import compute_features, feature_key, store_dir
@@ -144,14 +145,14 @@ def launched(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRM_CACHE", str(tmp / "cache-single"))
         captured: dict[str, torch.nn.Module] = {}  # by run name
-        build = T.build_method
+        build = TR.build_method
         current = [""]
 
         def capture(cfg, ctx):
             captured[current[0]] = build(cfg, ctx)
             return captured[current[0]]
 
-        mp.setattr(T, "build_method", capture)
+        mp.setattr(TR, "build_method", capture)
         for name in RUNS:
             current[0] = name
             single[name] = T.train(run_config(world, name), tmp / "single" / name, log=None)

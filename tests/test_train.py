@@ -17,6 +17,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 import trm_lib.train as T
+import trm_lib.trainer as TR
 from trm_lib import metrics
 from trm_lib.config import ConfigError, RunConfig, TrainConfig
 from trm_lib.losses import partial_bce
@@ -85,7 +86,7 @@ class NaNAfterFirstEpoch(LinearHead):
 
 @pytest.fixture
 def head(monkeypatch):
-    monkeypatch.setattr(T, "build_method", lambda cfg, ctx: LinearHead(cfg, ctx))
+    monkeypatch.setattr(TR, "build_method", lambda cfg, ctx: LinearHead(cfg, ctx))
 
 
 def _same_metrics(a: dict, b: dict) -> None:
@@ -159,7 +160,7 @@ def test_resume_refuses_a_different_config(world, tmp_path, head):
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(world, tmp_path,
                                                                         monkeypatch):
-    monkeypatch.setattr(T, "build_method", lambda cfg, ctx: NaNAfterFirstEpoch(cfg, ctx))
+    monkeypatch.setattr(TR, "build_method", lambda cfg, ctx: NaNAfterFirstEpoch(cfg, ctx))
     out = tmp_path / "nan"
     with pytest.raises(T.TrainingError, match=r"non-finite loss \(nan\) at epoch 2, step 1/") as err:
         T.train(tiny_config(world), out, log=None)
@@ -184,7 +185,7 @@ def test_gradient_flows_only_into_method_parameters_live_images(world, tmp_path,
         return captured["m"]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(T, "build_method", build)
+        mp.setattr(TR, "build_method", build)
         T.train(cfg, tmp_path / "live", resources=res, log=None)
     assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
@@ -196,7 +197,7 @@ def test_method_exposing_backbone_parameters_is_refused(world, tmp_path, monkeyp
         def trainable_parameters(self):
             return [*super().trainable_parameters(), *self.ctx.backbone.parameters()]
 
-    monkeypatch.setattr(T, "build_method", lambda cfg, ctx: Leaky(cfg, ctx))
+    monkeypatch.setattr(TR, "build_method", lambda cfg, ctx: Leaky(cfg, ctx))
     with pytest.raises(T.TrainingError, match="frozen backbone parameters"):
         T.train(tiny_config(world), tmp_path / "leak", log=None)
 

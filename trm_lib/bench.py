@@ -12,7 +12,7 @@ import sys
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "synth": ("trm_lib.datasets.synthetic", "bench"),
     "features": ("trm_lib.features_cli", "bench"),
-    "train": ("trm_lib.train", "bench"),
+    "train": ("trm_lib.train_bench", "bench"),
 }
 
 

@@ -16,4 +16,8 @@ class BackboneError(ValueError):
     """A backbone cannot be built as asked; the message names the model, file or option."""
 
 
-__all__ = ["BackboneError", "ConfigError"]
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, mismatched checkpoint); the message says where."""
+
+
+__all__ = ["BackboneError", "ConfigError", "TrainingError"]
