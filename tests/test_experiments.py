@@ -273,3 +273,33 @@ def test_cli_experiment_prints_paired_differences_after_an_ablation(world, tmp_p
 
     want = paired_differences(pd.read_csv(csv)).iloc[0]
     assert int(want["n"]) == 2 and f"{100 * want['mean_diff']:.2f}" in row
+
+
+def test_grid_method_overrides_apply_to_that_grid_only():
+    spec = {"name": "g", "method_overrides": {"dualcoop": {"train.lr": 0.006}},
+            "grids": {"a": {"methods": ["dualcoop", "trm_ml"], "proportions": [0.1]},
+                      "b": {"methods": ["dualcoop", "trm_ml"], "protocol": "single_positive",
+                            "method_overrides": {"dualcoop": {"method.loss": "an"}},
+                            "switches": {"x": {}, "y": {"method.loss": "em"}}}}}
+    plan = {(r.grid, r.method, r.variant): r.config for r in E.expand(spec)}
+    assert plan[("a", "dualcoop", "default")].method.loss == "partial"
+    assert plan[("b", "dualcoop", "x")].method.loss == "an"
+    assert plan[("b", "dualcoop", "x")].train.lr == 0.006  # the spec-wide entry still applies
+    assert plan[("b", "trm_ml", "x")].method.loss == "partial"
+    assert plan[("b", "dualcoop", "y")].method.loss == "em"  # a switch still wins
+    bad = {"name": "g", "grids": {"a": {"methods": ["dualcoop"], "method_overrides": [1]}}}
+    with pytest.raises(ConfigError, match="method_overrides must be a mapping"):
+        E.expand(bad)
+
+
+def test_budget_notes_name_the_methods_trained_below_their_chosen_budget():
+    rows = []
+    for method, epochs in (("dualcoop", 6), ("trm_ml", 12), ("zero_shot", 12),
+                           ("linear_probe", 6)):
+        cfg = T.RunConfig().with_overrides({"method.name": method, "train.epochs": epochs})
+        rows.append({"method": method, "config": json.dumps(cfg.to_dict())})
+    notes = E.budget_notes(pd.DataFrame(rows))
+    chosen = E.method_overrides("dualcoop")["train.epochs"]
+    assert notes == [f"dualcoop ran 6 epoch(s), below the {chosen} chosen for it on validation",
+                     f"linear_probe ran 6 epoch(s), below the {T.RunConfig().train.epochs} "
+                     "chosen for it on validation"]

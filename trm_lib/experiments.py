@@ -17,6 +17,7 @@ from the same trainer and evaluator. Spec format::
         proportions: [0.1, 0.5]     # protocol A only
         seeds: [0]                  # each seed sets train.seed and data.mask_seed
         overrides: {}               # dotted overrides for this grid
+        method_overrides: {}        # per-method overrides for this grid only (protocol B's loss)
         switches: {full: {}, no_kd: {method.kd: none}}   # default {default: {}}
 
 The CSV is tidy: one row per run × split × metric (columns in :data:`COLUMNS`), rewritten
@@ -63,7 +64,8 @@ COLUMNS = ["grid", "method", "variant", "protocol", "proportion", "seed", "split
            "value", "epoch", "dataset", "backbone", "config_hash", "run_dir", "wall_time",
            "git_rev", "versions", "config"]
 SPLITS = ("val", "test", "test_oracle")
-_GRID_KEYS = {"methods", "protocol", "proportions", "seeds", "overrides", "switches"}
+_GRID_KEYS = {"methods", "protocol", "proportions", "seeds", "overrides", "switches",
+              "method_overrides"}
 _SPEC_KEYS = {"name", "preset", "base", "method_overrides", "grids", "description"}
 
 
@@ -116,7 +118,7 @@ def _check_spec(spec: dict[str, Any], where: str) -> dict[str, Any]:
         for key in ("proportions", "seeds"):
             if key in block and not isinstance(block[key], list):
                 raise ConfigError(f"{at}.{key} must be a list")
-        for key in ("overrides", "switches"):
+        for key in ("overrides", "switches", "method_overrides"):
             if not isinstance(block.get(key, {}), dict):
                 raise ConfigError(f"{at}.{key} must be a mapping")
     for key in ("base", "method_overrides"):
@@ -150,7 +152,8 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
     """Every run of ``spec`` (optionally restricted / re-seeded), configs built and validated.
 
     Precedence, later wins: preset → ``base`` → method overrides → CLI ``overrides`` → grid
-    ``overrides`` → switch → (method, protocol, proportion, seeds). What the caller passes beats
+    ``overrides`` → the grid's ``method_overrides`` → switch → (method, protocol, proportion,
+    seeds). What the caller passes beats
     a method's own settings from the spec: ``--set train.epochs=6`` (a notebook's time budget)
     shortens every method's schedule, including a baseline whose spec entry sets its epochs.
     """
@@ -185,6 +188,8 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
             cfg = _apply(cfg, (spec.get("method_overrides") or {}).get(method) or {}, at)
             cfg = _apply(cfg, overrides or {}, f"{at}: --set")
             cfg = _apply(cfg, block.get("overrides") or {}, at)
+            # a method's settings for this grid only (e.g. its protocol-B loss)
+            cfg = _apply(cfg, (block.get("method_overrides") or {}).get(method) or {}, at)
             cfg = _apply(cfg, switches[variant] or {}, f"{at}: switch {variant}")
             setting: dict[str, Any] = {"data.protocol": protocol, "train.seed": int(seed),
                                        "data.mask_seed": int(seed)}
@@ -639,6 +644,24 @@ def floor_messages(df: pd.DataFrame) -> list[str]:
             for _, r in below_zero_shot(df).iterrows()]
 
 
+def budget_notes(df: pd.DataFrame, spec: str | Path | dict[str, Any] = "fidelity") -> list[str]:
+    """One caption line per method of a results table that trained fewer epochs than the budget
+    chosen for it on validation (``method_overrides`` of ``spec``, else the
+    :class:`~trm_lib.config.RunConfig` default): a report that shortens schedules says so."""
+    default = RunConfig().train.epochs
+    notes = []
+    for method, g in df.groupby("method", sort=False):
+        if method == "zero_shot":
+            continue
+        chosen = int(method_overrides(str(method), spec).get("train.epochs", default))
+        ran = sorted({int(json.loads(c)["train"]["epochs"]) for c in g["config"].dropna()})
+        short = [e for e in ran if e < chosen]
+        if short:
+            notes.append(f"{method} ran {'/'.join(map(str, short))} epoch(s), below the "
+                         f"{chosen} chosen for it on validation")
+    return notes
+
+
 def _fail_below_zero_shot(df: pd.DataFrame) -> int:
     """Exit status 1 when a trained method of the grid ended below zero-shot CLIP."""
     bad = floor_messages(df)
@@ -650,5 +673,5 @@ def _fail_below_zero_shot(df: pd.DataFrame) -> int:
 
 
 __all__ = ["COLUMNS", "PlannedRun", "auto_jobs", "cli_evaluate", "cli_experiment", "cli_train",
-           "expand", "floor_messages", "is_grid_spec", "load_spec", "method_config", "method_overrides",
+           "budget_notes", "expand", "floor_messages", "is_grid_spec", "load_spec", "method_config", "method_overrides",
            "pivot_table", "planned_rows", "read_results", "result_rows", "run_grid", "summarize"]
