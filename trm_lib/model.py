@@ -512,7 +512,7 @@ class TRMML(Method):
             logs.update(mcl=float(l_mcl.detach()), mcl_proto=float(l_proto.detach()),
                         mcl_feat=float(l_feat.detach()))
         if self.training and z.requires_grad:  # each term's pull on the query features
-            logs.update({f"grad_{k}": v for k, v in gradient_norms(terms, z).items()})
+            logs.update(self._grad_logs(terms, z))
         if self.training:
             probs = torch.sigmoid(logits.detach().float())
             logs["n_memory_in"] = float(self.memory.update(z, probs, observed))
@@ -521,6 +521,19 @@ class TRMML(Method):
         logs["logit_scale"] = float(self.scale().detach())
         logs["loss"] = float(total.detach())
         return total, logs
+
+    #: the gradient-norm diagnostic is measured every this many training steps (~10 % of a
+    #: step's time when measured every step); the steps between repeat the last measurement
+    GRAD_EVERY = 8
+
+    def _grad_logs(self, terms: dict[str, torch.Tensor], z: torch.Tensor) -> dict[str, float]:
+        step = getattr(self, "_grad_step", 0)
+        self._grad_step = step + 1
+        last = getattr(self, "_grad_last", {})
+        if step % self.GRAD_EVERY == 0 or set(last) != {f"grad_{k}" for k in terms}:
+            last = {f"grad_{k}": v for k, v in gradient_norms(terms, z).items()}
+            self._grad_last = last
+        return dict(last)
 
     @torch.no_grad()
     def _pseudo_scores(self, out: dict[str, torch.Tensor], observed: torch.Tensor,
