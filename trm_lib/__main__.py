@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("trm_lib.experiments", "cli_evaluate", "evaluate a checkpoint"),
     "experiment": ("trm_lib.experiments", "cli_experiment", "run a grid into a results CSV"),
     "report": ("trm_lib.reports", "cli", "run the notebooks into reports/ with papermill"),
+    "course": ("trm_lib.course", "cli", "write course/student + course/solutions, or grade"),
     "bench": ("trm_lib.bench", "cli", "benchmarks that print throughput figures"),
 }
 

@@ -76,8 +76,13 @@ def mask_proportion(Y: np.ndarray, p: float, seed: int) -> np.ndarray:
     Hill/SPLC, which is not comparable). ``p = 1`` keeps everything.
     """
     Y = check_labels(Y, allowed=(1, -1), where="full labels")
-    p = _check_proportion(p)
-    keep = _rng(seed, "proportion").random(Y.shape) < p
+    return keep_proportion(Y, _check_proportion(p), _rng(seed, "proportion"))
+
+
+def keep_proportion(Y: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Protocol A's rule with the caller's generator: one ``rng.random(Y.shape)`` draw, keep an
+    entry where it is ``< p``, else 0 (the course's masking exercise is checked against this)."""
+    keep = rng.random(Y.shape) < p
     return np.where(keep, Y, 0).astype(np.int8)
 
 

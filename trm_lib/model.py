@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .config import MethodConfig
 
 __all__ = ["CategoryCrossAttention", "RegionCalibrator", "TRMML", "classification_loss",
-           "probabilities", "text_features"]
+           "one_to_one_logits", "probabilities", "text_features"]
 
 #: CLIP's own cap on the logit scale (exp(λ) ≤ 100), so a learnable λ cannot run away.
 MAX_LOGIT_SCALE = 100.0
@@ -69,6 +69,13 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
     s = 0 (thresholded metrics unchanged) and differs from σ(s) by at most 2ε = 2e-6."""
     s = logits.double()
     return (1 - 2 * RANK_EPS) * torch.sigmoid(s) + RANK_EPS * (1 + torch.tanh(s / 100))
+
+
+def one_to_one_logits(feats: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float
+                      ) -> torch.Tensor:
+    """(B, C) ``s_c = λ cos(feats_c, t_c)``: class c's feature (B, C, D) meets only its own text
+    (the one-to-one text–region matching); ``text`` (C, D) is already L2-normalised."""
+    return scale * (F.normalize(feats.float(), dim=-1) * text).sum(-1)
 
 
 def classification_loss(cfg: MethodConfig, logits: torch.Tensor, targets: torch.Tensor,
@@ -380,8 +387,8 @@ class TRMML(Method):
             r = maps @ dense.float()  # region features in CLIP space, only A is learned
             text = self.class_text().float()
             lam = self.scale()
-            logits = lam * (F.normalize(z.float(), dim=-1) * text).sum(-1)
-            region_logits = lam * (F.normalize(r, dim=-1) * text).sum(-1)
+            logits = one_to_one_logits(z, text, lam)
+            region_logits = one_to_one_logits(r, text, lam)
         return {"logits": logits, "maps": maps, "z": z, "r": r, "region_logits": region_logits}
 
     def region_cosines(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
