@@ -293,13 +293,15 @@ def test_grid_method_overrides_apply_to_that_grid_only():
 
 
 def test_budget_notes_name_the_methods_trained_below_their_chosen_budget():
+    from trm_lib.config import RunConfig
+
     rows = []
     for method, epochs in (("dualcoop", 6), ("trm_ml", 12), ("zero_shot", 12),
                            ("linear_probe", 6)):
-        cfg = T.RunConfig().with_overrides({"method.name": method, "train.epochs": epochs})
+        cfg = RunConfig().with_overrides({"method.name": method, "train.epochs": epochs})
         rows.append({"method": method, "config": json.dumps(cfg.to_dict())})
     notes = E.budget_notes(pd.DataFrame(rows))
     chosen = E.method_overrides("dualcoop")["train.epochs"]
     assert notes == [f"dualcoop ran 6 epoch(s), below the {chosen} chosen for it on validation",
-                     f"linear_probe ran 6 epoch(s), below the {T.RunConfig().train.epochs} "
+                     f"linear_probe ran 6 epoch(s), below the {RunConfig().train.epochs} "
                      "chosen for it on validation"]
