@@ -159,35 +159,48 @@ def test_resume_after_interruption(backbone, dataset, tmp_path, monkeypatch):
     np.testing.assert_array_equal(resumed.global_feats, fresh.global_feats)
 
 
-def test_corrupt_or_foreign_manifest(backbone, dataset, tmp_path):
+def test_corrupt_or_foreign_manifest(backbone, dataset, tmp_path, capsys, counted):
+    """Opened directly, a damaged store is refused naming the file; compute_features recomputes
+    it with one warning line naming the folder."""
     store = compute_features(backbone, dataset, cache_root=tmp_path, progress=False)
     manifest_path = store.path / "manifest.json"
     good = manifest_path.read_text()
+
+    def refused_then_rebuilt(pattern):
+        with pytest.raises(FeatureCacheError, match=pattern):
+            FeatureStore(store.path)
+        counted.clear()
+        capsys.readouterr()
+        again = compute_features(backbone, dataset, cache_root=tmp_path, progress=False)
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("warning: ") and "\n" not in err and str(store.path) in err
+        assert sum(counted) == len(dataset)  # recomputed
+        np.testing.assert_array_equal(again.dense, store.dense)
 
     manifest = json.loads(good)
     manifest["key"]["raw"] = True
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(FeatureCacheError, match=r"manifest.json: manifest key does not match"):
-        compute_features(backbone, dataset, cache_root=tmp_path, progress=False)
+        from trm_lib.feature_store import read_manifest
+        read_manifest(store.path, feature_key(backbone, dataset))
+    compute_features(backbone, dataset, cache_root=tmp_path, progress=False)
+    assert "manifest key does not match" in capsys.readouterr().err
 
     manifest_path.write_text("{not json")
-    with pytest.raises(FeatureCacheError, match=r"manifest.json: not valid JSON"):
-        compute_features(backbone, dataset, cache_root=tmp_path, progress=False)
+    refused_then_rebuilt(r"manifest.json: not valid JSON")
 
-    manifest_path.write_text(json.dumps({"format": 1}))
-    with pytest.raises(FeatureCacheError, match=r"manifest.json: corrupt manifest, missing"):
-        FeatureStore(store.path)
+    manifest_path.write_text(json.dumps({"format": 2}))
+    refused_then_rebuilt(r"manifest.json: corrupt manifest, missing")
 
-    manifest_path.write_text(good)
+    good = manifest_path.read_text()
     (store.path / "dense.npy").unlink()
-    with pytest.raises(FeatureCacheError, match=r"dense.npy: listed in .* but missing"):
-        FeatureStore(store.path)
+    refused_then_rebuilt(r"dense.npy: listed in .* but missing")
 
+    good = manifest_path.read_text()
     manifest = json.loads(good)
     manifest["arrays"]["global"]["shape"] = [8, 16]
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(FeatureCacheError, match=r"global.npy: shape \(7, 16\)"):
-        FeatureStore(store.path)
+    refused_then_rebuilt(r"global.npy: shape \(7, 16\)")
 
 
 def test_non_finite_features_are_refused(backbone, dataset, tmp_path, monkeypatch):

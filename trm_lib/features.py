@@ -3,16 +3,27 @@
 Both CLIP towers are frozen, so every epoch of every method would otherwise recompute the same
 image features; decoding JPEGs and running the image tower dominates training time. We compute the
 global embedding and the dense token map once, store them as float16 ``.npy`` files (read back as
-memmaps, so a store larger than RAM still works) and train heads on them.
+memmaps, so a store larger than RAM still works) and train heads on them. The format -- row-wise
+ordinary writes, the manifest as commit record, CRC-32 checksums verified on open -- lives in
+:mod:`trm_lib.feature_store`.
 
-Layout: ``<cache>/features/<key hash>/`` with ``global.npy`` (N, D), ``dense.npy`` (N, L, D),
-optionally ``dense_raw.npy`` (N, L, d_v), and ``manifest.json`` (the full key, shapes, grid and
-the number of completed rows). The key covers everything that changes the numbers -- backbone
-identity (model, weights hash, size, precision), dataset name/split/root/fingerprint, transform,
-raw flag -- so any change lands in a different folder. Rows are written in order and the manifest
-(written atomically) advances only after the rows are flushed, so an interrupted run resumes
-where it stopped. Cached features have no augmentation: that is the trade-off of
-``train.use_cache`` (live images remain available through the backbone's train transform).
+Stores live in ``<cache>/features/<key hash>/``. The key covers everything that changes the
+numbers -- backbone identity (model, weights hash, size, precision), dataset name/split/root/
+fingerprint (classes, image paths, labels), a stamp of every image file's size and modification
+time, transform, raw flag -- so any change lands in a different folder. Size + mtime rather than a
+content hash: one ``stat`` per image is ~1000x cheaper than reading it (a content hash would cost
+as much as computing the features on the embedded world's small JPEGs, and hours on COCO), and
+rewriting an image -- even with the same name, labels and size -- changes its mtime; only a
+deliberate restore of the old mtime escapes it. Rows are written in order and the manifest advances
+only after they are on disk, so an interrupted run resumes where it stopped. Cached features have
+no augmentation: that is the trade-off of ``train.use_cache`` (live images remain available
+through the backbone's train transform).
+
+Policy on a damaged store: :func:`compute_features` rebuilds a complete store that fails its
+checks (checksums, manifest, arrays) with a one-line ``warning:`` on stderr naming the folder and
+the reason; :class:`FeatureStore` opened directly refuses it with :class:`FeatureCacheError`.
+A complete store is opened without taking the lock, so a read-only cache works; a cache that
+must be written but cannot is one error naming the folder and ``TRM_CACHE``.
 
 Under ``torchrun`` (``python -m torch.distributed.run --nproc_per_node=N -m trm_lib features
 ...``) the ranks share the work: in every round each rank encodes one batch of the next
@@ -29,7 +40,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +48,17 @@ import numpy as np
 import torch
 
 from . import distributed
-from .io import read_json, write_json
+from .feature_store import (
+    FORMAT_VERSION,
+    FeatureCacheError,
+    FeatureStore,
+    StoreWriter,
+    create_store,
+    finish_store,
+    read_manifest,
+    remove_store,
+)
+from .io import FileError, write_json
 from .locks import file_lock
 from .paths import cache_dir
 
@@ -45,22 +66,30 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .backbone import FrozenCLIP
     from .datasets.base import MultiLabelDataset
 
-FORMAT_VERSION = 1
-
-
-class FeatureCacheError(ValueError):
-    """A feature store is corrupt, incomplete or does not match its key; names the file."""
-
 
 # ---------------------------------------------------------------------------------------------
 # Keys and locations
 # ---------------------------------------------------------------------------------------------
 
+def images_stamp(dataset: MultiLabelDataset) -> str:
+    """Hash of every image file's (size, mtime) in order: a rewritten image changes the key
+    (module docstring: why not a content hash). A missing image is an error naming it."""
+    h = hashlib.sha256()
+    for path in dataset.image_paths:
+        try:
+            st = Path(path).stat()
+        except OSError as err:
+            raise FeatureCacheError(f"{path}: image of {dataset.name}/{dataset.split} cannot "
+                                    f"be read ({err.strerror})") from None
+        h.update(f"{st.st_size}:{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()[:16]
+
+
 def feature_key(backbone: FrozenCLIP, dataset: MultiLabelDataset, raw: bool = False,
                 transform: Any = None, decode: str = "pil") -> dict[str, Any]:
     """Everything that determines the cached numbers (JSON-serialisable). ``decode``: ``pil`` or
     ``nvjpeg`` (GPU decoding gives slightly different pixels, see :mod:`trm_lib.decode`); the
-    key of the default PIL path has no ``decode`` entry, so existing stores keep their hash."""
+    key of the default PIL path has no ``decode`` entry."""
     transform = transform if transform is not None else backbone.transform()
     if decode not in ("pil", "nvjpeg"):
         raise ValueError(f"decode must be 'pil' or 'nvjpeg', got {decode!r}")
@@ -70,7 +99,8 @@ def feature_key(backbone: FrozenCLIP, dataset: MultiLabelDataset, raw: bool = Fa
         "backbone": backbone.identity(),
         "dataset": {"name": dataset.name, "split": dataset.split,
                     "root": str(Path(dataset.root).resolve()),
-                    "fingerprint": dataset.fingerprint(), "n": len(dataset)},
+                    "fingerprint": dataset.fingerprint(), "n": len(dataset),
+                    "images": images_stamp(dataset)},
         "transform": repr(transform),
         "image_size": backbone.image_size,
         "grid": list(backbone.grid),
@@ -92,89 +122,63 @@ def _locked(folder: Path) -> contextlib.AbstractContextManager[Path]:
     return file_lock(folder / ".lock", what=f"feature store {folder}")
 
 
-def _read_manifest(path: Path, key: dict[str, Any] | None = None) -> dict[str, Any]:
+def _open_complete(folder: Path, key: dict[str, Any]) -> tuple[FeatureStore | None, str]:
+    """The complete, verified store of ``key`` in ``folder`` (read-only, no lock), else None and
+    why it cannot be used ("" when there is simply none yet, or it is incomplete)."""
+    if not (folder / "manifest.json").exists():
+        return None, ""
     try:
-        manifest = read_json(path)
-    except ValueError as err:
-        raise FeatureCacheError(f"{err}; delete {path.parent} to recompute") from None
-    need = ("format", "key", "n", "grid", "embed_dim", "dense_dim", "arrays", "completed",
-            "complete")
-    if not isinstance(manifest, dict) or any(k not in manifest for k in need):
-        missing = [k for k in need if not isinstance(manifest, dict) or k not in manifest]
-        raise FeatureCacheError(f"{path}: corrupt manifest, missing {', '.join(missing)}; "
-                                f"delete {path.parent} to recompute")
-    if manifest["format"] != FORMAT_VERSION:
-        raise FeatureCacheError(f"{path}: format {manifest['format']} != {FORMAT_VERSION}; "
-                                f"delete {path.parent} to recompute")
-    if key is not None and manifest["key"] != json.loads(json.dumps(key)):
-        raise FeatureCacheError(f"{path}: manifest key does not match the requested features "
-                                f"(a foreign or edited store); delete {path.parent}")
-    return manifest
+        if not read_manifest(folder, key)["complete"]:
+            return None, ""
+        return FeatureStore(folder), ""
+    except FeatureCacheError as err:
+        return None, str(err)
 
 
-def _open_array(folder: Path, manifest: dict[str, Any], name: str, mode: str) -> np.memmap:
-    spec = manifest["arrays"][name]
-    path = folder / spec["file"]
-    if not path.exists():
-        raise FeatureCacheError(f"{path}: listed in {folder / 'manifest.json'} but missing; "
-                                f"delete {folder} to recompute")
+def _prepare(folder: Path, key: dict[str, Any], backbone: FrozenCLIP, n: int, raw: bool
+             ) -> tuple[dict[str, Any], StoreWriter | None]:
+    """Under the store's lock: the manifest to continue from and a writer (None when another
+    process finished the store meanwhile). A damaged store is removed and begun again."""
+    store, problem = _open_complete(folder, key)
+    if store is not None:
+        return store.manifest, None
+    if not problem and (folder / "manifest.json").exists():
+        try:
+            manifest = read_manifest(folder, key)  # incomplete: resume
+            return manifest, StoreWriter(folder, manifest)
+        except FeatureCacheError as err:
+            problem = str(err)
+    if problem:
+        reason = problem.rsplit("; delete ", 1)[0]  # we do the deleting
+        print(f"warning: {reason}; recomputing the feature store {folder}", file=sys.stderr)
+        remove_store(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+    L = backbone.grid[0] * backbone.grid[1]
+    shapes = {"global": [n, backbone.embed_dim], "dense": [n, L, backbone.embed_dim]}
+    if raw:
+        shapes["dense_raw"] = [n, L, backbone.dense_dim]
+    manifest = create_store(folder, key, shapes, {
+        "key_hash": key_hash(key), "n": n, "grid": list(backbone.grid),
+        "embed_dim": backbone.embed_dim, "dense_dim": backbone.dense_dim})
+    return manifest, StoreWriter(folder, manifest)
+
+
+@contextlib.contextmanager
+def _writing(folder: Path, problem: str) -> Iterator[None]:
+    """The store's lock, or one error naming the folder and TRM_CACHE when the cache cannot be
+    written (read-only filesystem, no permission)."""
     try:
-        arr = np.load(path, mmap_mode=mode)
-    except (ValueError, OSError) as err:
-        raise FeatureCacheError(f"{path}: unreadable ({err}); delete {folder}") from None
-    if list(arr.shape) != spec["shape"] or arr.dtype != np.float16:
-        raise FeatureCacheError(f"{path}: shape {arr.shape} / dtype {arr.dtype}, manifest says "
-                                f"{tuple(spec['shape'])} / float16; delete {folder}")
-    return arr
-
-
-# ---------------------------------------------------------------------------------------------
-# The store
-# ---------------------------------------------------------------------------------------------
-
-class FeatureStore:
-    """A completed feature store, opened read-only. ``batch(indices)`` gives float32 tensors
-    under the feature-batch keys of :mod:`trm_lib.methods`."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        manifest = _read_manifest(self.path / "manifest.json")
-        if not manifest["complete"]:
-            raise FeatureCacheError(
-                f"{self.path / 'manifest.json'}: incomplete store ({manifest['completed']}/"
-                f"{manifest['n']} rows); run compute_features again to resume")
-        self.manifest = manifest
-        self.key: dict[str, Any] = manifest["key"]
-        self.grid: tuple[int, int] = tuple(manifest["grid"])
-        self.embed_dim: int = manifest["embed_dim"]
-        self.dense_dim: int = manifest["dense_dim"]
-        self.global_feats = _open_array(self.path, manifest, "global", "r")
-        self.dense = _open_array(self.path, manifest, "dense", "r")
-        self.dense_raw = (_open_array(self.path, manifest, "dense_raw", "r")
-                          if "dense_raw" in manifest["arrays"] else None)
-
-    def __len__(self) -> int:
-        return self.global_feats.shape[0]
-
-    def __repr__(self) -> str:
-        return (f"FeatureStore({self.path}, n={len(self)}, D={self.embed_dim}, grid={self.grid}"
-                f"{', raw' if self.dense_raw is not None else ''})")
-
-    def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor,
-              device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
-        """Rows ``indices`` as float32 tensors: ``global`` (B, D), ``dense`` (B, L, D) and, when
-        cached, ``dense_raw`` (B, L, d_v)."""
-        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices,
-                         dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"{self.path}: indices out of range [0, {len(self)})")
-        arrays = {"global": self.global_feats, "dense": self.dense}
-        if self.dense_raw is not None:
-            arrays["dense_raw"] = self.dense_raw
-        out = {k: torch.from_numpy(np.ascontiguousarray(a[idx])) for k, a in arrays.items()}
-        if device is not None:
-            return {k: v.to(device, non_blocking=True).float() for k, v in out.items()}
-        return {k: v.float() for k, v in out.items()}
+        lock = _locked(folder)
+        lock.__enter__()
+    except FileError as err:
+        why = f"{problem}; and " if problem else ""
+        raise FeatureCacheError(
+            f"{why}the feature store {folder} must be computed but the cache is not writable "
+            f"({err}); set TRM_CACHE to a writable folder (now {cache_dir()})") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def compute_features(backbone: FrozenCLIP, dataset: MultiLabelDataset, *, batch_size: int = 128,
@@ -184,11 +188,12 @@ def compute_features(backbone: FrozenCLIP, dataset: MultiLabelDataset, *, batch_
                      gpu_decode: bool = False) -> FeatureStore:
     """Return the feature store of ``dataset`` under ``backbone``, computing what is missing.
 
-    Reuse costs one manifest read; an interrupted computation resumes from its last flushed
-    batch. ``cache_root`` defaults to :func:`trm_lib.paths.cache_dir`. ``gpu_decode``: decode
-    JPEGs with nvJPEG on the backbone's GPU (:mod:`trm_lib.decode`; falls back to PIL, with a
-    warning, when the backbone is not on CUDA). In a multi-process group (``torchrun``) every
-    rank must call this with the same arguments: the work is sharded (module docstring).
+    Reuse costs one manifest read and (once per process) the checksum pass; an interrupted
+    computation resumes from its last written batch; a damaged store is recomputed with a
+    warning (module docstring). ``cache_root`` defaults to :func:`trm_lib.paths.cache_dir`.
+    ``gpu_decode``: decode JPEGs with nvJPEG on the backbone's GPU (:mod:`trm_lib.decode`; falls
+    back to PIL, with a warning, when the backbone is not on CUDA). In a multi-process group
+    (``torchrun``) every rank must call this with the same arguments: the work is sharded.
     """
     from .decode import use_gpu_decode
 
@@ -200,48 +205,26 @@ def compute_features(backbone: FrozenCLIP, dataset: MultiLabelDataset, *, batch_
     gpu = use_gpu_decode(gpu_decode, backbone.device)
     key = feature_key(backbone, dataset, raw, transform, "nvjpeg" if gpu else "pil")
     folder = store_dir(key, cache_root)
-    manifest_path = folder / "manifest.json"
     if distributed.is_distributed():
         _compute_sharded(backbone, dataset, transform, key, folder, batch_size, num_workers, raw,
                          progress, gpu)
         return FeatureStore(folder)
-    with _locked(folder):
-        if manifest_path.exists():
-            manifest = _read_manifest(manifest_path, key)
-            if manifest["complete"]:
-                return FeatureStore(folder)
-            arrays = {name: _open_array(folder, manifest, name, "r+")
-                      for name in manifest["arrays"]}
-        else:
-            manifest, arrays = _create_store(folder, key, backbone, len(dataset), raw)
-        _fill(backbone, dataset, transform, manifest, manifest_path, arrays, batch_size,
-              num_workers, raw, progress, gpu)
+    store, problem = _open_complete(folder, key)
+    if store is not None:
+        return store
+    with _writing(folder, problem):
+        manifest, writer = _prepare(folder, key, backbone, len(dataset), raw)
+        if writer is not None:
+            try:
+                _fill(backbone, dataset, transform, manifest, folder, writer, batch_size,
+                      num_workers, raw, progress, gpu)
+            finally:
+                writer.close()
     return FeatureStore(folder)
 
 
-def _create_store(folder: Path, key: dict[str, Any], backbone: FrozenCLIP, n: int, raw: bool
-                  ) -> tuple[dict[str, Any], dict[str, np.memmap]]:
-    L = backbone.grid[0] * backbone.grid[1]
-    shapes = {"global": [n, backbone.embed_dim], "dense": [n, L, backbone.embed_dim]}
-    if raw:
-        shapes["dense_raw"] = [n, L, backbone.dense_dim]
-    arrays = {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+",
-                                              dtype=np.float16, shape=tuple(shape))
-              for name, shape in shapes.items()}
-    manifest = {
-        "format": FORMAT_VERSION, "key": key, "key_hash": key_hash(key), "n": n,
-        "grid": list(backbone.grid), "embed_dim": backbone.embed_dim,
-        "dense_dim": backbone.dense_dim,
-        "arrays": {name: {"file": f"{name}.npy", "shape": shape, "dtype": "float16"}
-                   for name, shape in shapes.items()},
-        "completed": 0, "complete": False, "seconds": 0.0,
-    }
-    write_json(folder / "manifest.json", manifest)  # after the arrays: it is the commit record
-    return manifest, arrays
-
-
 def _fill(backbone: FrozenCLIP, dataset: MultiLabelDataset, transform: Any,
-          manifest: dict[str, Any], manifest_path: Path, arrays: dict[str, np.memmap],
+          manifest: dict[str, Any], folder: Path, writer: StoreWriter,
           batch_size: int, num_workers: int, raw: bool, progress: bool,
           gpu_decode: bool = False) -> None:
     from tqdm import tqdm
@@ -258,37 +241,34 @@ def _fill(backbone: FrozenCLIP, dataset: MultiLabelDataset, transform: Any,
         for images, index in loader:
             lo, hi = int(index[0]), int(index[-1]) + 1
             out = backbone.encode_images(images, raw=raw)
-            _write_rows(arrays, out, lo, hi, manifest_path, dataset)
+            _write_rows(writer, out, lo, hi, folder, dataset)
             manifest["completed"] = hi
             manifest["seconds"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            write_json(manifest_path, manifest)
+            write_json(folder / "manifest.json", manifest)
             bar.update(hi - lo)
-    _finish(manifest, manifest_path, dataset, progress)
+    _finish(manifest, folder, dataset, progress)
 
 
-def _write_rows(arrays: dict[str, np.memmap], out: dict[str, torch.Tensor], lo: int, hi: int,
-                manifest_path: Path, dataset: MultiLabelDataset) -> None:
-    """Rows ``lo:hi`` of every array as float16, flushed (before the manifest may advance)."""
-    for name, arr in arrays.items():
-        rows = out[name].to(torch.float16).cpu().numpy()
-        if not np.isfinite(rows).all():
+def _write_rows(writer: StoreWriter, out: dict[str, torch.Tensor], lo: int, hi: int,
+                folder: Path, dataset: MultiLabelDataset) -> None:
+    """Rows ``lo:hi`` of every array as float16, on disk (before the manifest may advance)."""
+    rows = {}
+    for name in writer.files:
+        rows[name] = out[name].to(torch.float16).cpu().numpy()
+        if not np.isfinite(rows[name]).all():
             raise FeatureCacheError(
-                f"{manifest_path.parent / (name + '.npy')}: non-finite {name} features for "
+                f"{folder / (name + '.npy')}: non-finite {name} features for "
                 f"images {lo}..{hi - 1} (e.g. {dataset.image_paths[lo]}); float16 overflow "
                 f"or a broken backbone")
-        arr[lo:hi] = rows
-    for arr in arrays.values():
-        arr.flush()
+    writer.write(lo, rows)
 
 
-def _finish(manifest: dict[str, Any], manifest_path: Path, dataset: MultiLabelDataset,
+def _finish(manifest: dict[str, Any], folder: Path, dataset: MultiLabelDataset,
             progress: bool) -> None:
-    n = manifest["n"]
-    manifest["complete"] = manifest["completed"] == n
-    write_json(manifest_path, manifest)
+    finish_store(folder, manifest)
     if progress:
-        print(f"features: {n} images of {dataset.name}/{dataset.split} -> {manifest_path.parent} "
+        print(f"features: {manifest['n']} images of {dataset.name}/{dataset.split} -> {folder} "
               f"({manifest['seconds']:.1f}s)", file=sys.stderr)
 
 
@@ -308,24 +288,24 @@ def _compute_sharded(backbone: FrozenCLIP, dataset: MultiLabelDataset, transform
 
     main, n = distributed.is_main(), len(dataset)
     rank, world = distributed.rank(), distributed.world_size()
-    manifest_path = folder / "manifest.json"
-    with _locked(folder) if main else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
         manifest: dict[str, Any] = {}
-        arrays: dict[str, np.memmap] = {}
+        writer: StoreWriter | None = None
         status: tuple[str, Any] = ("start", 0)
         if main:
             try:
-                if manifest_path.exists():
-                    manifest = _read_manifest(manifest_path, key)
-                    if manifest["complete"]:
+                store, problem = _open_complete(folder, key)
+                if store is not None:
+                    status = ("done", n)
+                else:
+                    stack.enter_context(_writing(folder, problem))
+                    manifest, writer = _prepare(folder, key, backbone, n, raw)
+                    if writer is None:
                         status = ("done", n)
                     else:
-                        arrays = {name: _open_array(folder, manifest, name, "r+")
-                                  for name in manifest["arrays"]}
+                        stack.callback(writer.close)
                         status = ("start", manifest["completed"])
-                else:
-                    manifest, arrays = _create_store(folder, key, backbone, n, raw)
-            except FeatureCacheError as err:
+            except FileError as err:
                 status = ("error", str(err))
         status = distributed.broadcast_object(status)
         if status[0] == "error":
@@ -351,17 +331,17 @@ def _compute_sharded(backbone: FrozenCLIP, dataset: MultiLabelDataset, transform
                          for r in range(world)]
                 rows = {k: distributed.gather_tensor(out[k].to(torch.float16), sizes)
                         for k in names}
-                if main:
-                    _write_rows(arrays, rows, lo, hi, manifest_path, dataset)
+                if main and writer is not None:
+                    _write_rows(writer, rows, lo, hi, folder, dataset)
                     manifest["completed"] = hi
                     manifest["seconds"] += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    write_json(manifest_path, manifest)
+                    write_json(folder / "manifest.json", manifest)
                     bar.update(hi - lo)
-        if main and status[0] != "done":
-            _finish(manifest, manifest_path, dataset, progress)
+        if main and writer is not None:
+            _finish(manifest, folder, dataset, progress)
     distributed.barrier()  # the store is complete before any rank opens it
 
 
 __all__ = ["FORMAT_VERSION", "FeatureCacheError", "FeatureStore", "compute_features",
-           "feature_key", "key_hash", "store_dir"]
+           "feature_key", "images_stamp", "key_hash", "store_dir"]

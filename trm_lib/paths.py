@@ -16,8 +16,19 @@ REPO_ROOT = PACKAGE_DIR.parent
 def cache_dir() -> Path:
     """Root of everything regenerable: worlds, weights, feature stores, masks."""
     path = Path(os.environ.get("TRM_CACHE", REPO_ROOT / ".cache" / "trm"))
-    path.mkdir(parents=True, exist_ok=True)
+    _make(path, "TRM_CACHE")
     return path
+
+
+def _make(path: Path, variable: str) -> None:
+    """Create a default folder, or one error naming the variable that moves it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        from .io import FileError
+
+        raise FileError(f"{path}: cannot create the folder ({err.strerror}); set {variable} to "
+                        f"a writable folder") from None
 
 
 def reports_dir() -> Path:
@@ -31,7 +42,7 @@ def notebooks_dir() -> Path:
 def runs_dir() -> Path:
     """Training runs (checkpoints, logs, results CSVs)."""
     path = Path(os.environ.get("TRM_RUNS", REPO_ROOT / "runs"))
-    path.mkdir(parents=True, exist_ok=True)
+    _make(path, "TRM_RUNS")
     return path
 
 
