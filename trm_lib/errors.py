@@ -20,4 +20,13 @@ class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, mismatched checkpoint); the message says where."""
 
 
-__all__ = ["BackboneError", "ConfigError", "TrainingError"]
+class FileError(ValueError):
+    """A file the package reads or writes is damaged, unreadable or cannot be written; the
+    message names the file and says what to do."""
+
+
+class DiskFullError(FileError):
+    """The filesystem holding a file being written is full (ENOSPC / EDQUOT)."""
+
+
+__all__ = ["BackboneError", "ConfigError", "DiskFullError", "FileError", "TrainingError"]

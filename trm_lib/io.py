@@ -19,14 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-
-class FileError(ValueError):
-    """A file the package reads or writes is damaged, unreadable or cannot be written; the
-    message names the file and says what to do (the CLI prints it as one ``error:`` line)."""
-
-
-class DiskFullError(FileError):
-    """The filesystem holding a file being written is full (ENOSPC / EDQUOT)."""
+from .errors import DiskFullError, FileError
 
 
 def disk_full(path: str | os.PathLike) -> DiskFullError:
