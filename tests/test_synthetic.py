@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from trm_lib.config import ConfigError
-from trm_lib.datasets import DatasetError, load, read_generic
+from trm_lib.datasets import DatasetError, load, read_generic, synth_files
 from trm_lib.datasets import synthetic as syn
 from trm_lib.datasets.classes import VOC_CLASSES, voc2007_full_labels
 from trm_lib.datasets.pictograms import (
@@ -202,7 +202,7 @@ def test_bad_labels_are_rejected_with_the_field(tmp_path):
 def test_interrupted_generation_leaves_no_world_and_resumes(tmp_path, monkeypatch):
     root = tmp_path / "w"
     saved = []
-    real_save = syn._save_part
+    real_save = synth_files._save_part
 
     def failing_save(path, result):
         if len(saved) == 3:
@@ -210,7 +210,7 @@ def test_interrupted_generation_leaves_no_world_and_resumes(tmp_path, monkeypatc
         saved.append(path)
         real_save(path, result)
 
-    monkeypatch.setattr(syn, "_save_part", failing_save)
+    monkeypatch.setattr(synth_files, "_save_part", failing_save)
     with pytest.raises(KeyboardInterrupt):
         syn.generate_world(root, TINY, workers=1, chunk=4, progress=False)
     assert not root.exists()
@@ -223,7 +223,7 @@ def test_interrupted_generation_leaves_no_world_and_resumes(tmp_path, monkeypatc
         rendered.append(args[:2])
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(syn, "_save_part", real_save)
+    monkeypatch.setattr(synth_files, "_save_part", real_save)
     monkeypatch.setattr(syn, "render_world_image", counting_render)
     syn.generate_world(root, TINY, workers=1, chunk=4, progress=False)
     assert len(rendered) == 48 - 3 * 4  # the three finished chunks were not redrawn
