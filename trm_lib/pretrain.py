@@ -36,14 +36,17 @@ The result is cached in ``cache_dir()/tinyclip/<model>-<hash of the pre-training
 open_clip ``local-dir:`` folder (``open_clip_config.json`` + ``open_clip_model.safetensors``) plus
 ``pretrain.json`` (config, corpus checksum, losses, zero-shot mAP, wall and CPU time, versions).
 ``python -m trm_lib pretrain`` builds or locates it.
+
+Rooms: :mod:`trm_lib.pretrain_config` (the config and the cache location),
+:mod:`trm_lib.pretrain_data` (corpus and augmentation), :mod:`trm_lib.zero_shot` (the zero-shot
+check); this module holds the loss, the training loop, the cache (``ensure_tinyclip``, which it
+registers as ``backbone.pretrained="tinyclip"`` in :mod:`trm_lib.weights`) and the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import math
 import os
 import platform
@@ -52,8 +55,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,157 +66,29 @@ import torch.nn.functional as F
 
 from .config import ConfigError
 from .io import read_json, replace_dir, sha256_file, write_json
-from .paths import cache_dir
+from .pretrain_config import (
+    DEFAULT_CONFIGS,  # noqa: F401  re-exported
+    MANIFEST,
+    PRETRAIN_VERSION,
+    WEIGHTS_FILE,
+    ZERO_SHOT_TEMPLATE,
+    PretrainConfig,
+    config_hash,
+    default_config,
+    model_config,
+    tinyclip_dir,
+)
+from .pretrain_data import (
+    augment,
+    load_corpus,
+)
 from .weights import register_weights
-
-# Bump when the training code changes what a given config produces (part of the cache key).
-PRETRAIN_VERSION = "1"
-WEIGHTS_FILE = "open_clip_model.safetensors"
-MANIFEST = "pretrain.json"
-ZERO_SHOT_TEMPLATE = "a photo of a {}."
-POSITIVES = ("classes", "caption", "none")
-AUGMENTS = ("none", "flip", "shift_flip", "crop_flip")
-CROP_MIN = 0.6  # smallest crop side (fraction of the image side) of the crop_flip augmentation
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Everything that determines the pre-trained weights (hashed into the cache folder name).
-
-    ``positives``: which pairs in a batch count as matches -- ``classes`` (same set of classes,
-    whatever the colour words and template), ``caption`` (identical caption text) or ``none``
-    (standard CLIP: only the pair itself).
-    """
-
-    model: str = "TinyCLIP-RN"
-    seed: int = 0
-    # caption corpus (trm_lib.datasets.synthetic.CaptionConfig)
-    corpus_images: int = 12544  # 196 steps of 64 per epoch
-    corpus_seed: int = 1
-    corpus_image_size: int = 224
-    two_object_prob: float = 0.25
-    color_prob: float = 0.7
-    corpus_clutter: float = 1.0
-    corpus_distractors: float = 2.0
-    corpus_min_size: float = 0.55
-    # optimisation
-    train_size: int = 128  # px the model is trained at (None-like 0: its native size)
-    epochs: int = 2
-    batch_size: int = 64
-    lr: float = 1.5e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
-    init_temperature: float = 0.07
-    positives: str = "classes"
-    augment: str = "shift_flip"
-    # region-text loss: a second multi-positive CLIP loss on region_similarity() of the dense
-    # tokens c_proj(v_proj(token + pos)), so single locations (not only the attention-pooled
-    # whole) are text-aligned, as web CLIP's are (MaskCLIP) -- the property TRM-ML relies on
-    region_weight: float = 1.0
-    region_sharpness: float = 10.0
-
-    def __post_init__(self) -> None:
-        def need(name: str, ok: bool, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"PretrainConfig.{name} must be {what}, "
-                                  f"got {getattr(self, name)!r}")
-
-        need("model", isinstance(self.model, str) and bool(self.model), "a model config name")
-        for name in ("seed", "corpus_seed"):
-            need(name, _is_int(getattr(self, name)) and getattr(self, name) >= 0, "an integer >= 0")
-        for name in ("corpus_images", "epochs", "batch_size"):
-            need(name, _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                 "an integer >= 1")
-        need("warmup_steps", _is_int(self.warmup_steps) and self.warmup_steps >= 0,
-             "an integer >= 0")
-        need("corpus_image_size", _is_int(self.corpus_image_size)
-             and 32 <= self.corpus_image_size <= 1024, "an integer in [32, 1024]")
-        need("train_size", _is_int(self.train_size) and (self.train_size == 0
-             or 32 <= self.train_size <= 1024), "0 (native) or an integer in [32, 1024]")
-        for name, lo, hi in (("two_object_prob", 0, 1), ("color_prob", 0, 1),
-                             ("corpus_clutter", 0, 2), ("corpus_distractors", 0, 20),
-                             ("corpus_min_size", 0.1, 0.9)):  # CaptionConfig's ranges
-            need(name, _is_num(getattr(self, name)) and lo <= getattr(self, name) <= hi,
-                 f"a number in [{lo}, {hi}]")
-        need("lr", _is_num(self.lr) and self.lr > 0, "a number > 0")
-        need("region_weight", _is_num(self.region_weight) and self.region_weight >= 0,
-             "a number >= 0")
-        need("region_sharpness", _is_num(self.region_sharpness) and self.region_sharpness > 0,
-             "a number > 0")
-        need("weight_decay", _is_num(self.weight_decay) and self.weight_decay >= 0,
-             "a number >= 0")
-        need("init_temperature", _is_num(self.init_temperature)
-             and 0.005 <= self.init_temperature <= 1, "a number in [0.005, 1]")
-        need("positives", self.positives in POSITIVES, f"one of {list(POSITIVES)}")
-        need("augment", self.augment in AUGMENTS, f"one of {list(AUGMENTS)}")
-        if self.corpus_images < self.batch_size:
-            raise ConfigError(f"PretrainConfig.batch_size ({self.batch_size}) must not exceed "
-                              f"corpus_images ({self.corpus_images}): no full batch")
-
-    def caption_config(self) -> Any:
-        from .datasets.synthetic import CaptionConfig
-
-        return CaptionConfig(n_images=self.corpus_images, image_size=self.corpus_image_size,
-                             seed=self.corpus_seed, two_object_prob=self.two_object_prob,
-                             color_prob=self.color_prob, clutter=self.corpus_clutter,
-                             distractors=self.corpus_distractors,
-                             min_size=self.corpus_min_size)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-
-
-# Per-model defaults: the configs the project ships (ensure_tinyclip(name) uses these).
-DEFAULT_CONFIGS: dict[str, PretrainConfig] = {
-    "TinyCLIP-RN": PretrainConfig(),
-}
-
-
-def default_config(model_name: str = "TinyCLIP-RN") -> PretrainConfig:
-    """The shipped pre-training config for ``model_name`` (any other open_clip name gets the
-    TinyCLIP-RN recipe with that model)."""
-    return DEFAULT_CONFIGS.get(model_name, replace(PretrainConfig(), model=model_name))
-
-
-# ---------------------------------------------------------------------------------------------
-# Model configs
-# ---------------------------------------------------------------------------------------------
-
-def model_config(name: str) -> dict[str, Any]:
-    """The open_clip config dict of ``name`` (our JSONs are registered first)."""
-    import open_clip
-
-    from .backbone import register_model_configs
-
-    register_model_configs()
-    cfg = open_clip.get_model_config(name)
-    if cfg is None:
-        raise ConfigError(f"PretrainConfig.model {name!r} is not an open_clip model config "
-                          f"(tiny configs live in trm_lib/model_configs)")
-    return cfg
-
-
-def config_hash(cfg: PretrainConfig) -> str:
-    """Short hash of everything that determines the weights: the pre-training config, the model
-    architecture, the caption corpus config (with its generator version) and this code's
-    version. Names the cache folder."""
-    from .datasets.synthetic import config_hash as corpus_hash
-
-    payload = {"version": PRETRAIN_VERSION, "config": asdict(cfg),
-               "model_cfg": model_config(cfg.model), "corpus": corpus_hash(cfg.caption_config())}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def tinyclip_dir(cfg: PretrainConfig | None = None) -> Path:
-    """Where the cached weights for ``cfg`` live (whether or not they exist yet)."""
-    cfg = cfg or default_config()
-    return cache_dir() / "tinyclip" / f"{cfg.model}-{config_hash(cfg)}"
-
+from .zero_shot import (
+    default_test_set,
+    folder_backbone,
+    zero_shot_map,
+    zero_shot_result,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Loss
@@ -255,91 +129,6 @@ def region_similarity(dense: torch.Tensor, text_features: torch.Tensor,
     both L2-normalised."""
     sims = torch.einsum("bld,kd->bkl", dense, text_features)
     return (torch.softmax(sharpness * sims, dim=-1) * sims).sum(-1)
-
-
-def _group_ids(captions: list[str], classes: list[list[str]], mode: str) -> torch.Tensor:
-    if mode == "none":
-        return torch.arange(len(captions))
-    keys = [" ".join(sorted(c)) for c in classes] if mode == "classes" else captions
-    index: dict[str, int] = {}
-    return torch.tensor([index.setdefault(k, len(index)) for k in keys])
-
-
-# ---------------------------------------------------------------------------------------------
-# Corpus in memory
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class _Corpus:
-    images: torch.Tensor  # (N, 3, S, S) uint8
-    tokens: torch.Tensor  # (N, context_length) int64
-    groups: torch.Tensor  # (N,) int64
-    info: dict[str, Any]
-
-
-def _load_corpus(cfg: PretrainConfig, size: int, tokenizer: Any, context_length: int,
-                 progress: bool) -> _Corpus:
-    """The caption corpus (generated if missing), decoded once to ``size`` px uint8 in memory."""
-    from PIL import Image
-
-    from .datasets.base import DatasetError, open_image
-    from .datasets.synthetic import ensure_captions, load_captions
-
-    root = ensure_captions(cfg.caption_config(), progress=progress)
-    df = load_captions(root)
-    captions = [str(c) for c in df["caption"]]
-    encode = getattr(tokenizer, "encode", None)
-    if encode is not None:
-        for i, text in enumerate(captions):
-            if len(encode(text)) + 2 > context_length:
-                raise DatasetError(f"{root / 'captions.csv'}: caption {i} {text!r} does not fit "
-                                   f"the text context length {context_length} of {cfg.model!r}")
-    images = np.empty((len(df), size, size, 3), dtype=np.uint8)
-
-    def decode(i: int) -> None:
-        im = open_image(df["path"].iat[i])
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC, reducing_gap=None)
-        images[i] = np.asarray(im)
-
-    # PIL releases the GIL while decoding and resizing, so threads use every core
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        list(pool.map(decode, range(len(df))))
-    meta = read_json(root / "corpus.json")
-    info = {"root": str(root), "images": len(df), "config_hash": meta.get("config_hash"),
-            "captions_sha256": meta.get("captions_sha256"),
-            "distinct_captions": len(set(captions)),
-            "distinct_groups": int(_group_ids(captions, list(df["classes"]),
-                                              cfg.positives).max()) + 1}
-    return _Corpus(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                   tokenizer(captions), _group_ids(captions, list(df["classes"]), cfg.positives),
-                   info)
-
-
-def _augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
-    """Batch augmentation on float images (B, 3, S, S), driven by ``gen`` only."""
-    if mode == "none":
-        return x
-    B, _, S, _ = x.shape
-    if mode == "shift_flip":  # random translation by up to 1/16 of the side (reflect padding)
-        pad = max(1, S // 16)
-        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        off = torch.randint(0, 2 * pad + 1, (B, 2), generator=gen)
-        x = torch.stack([padded[b, :, off[b, 0]:off[b, 0] + S, off[b, 1]:off[b, 1] + S]
-                         for b in range(B)])
-    elif mode == "crop_flip":
-        # a random square crop of CROP_MIN..1 of the side, resized back (bilinear): caption
-        # objects are drawn a little smaller in the frame than the world's objects appear at
-        # 224 px, so the model should also see them larger (and cut by the frame)
-        side = CROP_MIN + (1 - CROP_MIN) * torch.rand(B, generator=gen)
-        shift = (1 - side)[:, None] * (2 * torch.rand(B, 2, generator=gen) - 1)
-        theta = torch.zeros(B, 2, 3)
-        theta[:, 0, 0] = theta[:, 1, 1] = side
-        theta[:, :, 2] = shift
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    flip = torch.rand(B, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +247,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
     size = cfg.train_size or native_size
     tokenizer = open_clip.get_tokenizer(cfg.model)
     context_length = native["text_cfg"].get("context_length", 77)
-    corpus = _load_corpus(cfg, size, tokenizer, context_length, progress)
+    corpus = load_corpus(cfg, size, tokenizer, context_length, progress)
     t_corpus = time.perf_counter() - t_start
 
     torch.manual_seed(cfg.seed)
@@ -485,7 +274,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
             losses, accs = [], []
             for b in range(steps_per_epoch):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                images = _augment(corpus.images[idx].float() / 255, cfg.augment, gen)
+                images = augment(corpus.images[idx].float() / 255, cfg.augment, gen)
                 images = ((images - mean) / std).contiguous(memory_format=torch.channels_last)
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total, cfg)
@@ -530,9 +319,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
         t_eval = 0.0
         if evaluate is not False:
             t0 = time.perf_counter()
-            dataset = _default_test_set(progress) if evaluate is True else evaluate
+            dataset = default_test_set(progress) if evaluate is True else evaluate
             # named like the `tinyclip` backbone so its cached features serve every later run
-            res = _zero_shot(_backbone(cfg.model, tmp), dataset, progress=progress)
+            res = zero_shot_result(folder_backbone(cfg.model, tmp), dataset, progress=progress)
             t_eval = time.perf_counter() - t0
             zero_shot = {"mAP": res.value, "dataset": dataset.name, "split": dataset.split,
                          "images": len(dataset), "fingerprint": dataset.fingerprint(),
@@ -620,58 +409,6 @@ def _check_cached(folder: Path, cfg: PretrainConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Zero-shot evaluation
-# ---------------------------------------------------------------------------------------------
-
-def _default_test_set(progress: bool) -> Any:
-    from .datasets import load
-
-    return load("synthscenes", split="test", progress=progress)
-
-
-def _backbone(model: str, folder: str | os.PathLike, batch_size: int = 128) -> Any:
-    from .backbone import FrozenCLIP
-
-    return FrozenCLIP(model, pretrained=f"local-dir:{Path(folder).expanduser()}",
-                      batch_size=batch_size)
-
-
-def _zero_shot(folder_or_model: Any, dataset: Any, template: str = ZERO_SHOT_TEMPLATE,
-               batch_size: int = 128, progress: bool = False) -> Any:
-    """Zero-shot scores from the global embeddings in the feature cache: the features of the
-    TinyCLIP's test split are computed here once and reused by every method afterwards."""
-    from .backbone import FrozenCLIP
-    from .datasets.pictograms import prompt_name
-    from .features import compute_features
-    from .metrics import mean_average_precision
-
-    if isinstance(folder_or_model, FrozenCLIP):
-        backbone = folder_or_model
-    else:
-        path = str(folder_or_model)
-        path = path if path.startswith("local-dir:") else f"local-dir:{Path(path).expanduser()}"
-        backbone = FrozenCLIP(path, batch_size=batch_size)
-    text = backbone.encode_text(dataset.class_names, [template], name_map=prompt_name)
-    store = compute_features(backbone, dataset, batch_size=batch_size, progress=progress)
-    image = F.normalize(torch.from_numpy(np.asarray(store.global_feats, dtype=np.float32)), dim=-1)
-    scores = image @ F.normalize(text.to(torch.float32), dim=-1).T
-    return mean_average_precision(scores.numpy(), dataset.labels)
-
-
-def zero_shot_map(folder_or_model: str | os.PathLike | Any, dataset: Any = None,
-                  template: str = ZERO_SHOT_TEMPLATE, batch_size: int = 128,
-                  progress: bool = False) -> float:
-    """Zero-shot mAP: per class, the AP of cosine(global image embedding, embedding of
-    ``template`` filled with the class's prompt name), averaged over classes.
-
-    ``folder_or_model``: a ``local-dir`` folder (path or ``"local-dir:..."``) or a
-    :class:`~trm_lib.backbone.FrozenCLIP`; ``dataset``: default the SynthScenes test split.
-    """
-    dataset = dataset if dataset is not None else _default_test_set(progress)
-    return float(_zero_shot(folder_or_model, dataset, template, batch_size, progress).value)
-
-
-# ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
 
@@ -727,3 +464,4 @@ def cli(argv: list[str] | None = None) -> int:
 __all__ = ["DEFAULT_CONFIGS", "PretrainConfig", "cli", "config_hash", "default_config",
            "ensure_tinyclip", "model_config", "multi_positive_clip_loss", "pretrain",
            "tinyclip_dir", "zero_shot_map"]
+
