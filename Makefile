@@ -29,4 +29,4 @@ lint: install
 	$(PY) -m ruff check trm_lib tests
 
 clean:
-	rm -rf reports/*.ipynb reports/figures reports/tables reports/README.md
+	rm -rf reports/*.ipynb reports/figures reports/tables reports/README.md reports/html

@@ -33,8 +33,17 @@ START = {"proportion": 0.1, "method": "trm_ml"}  # notebook 06's defaults
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """A lab server on copies of notebooks 05 and 06 (smoke), and a Chromium context."""
+def chrome():
+    """One headless Chromium context for the module (Playwright's sync API runs one at a time)."""
+    from trm_lib import browser
+
+    with browser.chromium() as ctx:
+        yield ctx
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, chrome):
+    """A lab server on copies of notebooks 05 and 06 (smoke), and the Chromium context."""
     from trm_lib import browser
 
     root = tmp_path_factory.mktemp("lab")
@@ -45,9 +54,9 @@ def lab(tmp_path_factory):
     # so the library here reads back the runs the notebook trained
     env = browser.lab_environment({k: os.environ[k] for k in ("TRM_CACHE", "TRM_RUNS")})
     t0 = time.perf_counter()
-    with browser.lab_server(root / "notebooks", env=env) as server, browser.chromium() as ctx:
-        print(f"\n[browser] lab server and Chromium up in {time.perf_counter() - t0:.1f} s")
-        yield server, ctx, report
+    with browser.lab_server(root / "notebooks", env=env) as server:
+        print(f"\n[browser] lab server up in {time.perf_counter() - t0:.1f} s")
+        yield server, chrome, report
         print(f"[browser] lab server log tail:\n{server.log_tail(10)}")
 
 
@@ -184,3 +193,44 @@ def test_attention_notebook_renders_its_figures(lab):
     assert not page.errors, page.errors
     print(f"[browser] 05 run through the UI: {figures} figures rendered, "
           f"{time.perf_counter() - t0:.1f} s")
+
+
+def test_html_book_links_and_images_load(tmp_path, chrome):
+    """The book's index from a local HTTP server: every link answers 200, every image loads."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from test_book import make_report  # tests/ is on sys.path (rootdir conftest)
+
+    from trm_lib import browser, reports
+
+    index = reports.write_book(make_report(tmp_path / "report"))
+    port = browser.free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(index.parent)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        page = chrome.new_page()
+        assert page.goto(f"{base}/index.html").status == 200
+        page.wait_for_load_state("load")
+        links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.src, e.complete && e.naturalWidth])")
+        assert len(links) == 6 and len(images) == 1
+        for url in links:
+            assert page.request.get(url).status == 200, url
+        assert all(width > 0 for _, width in images), images
+        for url in (u for u in links if u.endswith(".html")):
+            assert page.goto(url).status == 200
+            assert page.locator(".jp-Notebook, #notebook, body").first.inner_text()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -411,6 +411,29 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def executed_notebooks(out_dir: str | os.PathLike) -> dict[Path, dict[str, Any]]:
+    """The executed copies of a report folder with their run records (``trm_report``)."""
+    import nbformat
+
+    runs: dict[Path, dict[str, Any]] = {}
+    for path in sorted(Path(out_dir).glob("*.ipynb")):
+        if NOTEBOOK_NAME.match(path.name):
+            try:
+                runs[path] = nbformat.read(path, as_version=4).metadata.get(META_KEY) or {}
+            except Exception:  # a half-written copy from a killed run: listed, no record
+                runs[path] = {}
+    return runs
+
+
+def write_book(out_dir: str | os.PathLike | None = None) -> Path:
+    """``<out_dir>/html/``: every executed notebook as HTML and an index of them, the figures
+    and the tables (:func:`trm_lib.book.write_book`); returns the index."""
+    from .book import write_book as _write
+
+    out = Path(out_dir if out_dir is not None else reports_dir()).resolve()
+    return _write(out, executed_notebooks(out), ARTIFACT_DIRS)
+
+
 def browser_screenshots(out_dir: str | os.PathLike | None, smoke: bool,
                         parameters: dict[str, Any] | None = None) -> list[Path]:
     """Screenshots of notebook 06's explorer as a user sees it, into ``<out_dir>/figures``
@@ -453,6 +476,7 @@ def cli(argv: list[str]) -> int:
                       smoke=args.smoke, parameters=parameters, log_output=args.log_output)
         if args.browser:
             browser_screenshots(args.out, args.smoke, parameters)
+        print(f"html book: {write_book(args.out)}")
     except (ReportError, ConfigError) as err:
         print(f"\nreport: {err}", file=sys.stderr)
         return 1
