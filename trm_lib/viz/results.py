@@ -1,0 +1,244 @@
+"""Figures and tables of results across methods, variants, proportions and seeds: the
+proportion curves, the results table, ablation bars, component-gain forest plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .common import STYLE, _colors, _figure, _palette, _pct, _require_columns, _styled
+
+
+def _filter_results(results_df: pd.DataFrame, metric: str, split: str, protocol: str | None,
+                    scale: float = 1.0) -> pd.DataFrame:
+    _require_columns(results_df, ["method", "proportion", "metric", "split", "value"], "results")
+    df = results_df[(results_df["metric"] == metric) & (results_df["split"] == split)]
+    if protocol is not None and "protocol" in df.columns:
+        df = df[df["protocol"] == protocol]
+    if df.empty:
+        have = results_df[["metric", "split"]].drop_duplicates().to_records(index=False).tolist()
+        raise ValueError(f"results: no rows with metric={metric!r}, split={split!r}, "
+                         f"protocol={protocol!r}; (metric, split) present: {have}")
+    if df["value"].isna().any():
+        raise ValueError(f"results: NaN in column 'value' for metric={metric!r}, split={split!r}")
+    return df.assign(value=df["value"].astype(float) * scale)
+
+
+def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """Add a ``label`` column: the method, plus its variant when a method has several."""
+    df = df.copy()
+    if "variant" not in df.columns:
+        df["label"] = df["method"].astype(str)
+        return df
+    n_variants = df.groupby("method")["variant"].transform("nunique")
+    df["label"] = np.where(n_variants > 1, df["method"].astype(str) + " (" +
+                           df["variant"].astype(str) + ")", df["method"].astype(str))
+    return df
+
+
+def _axis_label(metric: str, split: str, scale: float) -> str:
+    return f"{metric} (%, {split})" if scale == 100 else f"{metric} ({split})"
+
+
+def _aggregate(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean, sample std (0 for one seed) and count of ``value`` over seeds."""
+    out = df.groupby(by, sort=True)["value"].agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+@_styled
+def plot_proportion_curves(results_df: pd.DataFrame, metric: str = "mAP", split: str = "test",
+                           protocol: str | None = "proportion", scale: float = 100.0) -> Figure:
+    """The paper's main figure: ``metric`` vs label proportion per method, mean ± std over seeds.
+
+    A method with several variants gets one curve per variant. ``protocol=None`` skips the
+    protocol filter; ``scale=100`` shows the package's fractions as percentages.
+    """
+    df = _with_labels(_filter_results(results_df, metric, split, protocol, scale))
+    agg = _aggregate(df, ["label", "proportion"])
+    colors = _palette(agg["label"])
+    fig, axes = _figure(1, 1, (6.0, 4.2))
+    ax = axes[0, 0]
+    for label, g in agg.groupby("label", sort=True):
+        ax.plot(g["proportion"], g["mean"], marker="o", color=colors[label], label=label)
+        ax.fill_between(g["proportion"], g["mean"] - g["std"], g["mean"] + g["std"],
+                        color=colors[label], alpha=0.2, linewidth=0)
+    props = sorted(agg["proportion"].unique())
+    ax.set_xticks(props, [_pct(p) for p in props])
+    ax.set_xlabel("proportion of known labels")
+    ax.set_ylabel(_axis_label(metric, split, scale))
+    seeds = int(agg["count"].max())
+    ax.set_title(f"{metric} vs label proportion (mean ± std over up to {seeds} seed(s))")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def results_table(results_df: pd.DataFrame, metric: str = "mAP", split: str = "test",
+                  protocol: str | None = "proportion", digits: int = 1, scale: float = 100.0
+                  ) -> pd.DataFrame:
+    """Method x proportion table of ``"mean ± std"`` strings (in % with the default ``scale``)
+    plus an ``avg`` column, as in the paper. ``avg`` is the mean of the per-proportion means,
+    left blank unless the row has every proportion (an average over fewer proportions would not
+    be comparable). A single seed shows the mean alone."""
+    df = _with_labels(_filter_results(results_df, metric, split, protocol, scale))
+    agg = _aggregate(df, ["label", "proportion"])
+    props = sorted(agg["proportion"].unique())
+
+    def fmt(row: pd.Series) -> str:
+        if row["count"] > 1:
+            return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f}"
+        return f"{row['mean']:.{digits}f}"
+
+    agg["cell"] = agg.apply(fmt, axis=1)
+    table = agg.pivot(index="label", columns="proportion", values="cell").reindex(columns=props)
+    means = agg.pivot(index="label", columns="proportion", values="mean").reindex(columns=props)
+    table.columns = [_pct(p) for p in props]
+    complete = means.notna().all(axis=1)
+    table["avg"] = [f"{m:.{digits}f}" if ok else "" for m, ok in
+                    zip(means.mean(axis=1), complete)]
+    table.index.name = "method"
+    return table.fillna("")
+
+
+@_styled
+def plot_ablation(results_df: pd.DataFrame, baseline_variant: str = "full", metric: str = "mAP",
+                  split: str = "test", method: str | None = None,
+                  protocol: str | None = "proportion", scale: float = 100.0) -> Figure:
+    """Bars of ``metric`` per variant with seed error bars (±1 std), grouped by proportion; each
+    bar is annotated with its difference to ``baseline_variant`` (drawn first, hatched)."""
+    df = _filter_results(results_df, metric, split, protocol, scale)
+    _require_columns(df, ["variant"], "results")
+    if method is not None:
+        df = df[df["method"] == method]
+        if df.empty:
+            raise ValueError(f"plot_ablation: no rows for method={method!r}")
+    elif df["method"].nunique() > 1:
+        raise ValueError(f"plot_ablation: results hold methods {sorted(df['method'].unique())}; "
+                         "pass method=... to pick the one whose variants are compared")
+    variants = list(pd.unique(df["variant"].astype(str)))
+    if baseline_variant not in variants:
+        raise ValueError(f"plot_ablation: baseline_variant={baseline_variant!r} not in the "
+                         f"results' variants {variants}")
+    variants.remove(baseline_variant)
+    variants.insert(0, baseline_variant)
+    agg = _aggregate(df.assign(variant=df["variant"].astype(str)), ["variant", "proportion"])
+    props = sorted(agg["proportion"].unique())
+    width = 0.8 / len(variants)
+    colors = dict(zip(variants, _colors(len(variants))))
+    fig, axes = _figure(1, 1, (max(5.0, 1.2 * len(props) * len(variants) * 0.5 + 2), 4.2))
+    ax = axes[0, 0]
+    base = agg[agg["variant"] == baseline_variant].set_index("proportion")["mean"]
+    for i, variant in enumerate(variants):
+        g = agg[agg["variant"] == variant].set_index("proportion").reindex(props)
+        xs = np.arange(len(props)) + (i - (len(variants) - 1) / 2) * width
+        bars = ax.bar(xs, g["mean"], width, yerr=g["std"], capsize=2, color=colors[variant],
+                      label=variant, hatch="//" if variant == baseline_variant else None,
+                      edgecolor="white")
+        if variant != baseline_variant:
+            for bar, p, m, s in zip(bars, props, g["mean"], g["std"]):
+                if p in base.index and not np.isnan(m):
+                    ax.annotate(f"{m - base[p]:+.1f}", (bar.get_x() + bar.get_width() / 2, m + s),
+                                ha="center", va="bottom", fontsize=7, xytext=(0, 2),
+                                textcoords="offset points")
+    ax.set_xticks(np.arange(len(props)), [_pct(p) for p in props])
+    ax.set_xlabel("proportion of known labels")
+    ax.set_ylabel(_axis_label(metric, split, scale))
+    ax.set_title(f"Ablation vs '{baseline_variant}' (bars: mean, whiskers: ±1 std over seeds)")
+    ax.legend(fontsize=8, ncols=min(4, len(variants)))
+    return fig
+
+
+#: what each ablation switch of the fidelity grid removes (the forest plot's row labels)
+COMPONENT_LABELS = {"no_kd": "distillation (full − no_kd)", "no_mcl": "contrastive (full − no_mcl)",
+                    "no_pseudo": "pseudo-labels (full − no_pseudo)",
+                    "text_image": "region matching (full − text_image)"}
+
+
+def plot_forest(diffs: pd.DataFrame, ax: Any = None, scale: float = 100.0,
+                labels: Mapping[str, str] | None = None, unit: str = "mAP points") -> Figure:
+    """Forest plot of component gains: per variant (row) and proportion (colour) the mean
+    paired gain ``reference − variant`` over seeds with its 95 % t-interval, and a zero line.
+
+    ``diffs`` is the tidy frame of :func:`trm_lib.stats.paired_differences`; draws into ``ax``
+    (a new figure if None) and returns its figure. A point whose bar misses the zero line is a
+    gain beyond seed noise; rows with one seed have no bar (hollow marker)."""
+    from ..stats import component_gains
+
+    _require_columns(diffs, ["variant", "proportion", "n", "mean_diff", "ci_low", "ci_high"],
+                     "plot_forest")
+    if diffs.empty:
+        raise ValueError("plot_forest: no paired differences to draw")
+    gains = component_gains(diffs)
+    names = {**COMPONENT_LABELS, **(labels or {})}
+    variants = list(pd.unique(gains["variant"].astype(str)))
+    props = sorted(gains["proportion"].astype(float).unique(), key=lambda p: (np.isnan(p), p))
+    with mpl.rc_context(STYLE):
+        if ax is None:
+            fig, axes = _figure(1, 1, (6.4, 0.55 * len(variants) * max(1, len(props)) + 1.6))
+            ax = axes[0, 0]
+        colors = dict(zip(props, _colors(len(props))))
+        step = 0.7 / max(1, len(props))
+        for j, p in enumerate(props):
+            g = gains[gains["proportion"].astype(float).fillna(-1) == (-1 if np.isnan(p) else p)]
+            for _, r in g.iterrows():
+                y = variants.index(str(r["variant"])) + (j - (len(props) - 1) / 2) * step
+                x = scale * r["gain"]
+                has_ci = np.isfinite(r["gain_low"]) and np.isfinite(r["gain_high"])
+                if has_ci:
+                    ax.errorbar(x, y, xerr=[[x - scale * r["gain_low"]],
+                                            [scale * r["gain_high"] - x]],
+                                fmt="o", color=colors[p], capsize=3)
+                else:
+                    ax.plot(x, y, "o", mfc="none", color=colors[p])
+                ax.annotate(f"n={int(r['n'])}", (x, y), xytext=(4, 4), fontsize=7,
+                            textcoords="offset points", color=colors[p])
+        for p in props:
+            ax.plot([], [], "o", color=colors[p],
+                    label="protocol B" if np.isnan(p) else f"p = {_pct(p)}")
+        ax.axvline(0.0, color="0.3", lw=1, ls="--")
+        ax.set_yticks(range(len(variants)), [names.get(v, v) for v in variants])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"gain of the component ({unit}), mean over paired seeds, 95 % CI")
+        ax.set_title("Component gains beyond seed noise: bars that miss the dashed zero line")
+        ax.legend(fontsize=8)
+    return ax.figure
+
+
+@_styled
+def plot_gains_vs_p(diffs: pd.DataFrame, scale: float = 100.0,
+                    labels: Mapping[str, str] | None = None) -> Figure:
+    """Component gain (``reference − variant``, paired over seeds) against the label
+    proportion, one line per component with its 95 % interval as a band; dashed zero line.
+    ``diffs``: :func:`trm_lib.stats.paired_differences` over several proportions."""
+    from ..stats import component_gains
+
+    _require_columns(diffs, ["variant", "proportion", "mean_diff", "ci_low", "ci_high"],
+                     "plot_gains_vs_p")
+    gains = component_gains(diffs[diffs["proportion"].notna()]).sort_values("proportion")
+    if gains.empty:
+        raise ValueError("plot_gains_vs_p: no protocol-A paired differences to draw")
+    names = {**COMPONENT_LABELS, **(labels or {})}
+    variants = list(pd.unique(gains["variant"].astype(str)))
+    fig, axes = _figure(1, 1, (6.4, 4.0))
+    ax = axes[0, 0]
+    for variant, color in zip(variants, _colors(len(variants))):
+        g = gains[gains["variant"] == variant]
+        ps = g["proportion"].astype(float)
+        ax.plot(ps, scale * g["gain"], "o-", color=color, label=names.get(variant, variant))
+        ok = np.isfinite(g["gain_low"]) & np.isfinite(g["gain_high"])
+        ax.fill_between(ps[ok], scale * g["gain_low"][ok], scale * g["gain_high"][ok],
+                        color=color, alpha=0.15)
+    ax.axhline(0.0, color="0.3", lw=1, ls="--")
+    ax.set_xticks(sorted(gains["proportion"].unique()),
+                  [_pct(p) for p in sorted(gains["proportion"].unique())])
+    ax.set_xlabel("proportion of known labels")
+    ax.set_ylabel("gain of the component (mAP points)")
+    ax.set_title("Component gains vs label proportion (band: paired 95 % CI)")
+    ax.legend(fontsize=8)
+    return fig
