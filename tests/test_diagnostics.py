@@ -154,3 +154,46 @@ def test_describe_diagnostics_states_the_last_epochs_numbers():
     assert "kd: at the last epoch its gradient on the query features is 0.38×" in text
     assert "3.0 %" in text and "0.200" in text
     assert "No diagnostics" in describe_diagnostics(pd.DataFrame({"epoch": [1]}))
+
+
+def test_precision_coverage_hand_computed():
+    from trm_lib.diagnostics import precision_coverage, threshold_for_precision
+
+    # unknown entries (mask) scored 0.9, 0.8, 0.8, 0.3 with truth 1, 1, 0, 1; the observed
+    # entry (score 1.0) is left out
+    scores = [[0.9, 0.8, 1.0], [0.8, 0.3, 0.1]]
+    truth = [[1, 1, 1], [0, 1, 0]]
+    mask = [[True, True, False], [True, True, True]]
+    curve = precision_coverage(scores, truth, mask)
+    assert curve["threshold"].tolist() == pytest.approx([0.9, 0.8, 0.3, 0.1])
+    assert curve["n"].tolist() == [1, 3, 4, 5]  # ties at 0.8 enter together
+    assert curve["precision"].tolist() == pytest.approx([1.0, 2 / 3, 3 / 4, 3 / 5])
+    assert curve["coverage"].tolist() == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+    assert curve["share"].tolist() == pytest.approx([1 / 5, 3 / 5, 4 / 5, 1.0])
+    fixed = precision_coverage(scores, truth, mask, thresholds=[0.95, 0.5])
+    assert fixed["n"].tolist() == [0, 3] and math.isnan(fixed["precision"][0])
+    assert threshold_for_precision(curve, 0.7)["threshold"] == pytest.approx(0.9)  # 0.8 dips
+    assert threshold_for_precision(curve, 0.6)["threshold"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="no threshold"):
+        threshold_for_precision(curve.iloc[1:], 0.9)
+    with pytest.raises(ValueError, match="shapes"):
+        precision_coverage(scores, truth, [[True]])
+
+
+def test_precision_coverage_draws_one_line_per_curve_and_marks_the_target():
+    from matplotlib.figure import Figure
+
+    from trm_lib import viz
+    from trm_lib.diagnostics import precision_coverage
+
+    a = precision_coverage([0.9, 0.8, 0.2], [1, 1, 0]).assign(curve="protocol A")
+    b = precision_coverage([0.9, 0.8, 0.2], [0, 1, 1]).assign(curve="protocol B")
+    fig = viz.plot_precision_coverage(pd.concat([a, b]), target=0.9)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["protocol A", "protocol B"]
+    marks = [ln for ln in ax.lines if ln.get_marker() == "o"]
+    assert len(marks) == 1  # only A keeps 90 % precision (at t = 0.8, 100 % covered)
+    assert marks[0].get_xdata()[0] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="no curve"):
+        viz.plot_precision_coverage(a.iloc[:0])

@@ -59,6 +59,11 @@ def test_fidelity_preset_expands_to_the_documented_grid():
     sp = [r for r in plan if r.grid == "single_positive"]
     assert all(r.config.data.protocol == "single_positive" and math.isnan(r.proportion)
                for r in sp)
+    # protocol B's baselines train with the single-positive loss chosen on observed val
+    # (docs/METHOD_CHOICES.md); TRM-ML keeps its partial loss, its pseudo-labels give negatives
+    assert {r.method: r.config.method.loss for r in sp} == {
+        "trm_ml": "partial", "dualcoop": "em", "linear_probe": "an", "zero_shot": "partial"}
+    assert all(r.config.method.loss == "partial" for r in plan if r.grid != "single_positive")
 
 
 def test_caller_overrides_beat_a_methods_own_settings():
@@ -249,6 +254,18 @@ def test_cli_evaluate_ranks_pseudo_label_sources(world, tmp_path, capsys):
     assert E.cli_evaluate(["--run", str(out), "--checkpoint", "last", "--pseudo-sources",
                            "--query-range", "0,0.5"]) == 0
     assert "with query probability in (0, 0.5)" in capsys.readouterr().out
+    # the pseudo-label source's precision-coverage curve on the unknown training entries
+    views, observed, full = run.entry_views("train")
+    curve = run.precision_coverage("memory")
+    assert curve["n"].iloc[-1] == (observed == 0).sum()  # the lowest threshold takes them all
+    assert curve["coverage"].iloc[-1] == pytest.approx(1.0)
+    lowest = curve["precision"].iloc[-1]
+    assert lowest == pytest.approx((full[observed == 0] > 0).mean())
+    on_val = run.precision_coverage("query", split="val", against="observed")
+    _, val_rows = run.session.data.rows("val")
+    assert on_val["n"].iloc[-1] == len(val_rows) * observed.shape[1]  # every entry, observed too
+    with pytest.raises(ValueError, match="not among"):
+        run.precision_coverage("nope")
     with pytest.raises(SystemExit, match="--query-range"):
         E.cli_evaluate(["--run", str(out), "--pseudo-sources", "--query-range", "0.5,0.1"])
     with pytest.raises(SystemExit, match="only applies with --pseudo-sources"):

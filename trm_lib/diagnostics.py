@@ -13,6 +13,10 @@ Two questions a researcher asks when an ablation shows ~0:
 TRM-ML logs both every training step (history columns ``train_pseudo_flip``,
 ``train_pseudo_gap``, ``train_grad_<term>``); the functions here turn a run's history into
 tidy frames for :mod:`trm_lib.viz`.
+
+A third question: *how trustworthy are the pseudo-labels, and how many can be had?*
+:func:`precision_coverage` traces precision against coverage of the rule ``score ≥ t`` over
+thresholds; :func:`threshold_for_precision` reads off the widest rule that keeps a precision.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 __all__ = ["GRAD_TERMS", "describe_diagnostics", "gradient_norms", "gradient_ratios",
-           "run_histories", "target_change", "target_change_history"]
+           "precision_coverage", "run_histories", "target_change", "target_change_history",
+           "threshold_for_precision"]
 
 #: loss terms whose gradient norm TRM-ML logs (``train_grad_<term>``)
 GRAD_TERMS = ("cls", "kd", "pseudo", "mcl")
@@ -48,6 +54,51 @@ def target_change(target: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor
     t, p = target.float()[m], probs.float()[m]
     flips = ((t >= 0.5) != (p >= 0.5)).float().mean()
     return float(flips), float((t - p).abs().mean())
+
+
+def precision_coverage(scores: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor,
+                       mask: np.ndarray | torch.Tensor | None = None,
+                       thresholds: np.ndarray | None = None) -> pd.DataFrame:
+    """Precision–coverage curve of the positive pseudo-label rule ``score ≥ t``.
+
+    Over the entries of ``mask`` (default: all; pass ``observed == 0`` for the entries a
+    pseudo-labeler may touch), for each threshold ``t``: ``n`` entries labelled, ``precision``
+    = the share of them that ``truth`` calls positive (NaN when none is labelled), ``coverage``
+    = the share of ``truth``'s positives they reach (NaN without positives) and ``share`` = the
+    share of the masked entries labelled. Against the hidden labels this is the pseudo-labels'
+    real quality; against *observed* labels (unknown counted negative) it is a lower bound on
+    precision that needs no hidden label -- what a threshold can be chosen on. ``thresholds``
+    default: every distinct score (the exact curve), in decreasing order."""
+    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,
+                   dtype=np.float64)
+    y = np.asarray(truth.detach().cpu() if isinstance(truth, torch.Tensor) else truth) > 0
+    m = np.ones(s.shape, bool) if mask is None else np.asarray(
+        mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask).astype(bool)
+    if not (s.shape == y.shape == m.shape):
+        raise ValueError(f"precision_coverage: shapes {s.shape}, {y.shape}, {m.shape} differ")
+    s, y = s[m], y[m]
+    t = np.unique(s)[::-1] if thresholds is None else np.sort(np.asarray(thresholds, float))[::-1]
+    order = np.argsort(-s, kind="stable")
+    s_sorted, hits = s[order], np.cumsum(y[order])
+    n = np.searchsorted(-s_sorted, -t, side="right")  # entries with score >= t
+    tp = np.where(n > 0, hits[np.maximum(n - 1, 0)], 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n > 0, tp / np.maximum(n, 1), np.nan)
+        coverage = tp / y.sum() if y.any() else np.full(t.shape, np.nan)
+        share = n / s.size if s.size else np.full(t.shape, np.nan)
+    return pd.DataFrame({"threshold": t, "n": n, "precision": precision,
+                         "coverage": coverage, "share": share})
+
+
+def threshold_for_precision(curve: pd.DataFrame, target: float = 0.9) -> pd.Series:
+    """The row of a :func:`precision_coverage` curve with the lowest threshold (widest rule)
+    whose precision is ``≥ target``, and every stricter threshold's too (so the rule's precision
+    does not dip below the target anywhere above it). Raises when no threshold reaches it."""
+    ok = (curve.sort_values("threshold", ascending=False)["precision"] >= target).to_numpy()
+    first_bad = int(np.argmin(ok)) if not ok.all() else len(ok)
+    if first_bad == 0:
+        raise ValueError(f"threshold_for_precision: no threshold reaches precision {target:g}")
+    return curve.sort_values("threshold", ascending=False).iloc[first_bad - 1]
 
 
 def gradient_norms(terms: Mapping[str, torch.Tensor], wrt: torch.Tensor) -> dict[str, float]:

@@ -22,6 +22,7 @@ import torch
 
 from . import __version__, metrics
 from .config import RunConfig, from_dict
+from .diagnostics import precision_coverage
 from .errors import TrainingError
 from .evaluation import eval_outputs, observed_metrics, predict, score_metrics
 from .io import atomic_path, atomic_write, read_json
@@ -212,13 +213,11 @@ class LoadedRun:
         return out
 
     @torch.no_grad()
-    def unknown_entry_quality(self, split: str = "train",
-                              query_range: tuple[float, float] | None = None
-                              ) -> dict[str, dict[str, float]]:
-        """:func:`trm_lib.metrics.unknown_entry_quality` of every view the method exposes
-        (``entry_views``; TRM-ML) on the entries of ``split`` its label mask leaves unknown,
-        scored against the hidden full labels; with ``query_range=(lo, hi)`` only on those
-        whose query probability σ(s) lies strictly between lo and hi."""
+    def entry_views(self, split: str = "train") -> tuple[dict[str, np.ndarray], np.ndarray,
+                                                          np.ndarray]:
+        """``(views, observed, full)`` of ``split``: the (N, C) probability of every entry under
+        each view the method exposes (``entry_views``; TRM-ML: query, region, ensemble,
+        prototype, memory), its {1, -1, 0} label mask and its hidden full labels."""
         views_of = getattr(self.method, "entry_views", None)
         if views_of is None:
             raise ValueError(f"method {self.config.method.name!r} exposes no entry views "
@@ -227,6 +226,7 @@ class LoadedRun:
             raise ValueError("split 'test' has no label mask: use 'train' or 'val'")
         dataset, rows = self.session.data.rows(split)
         parts: dict[str, list[torch.Tensor]] = {}
+
         def views_with_index(out: Any, batch: Batch) -> dict[str, torch.Tensor]:
             # training-split indices keep an image from being its own memory neighbour; other
             # splits' images are not in the memory (and their indices mean other rows)
@@ -237,12 +237,38 @@ class LoadedRun:
             for name, v in views.items():
                 parts.setdefault(name, []).append(v.cpu())
         views = {name: torch.cat(v).numpy() for name, v in parts.items()}
+        return views, np.asarray(self.session.data.observed[rows]), np.asarray(
+            dataset.labels[rows])
+
+    def unknown_entry_quality(self, split: str = "train",
+                              query_range: tuple[float, float] | None = None
+                              ) -> dict[str, dict[str, float]]:
+        """:func:`trm_lib.metrics.unknown_entry_quality` of every view the method exposes
+        (:meth:`entry_views`) on the entries of ``split`` its label mask leaves unknown,
+        scored against the hidden full labels; with ``query_range=(lo, hi)`` only on those
+        whose query probability σ(s) lies strictly between lo and hi."""
+        views, observed, full = self.entry_views(split)
         where = None
         if query_range is not None:
             lo, hi = query_range
             where = (views["query"] > lo) & (views["query"] < hi)
-        return metrics.unknown_entry_quality(views, self.session.data.observed[rows],
-                                             dataset.labels[rows], where=where)
+        return metrics.unknown_entry_quality(views, observed, full, where=where)
+
+    def precision_coverage(self, view: str = "memory", split: str = "train",
+                           against: str = "hidden") -> pd.DataFrame:
+        """:func:`trm_lib.diagnostics.precision_coverage` of the rule ``view ≥ t`` on ``split``.
+        ``against="hidden"``: its unknown entries against the hidden labels (the pseudo-labels'
+        real quality, for analysis); ``"observed"``: every entry against the observed labels,
+        unknown counted negative (a lower bound on precision: what a threshold may be chosen
+        on, on split val)."""
+        views, observed, full = self.entry_views(split)
+        if view not in views:
+            raise ValueError(f"view {view!r} not among this run's entry views {sorted(views)}")
+        if against == "hidden":
+            return precision_coverage(views[view], full, observed == 0)
+        if against == "observed":
+            return precision_coverage(views[view], observed)
+        raise ValueError(f"against must be hidden|observed, got {against!r}")
 
 
 def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | None = None,

@@ -45,13 +45,18 @@ from .results import (
     results_table,
 )
 from .saving import FORMATS, markdown_table, save_figure, save_table
-from .training import LOSS_TERMS, plot_training_curves, plot_training_diagnostic
+from .training import (
+    LOSS_TERMS,
+    plot_precision_coverage,
+    plot_training_curves,
+    plot_training_diagnostic,
+)
 
 __all__ = [
     "COMPONENT_LABELS", "FORMATS", "HIDDEN_POSITIVE_COLOR", "LABEL_COLORS", "LOSS_TERMS", "STYLE",
     "SVG_HASHSALT", "markdown_table", "overlay_map", "plot_ablation", "plot_attention_rows",
     "plot_cooccurrence", "plot_forest", "plot_gains_vs_p", "plot_label_stats", "plot_mask",
-    "plot_mask_comparison", "plot_proportion_curves", "plot_training_curves",
+    "plot_mask_comparison", "plot_precision_coverage", "plot_proportion_curves", "plot_training_curves",
     "plot_training_diagnostic", "pointing_game", "results_table", "saliency_maps",
     "sample_titles", "save_figure", "save_table", "show_images", "upsample_map",
 ]

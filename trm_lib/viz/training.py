@@ -82,3 +82,45 @@ def plot_training_diagnostic(frame: pd.DataFrame, y: str, hue: str, title: str,
     ax.set_title(title)
     ax.legend(fontsize=8)
     return fig
+
+
+@_styled
+def plot_precision_coverage(curves: pd.DataFrame, target: float | None = 0.9,
+                            title: str = "pseudo-label precision vs coverage") -> Figure:
+    """Precision (y) against coverage (x) of the positive pseudo-label rule ``score ≥ t``, one
+    line per ``curve`` (e.g. ``protocol A``, ``protocol B``): stacked frames of
+    :func:`trm_lib.diagnostics.precision_coverage` with a ``curve`` column. ``target`` draws the
+    precision a threshold must keep (dashed) and marks, per curve, the widest rule that keeps it
+    (:func:`trm_lib.diagnostics.threshold_for_precision`) with its threshold."""
+    from ..diagnostics import threshold_for_precision
+
+    _require_columns(curves, ["curve", "threshold", "precision", "coverage"],
+                     "plot_precision_coverage")
+    if curves.empty:
+        raise ValueError("plot_precision_coverage: no curve to draw")
+    fig, axes = _figure(1, 1, (5.6, 4.0))
+    ax = axes[0, 0]
+    names = list(pd.unique(curves["curve"].astype(str)))
+    for name, color in zip(names, _colors(len(names))):
+        g = curves[curves["curve"].astype(str) == name].sort_values("threshold", ascending=False)
+        g = g[g["precision"].notna()]
+        ax.plot(100 * g["coverage"], 100 * g["precision"], "-", color=color, lw=1.5, label=name)
+        if target is None:
+            continue
+        try:
+            row = threshold_for_precision(g, target)
+        except ValueError:
+            continue
+        ax.plot([100 * row["coverage"]], [100 * row["precision"]], "o", color=color, ms=6)
+        ax.annotate(f"t = {row['threshold']:.3g}: {100 * row['coverage']:.1f} % covered",
+                    (100 * row["coverage"], 100 * row["precision"]), fontsize=7,
+                    xytext=(4, -12), textcoords="offset points", color=color)
+    if target is not None:
+        ax.axhline(100 * target, color="0.3", lw=1, ls="--")
+    ax.set_xlabel("coverage: hidden positives among unknown entries reached (%)")
+    ax.set_ylabel("precision of score ≥ t (%)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 101)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
