@@ -11,6 +11,7 @@ import pytest
 from test_train import make_world, tiny_config  # the tiny world of the trainer tests
 
 import trm_lib.experiments as E
+import trm_lib.grid_runner as G
 import trm_lib.train as T
 from trm_lib.config import ConfigError
 
@@ -107,7 +108,7 @@ def test_bad_specs_name_the_field(spec, fragment):
 def test_grid_writes_tidy_csv_and_skips_finished_runs(world, tmp_path, monkeypatch):
     spec = small_spec(world)
     csv = tmp_path / "results.csv"
-    df = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None)
+    df = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None).table
     assert list(df.columns) == E.COLUMNS and list(pd.read_csv(csv).columns) == E.COLUMNS
     keys = ["grid", "method", "variant", "protocol", "proportion", "seed"]
     runs = df.drop_duplicates(keys)
@@ -134,16 +135,16 @@ def test_grid_writes_tidy_csv_and_skips_finished_runs(world, tmp_path, monkeypat
     def boom(*a, **k):
         raise AssertionError("train() called for a finished run")
 
-    monkeypatch.setattr(E, "train", boom)
-    again = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None)
+    monkeypatch.setattr(G, "train", boom)
+    again = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None).table
     pd.testing.assert_frame_equal(again, df)
     # a run missing from the CSV (interrupted grid) is run again, and only that one
-    monkeypatch.setattr(E, "train", T.train)
+    monkeypatch.setattr(G, "train", T.train)
     calls = []
-    monkeypatch.setattr(E, "train", lambda *a, **k: calls.append(a[0]) or T.train(*a, **k))
+    monkeypatch.setattr(G, "train", lambda *a, **k: calls.append(a[0]) or T.train(*a, **k))
     drop = (df.grid == "main") & (df.method == "zero_shot") & (df.proportion == 0.7)
     df[~drop].to_csv(csv, index=False)
-    again = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None)
+    again = E.run_grid(spec, csv, runs_root=tmp_path / "runs", log=None).table
     assert len(calls) == 1 and calls[0].method.name == "zero_shot"
     assert len(again) == len(df)
 
@@ -152,10 +153,10 @@ def test_parallel_grid_gives_the_sequential_table(world, tmp_path):
     """``jobs=2`` trains in two spawned processes: same rows in the same (plan) order and the
     same values; the two variants that share one config train once (one run folder)."""
     spec = small_spec(world)
-    seq = E.run_grid(spec, tmp_path / "seq.csv", runs_root=tmp_path / "seq", log=None)
+    seq = E.run_grid(spec, tmp_path / "seq.csv", runs_root=tmp_path / "seq", log=None).table
     lines: list[str] = []
     par = E.run_grid(spec, tmp_path / "par.csv", runs_root=tmp_path / "par", log=lines.append,
-                     jobs=2)
+                     jobs=2).table
     keys = ["grid", "method", "variant", "protocol", "proportion", "seed", "split", "metric"]
     pd.testing.assert_frame_equal(par[keys], seq[keys])
     np.testing.assert_allclose(par["value"], seq["value"], rtol=1e-6, atol=1e-9)

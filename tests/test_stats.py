@@ -139,13 +139,23 @@ def test_a_baseline_below_zero_shot_is_flagged():
     assert below_zero_shot(no_zs[no_zs["method"] != "zero_shot"]).empty
 
 
+def _grid(table):
+    """A :class:`~trm_lib.grid_runner.GridResult` whose plan is the table's one run."""
+    from types import SimpleNamespace
+
+    from trm_lib.grid_runner import GridResult
+
+    run = SimpleNamespace(grid="single_positive", variant="default", hash="h")
+    return GridResult(table, [run], "x.csv")
+
+
 def test_experiment_cli_fails_loudly_below_zero_shot(monkeypatch, capsys):
+    import trm_lib.experiment_cli as C
     import trm_lib.experiments as E
 
     table = _floor_table(dualcoop=0.111, probe=0.55)
     table["config_hash"], table["epoch"] = "h", 1
-    table.attrs.update(path="x.csv", planned=[("single_positive", "default", "h")])
-    monkeypatch.setattr(E, "run_grid", lambda *a, **k: table)
+    monkeypatch.setattr(C, "run_grid", lambda *a, **k: _grid(table))
     assert E.cli_experiment(["--grid", "single_positive", "--seeds", "0"]) == 1
     err = capsys.readouterr().err
     assert "dualcoop (default) in grid single_positive" in err and "BELOW zero-shot" in err
@@ -153,6 +163,5 @@ def test_experiment_cli_fails_loudly_below_zero_shot(monkeypatch, capsys):
     assert len(lines) == 2 and lines[0].startswith("ERROR: dualcoop")
     good = _floor_table(dualcoop=0.6, probe=0.55)
     good["config_hash"], good["epoch"] = "h", 1
-    good.attrs.update(path="x.csv", planned=[("single_positive", "default", "h")])
-    monkeypatch.setattr(E, "run_grid", lambda *a, **k: good)
+    monkeypatch.setattr(C, "run_grid", lambda *a, **k: _grid(good))
     assert E.cli_experiment(["--grid", "single_positive", "--seeds", "0"]) == 0
