@@ -4,6 +4,7 @@ write), on tiny configs for the numerics and on the real RN50 / RN101 / ViT-B-16
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -393,6 +394,21 @@ def test_folded_batchnorm_gives_the_open_clip_features(config_dir):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in b._folded_visual().modules())
     assert "_folded" not in dict(b.named_modules()) and all(
         not k.startswith("_folded") for k in b.state_dict())
+    # not a second copy of the tower: no attention pool, no BatchNorm, no tensor of `model`,
+    # only the folded convolutions (as many numbers as the tower's conv weights and biases)
+    folded, visual = b._folded_visual(), b.model.visual
+    theirs = {id(t) for t in (*visual.parameters(), *visual.buffers())}
+    mine = [*folded.parameters(), *folded.buffers()]
+    assert not any(id(t) in theirs for t in mine)
+    assert isinstance(folded.attnpool, torch.nn.Identity)
+    convs = [m for m in visual.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(t.numel() for t in mine) == sum(m.weight.numel() + m.out_channels for m in convs)
+    copied = copy.deepcopy(visual).eval()  # the copy the folded view replaced: same numbers
+    fold_batchnorm(copied)
+    with torch.no_grad():
+        xc = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(resnet_feature_map(copied.to(memory_format=torch.channels_last), xc),
+                           resnet_feature_map(folded, xc))
     before = b.encode_images(x)["dense"]
     with torch.no_grad():
         b.model.visual.bn1.weight.mul_(2.0)  # an in-place edit: the folded copy must follow

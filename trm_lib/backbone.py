@@ -183,6 +183,34 @@ def fold_batchnorm(module: nn.Module) -> int:
     return folded
 
 
+def folded_tower(visual: nn.Module) -> nn.Module:
+    """The stem and layers of an open_clip ``ModifiedResNet`` (what :func:`resnet_feature_map`
+    runs) with every eval-mode BatchNorm folded into its convolution, channels-last, for
+    inference; ``visual`` itself is untouched.
+
+    The module structure is copied, its tensors are not: a ``deepcopy`` whose memo maps every
+    parameter and buffer of ``visual`` to itself shares them, and the attention pool is left
+    out (an ``nn.Identity`` in its place). Folding then replaces each conv + BatchNorm pair of
+    the copy by a new conv with the folded weights -- the only new tensors. A conv that had
+    no BatchNorm to fold would still share its weight, so it is cloned before the copy goes
+    channels-last (``Module.to`` rewrites ``param.data`` in place)."""
+    shared = {id(t): t for t in (*visual.parameters(), *visual.buffers())}
+    memo: dict[int, Any] = dict(shared)
+    if hasattr(visual, "attnpool"):
+        memo[id(visual.attnpool)] = nn.Identity()
+    folded = copy.deepcopy(visual, memo).eval()
+    fold_batchnorm(folded)
+    for module in folded.modules():
+        for name, t in [*module._parameters.items(), *module._buffers.items()]:
+            if t is not None and id(t) in shared:
+                clone = t.detach().clone()
+                if name in module._parameters:
+                    module._parameters[name] = nn.Parameter(clone, requires_grad=t.requires_grad)
+                else:
+                    module._buffers[name] = clone
+    return folded.to(memory_format=torch.channels_last)
+
+
 def resnet_dense_tokens(pool: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """``c_proj(v_proj(token + pos))`` at every location of flattened layer4 tokens
     ``(B, L, d_v)``: the attention pool's value path, i.e. the text-aligned dense tokens F~."""
@@ -384,23 +412,23 @@ class FrozenCLIP(nn.Module):
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _folded_visual(self) -> nn.Module:
-        """An inference copy of the ResNet image tower with every BatchNorm folded into its
+        """An inference view of the ResNet image tower with every BatchNorm folded into its
         convolution (:func:`fold_batchnorm`), remade whenever the tower's tensors change.
 
-        A copy, so that ``self.model`` stays open_clip's own model (state dict, weights) while
-        the features come out ~1.5x faster on CPU. Kept out of the module tree (not a
-        submodule): it is derived data, never saved or trained. The key (each tensor's
-        identity and in-place version counter) notices ``load_state_dict``, in-place edits and
-        moves between devices."""
+        Separate, so that ``self.model`` stays open_clip's own model (state dict, weights) while
+        the features come out ~1.5x faster on CPU -- but not a second copy of the tower: it
+        holds only the folded convolution weights (new tensors by nature), without the
+        BatchNorms and the attention pool, which the feature map never uses
+        (:func:`folded_tower`). Kept out of the module tree (not a submodule): it is
+        derived data, never saved or trained. The key (each tensor's identity and in-place
+        version counter) notices ``load_state_dict``, in-place edits and device moves."""
         visual = self.model.visual
         key = tuple((id(t), t._version, t.device, t.dtype)
                     for t in (*visual.parameters(), *visual.buffers()))
         cached = self.__dict__.get("_folded")
         if cached is None or cached[0] != key:
-            folded = copy.deepcopy(visual).eval()
-            fold_batchnorm(folded)
-            folded.to(memory_format=torch.channels_last)
-            self.__dict__["_folded"] = cached = (key, folded)
+            self.__dict__.pop("_folded", None)  # the old view goes before the new one is made
+            self.__dict__["_folded"] = cached = (key, folded_tower(visual))
         return cached[1]
 
     def _resnet(self, x: torch.Tensor, raw: bool) -> dict[str, torch.Tensor]:
