@@ -1,12 +1,16 @@
 """``python -m trm_lib <command> ...`` — one entry point for every job.
 
 Each command lives in the module that owns the concept; this file only dispatches, importing
-lazily so ``--help`` is instant.
+lazily so ``--help`` is instant. It is also the one place that turns a user's mistake (a bad
+config value, a missing or damaged file, an unknown method / dataset / notebook, malformed YAML)
+into a single ``error: <message>`` line on stderr with exit status 2; ``--debug`` anywhere on the
+command line, or ``TRM_DEBUG=1``, lets the traceback through instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -23,24 +27,59 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: (module, class) of the errors that mean "the input is wrong", not "the code is wrong"; looked up
+#: only in modules already imported (an error of a module never imported cannot have been raised)
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("trm_lib.errors", "ConfigError"), ("trm_lib.errors", "FileError"),
+    ("trm_lib.errors", "BackboneError"), ("trm_lib.errors", "TrainingError"),
+    ("trm_lib.datasets.base", "DatasetError"), ("trm_lib.labels", "LabelError"),
+    ("trm_lib.distributed", "DistributedError"), ("trm_lib.reports", "ReportError"),
+    ("yaml", "YAMLError"), ("builtins", "FileNotFoundError"), ("builtins", "NotADirectoryError"),
+    ("builtins", "IsADirectoryError"), ("builtins", "PermissionError"),
+)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The classes of :data:`USER_ERRORS` whose modules are loaded (importing none)."""
+    found = (getattr(sys.modules.get(module), name, None) for module, name in USER_ERRORS)
+    return tuple(cls for cls in found if isinstance(cls, type))
+
+
+def one_line(err: BaseException) -> str:
+    """``error: <message>`` on one line: a multi-line message joined with "; "."""
+    parts = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "error: " + ("; ".join(parts) or type(err).__name__)
+
+
 def _usage() -> str:
     lines = ["usage: python -m trm_lib <command> [options]", "", "commands:"]
     lines += [f"  {name:<11} {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines.append("\nRun `python -m trm_lib <command> --help` for the options of a command.")
+    lines.append("\nRun `python -m trm_lib <command> --help` for the options of a command; "
+                 "--debug (or TRM_DEBUG=1) shows the traceback of an `error:` line.")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv`` to its command; a user error becomes one ``error:`` line, status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("TRM_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
-        print(f"unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"error: unknown command {cmd!r} (known: {', '.join(COMMANDS)}; see --help)",
+              file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[cmd]
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    try:
+        return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    except Exception as err:
+        if debug or not isinstance(err, user_error_types()):
+            raise
+        print(one_line(err), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .errors import ConfigError
+
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "synth": ("trm_lib.datasets.synthetic", "bench"),
     "features": ("trm_lib.features_cli", "bench"),
@@ -17,9 +19,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 
 
 def cli(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+    if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m trm_lib bench {" + ",".join(BENCHMARKS) + "} [options]")
-        return 0 if (not argv or argv[0] in ("-h", "--help")) else 2
+        return 0
+    if argv[0] not in BENCHMARKS:
+        raise ConfigError(f"bench: unknown benchmark {argv[0]!r} (known: {', '.join(BENCHMARKS)})")
     module, func = BENCHMARKS[argv[0]]
     return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
 

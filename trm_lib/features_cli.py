@@ -68,8 +68,8 @@ def cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     distributed.init_distributed(args.device)
     with distributed.main_first():  # a loader may generate its world or weights on first use
+        dataset = load(args.dataset, root=args.root, split=args.split)  # a bad name fails fast
         backbone = _build_backbone(args)
-        dataset = load(args.dataset, root=args.root, split=args.split)
     t0 = time.perf_counter()
     store = compute_features(backbone, dataset, batch_size=args.batch_size, raw=args.raw,
                              num_workers=args.num_workers, cache_root=args.cache_root,

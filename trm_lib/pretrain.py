@@ -51,7 +51,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -65,6 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConfigError
+from .errors import FileError
 from .io import read_json, replace_dir, sha256_file, write_json
 from .pretrain_config import (
     DEFAULT_CONFIGS,  # noqa: F401  re-exported
@@ -161,7 +161,7 @@ def _encode(model: Any, images: torch.Tensor, text: torch.Tensor, dense: bool
     if not dense:
         img = v(images)
     elif not hasattr(v, "attnpool"):
-        raise ValueError("PretrainConfig.region_weight > 0 needs a ResNet image tower")
+        raise ConfigError("PretrainConfig.region_weight > 0 needs a ResNet image tower")
     else:
         from .backbone import resnet_dense_tokens, resnet_feature_map
 
@@ -404,7 +404,7 @@ def _check_cached(folder: Path, cfg: PretrainConfig) -> None:
                                 f"folder (delete it or pass force=True)")
     have = read_json(manifest).get("config_hash")
     if have != config_hash(cfg):
-        raise ValueError(f"{manifest}: config_hash {have!r} does not match the requested "
+        raise FileError(f"{manifest}: config_hash {have!r} does not match the requested "
                          f"config ({config_hash(cfg)}); delete the folder or pass force=True")
 
 
@@ -430,18 +430,14 @@ def cli(argv: list[str] | None = None) -> int:
     a = p.parse_args(list(argv or []))
     if a.threads:
         torch.set_num_threads(a.threads)
-    try:
-        base = default_config(a.model)
-        over = {k: getattr(a, k) for k in overridable if getattr(a, k) is not None}
-        cfg = replace(base, **over)
-        folder = tinyclip_dir(cfg)
-        cached = folder.exists() and not a.force
-        t0, c0 = time.perf_counter(), time.process_time()
-        folder = ensure_tinyclip(a.model, force=a.force, progress=not a.quiet, config=cfg,
-                                 evaluate=not a.no_eval)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    base = default_config(a.model)
+    over = {k: getattr(a, k) for k in overridable if getattr(a, k) is not None}
+    cfg = replace(base, **over)
+    folder = tinyclip_dir(cfg)
+    cached = folder.exists() and not a.force
+    t0, c0 = time.perf_counter(), time.process_time()
+    folder = ensure_tinyclip(a.model, force=a.force, progress=not a.quiet, config=cfg,
+                             evaluate=not a.no_eval)
     m = read_json(folder / MANIFEST)
     print(folder)
     if cached:

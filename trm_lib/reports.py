@@ -477,7 +477,7 @@ def cli(argv: list[str]) -> int:
         if args.browser:
             browser_screenshots(args.out, args.smoke, parameters)
         print(f"html book: {write_book(args.out)}")
-    except (ReportError, ConfigError) as err:
+    except NotebookFailed as err:  # the notebook's fault, not the command line's: status 1
         print(f"\nreport: {err}", file=sys.stderr)
         return 1
     return 0

@@ -36,7 +36,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
@@ -292,22 +291,18 @@ def cli(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(list(argv or []))
     t0 = time.perf_counter()
-    try:
-        if a.captions:
-            kw = {k: v for k, v in (("image_size", a.image_size), ("seed", a.seed),
-                                     ("n_images", a.n_images)) if v is not None}
-            root = ensure_captions(CaptionConfig(**kw), a.root, progress=not a.quiet,
-                                   workers=a.workers, force=a.force)
-            meta = read_json(root / "corpus.json")
-            print(f"{root}\n  images: {meta['images']}  ({time.perf_counter() - t0:.1f} s)")
-            return 0
+    if a.captions:
         kw = {k: v for k, v in (("image_size", a.image_size), ("seed", a.seed),
-                                 ("n_train", a.n_train), ("n_test", a.n_test)) if v is not None}
-        root = ensure_world(WorldConfig(**kw), a.root, progress=not a.quiet, workers=a.workers,
-                            force=a.force)
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+                                 ("n_images", a.n_images)) if v is not None}
+        root = ensure_captions(CaptionConfig(**kw), a.root, progress=not a.quiet,
+                               workers=a.workers, force=a.force)
+        meta = read_json(root / "corpus.json")
+        print(f"{root}\n  images: {meta['images']}  ({time.perf_counter() - t0:.1f} s)")
+        return 0
+    kw = {k: v for k, v in (("image_size", a.image_size), ("seed", a.seed),
+                             ("n_train", a.n_train), ("n_test", a.n_test)) if v is not None}
+    root = ensure_world(WorldConfig(**kw), a.root, progress=not a.quiet, workers=a.workers,
+                        force=a.force)
     meta = read_json(root / "world.json")
     print(root)
     order = sorted(meta["splits"], key=lambda k: (k != "train", k != "test", k))
