@@ -31,7 +31,8 @@ STANDARD = {"01": {"smoke", "report_dir", "dataset", "data_root", "seed"},
             "04": COMMON | {"seeds", "epochs", "alphas", "betas"},
             "05": COMMON | {"seed", "run_dir", "image_paths"}}
 # Every figure comes from trm_lib.viz and every computation from trm_lib: notebooks do not plot
-# or train with the underlying libraries themselves.
+# or train with the underlying libraries themselves (the library's viz uses matplotlib and
+# seaborn; a notebook only calls viz).
 FORBIDDEN_IMPORTS = ("torch", "matplotlib", "seaborn", "sklearn", "open_clip")
 
 
@@ -214,7 +215,7 @@ def _cells(table: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.slow
 def test_smoke_03_label_proportions(smoke):
     out, _ = smoke
-    _figures(out, "03_proportion_curves")
+    _figures(out, "03_proportion_curves", "03_per_class_ap")
     results = experiments.read_results(out / "tables" / "03_results.csv")
     assert set(results["method"]) == {"trm_ml", "dualcoop"}
     assert set(results["protocol"]) == {"proportion", "single_positive"}

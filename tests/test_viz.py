@@ -87,8 +87,10 @@ def test_plot_label_stats_stacks_the_counts_of_label_stats():
 def test_plot_cooccurrence_and_shape_check():
     M = cooccurrence(_observed())
     fig = viz.plot_cooccurrence(M, CLASSES)
-    np.testing.assert_allclose(np.ma.filled(fig.axes[0].images[0].get_array(), np.nan), M)
+    mesh = fig.axes[0].collections[0]  # seaborn's heatmap: one quad per cell, row-major
+    np.testing.assert_allclose(np.ma.filled(mesh.get_array(), np.nan).reshape(M.shape), M)
     assert len(fig.axes[0].texts) == np.isfinite(M).sum()  # annotated, NaN cells left blank
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == CLASSES
     with pytest.raises(ValueError, match=r"\(5, 5\)"):
         viz.plot_cooccurrence(M, CLASSES[:5])
 
@@ -138,9 +140,12 @@ def test_plot_proportion_curves_mean_and_std_over_seeds():
     df = _results()
     fig = viz.plot_proportion_curves(df)
     ax = fig.axes[0]
-    lines = {ln.get_label(): ln for ln in ax.get_lines()}
-    assert set(lines) == {"dualcoop", "trm_ml (full)", "trm_ml (no_kd)"}  # zero_shot: protocol
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["dualcoop", "trm_ml (full)", "trm_ml (no_kd)"]  # zero_shot: protocol
+    # seaborn draws the curves in hue order (sorted labels), then empty legend proxies
+    lines = dict(zip(legend, [ln for ln in ax.get_lines() if len(ln.get_xdata())]))
     seeds = np.array([0, 1, 2]) / 100
+    np.testing.assert_allclose(lines["trm_ml (no_kd)"].get_xdata(), [0.1, 0.5, 0.9])
     for p, y in zip((0.1, 0.5, 0.9), lines["trm_ml (no_kd)"].get_ydata()):
         assert y == pytest.approx(100 * np.mean(0.65 + p / 10 + seeds))
     # the band is mean ± sample std (ddof=1); the first band is dualcoop's (sorted labels)
@@ -183,16 +188,69 @@ def test_plot_ablation_bars_errorbars_and_deltas():
     df = _results()
     fig = viz.plot_ablation(df, method="trm_ml")
     ax = fig.axes[0]
-    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches
+                     if p.get_width())  # not seaborn's empty legend proxies
     expected = sorted(round(100 * (b + p / 10 + 0.01), 6) for b in (0.70, 0.65)
                       for p in (0.1, 0.5, 0.9))
     assert heights == pytest.approx(expected)
     assert sorted(t.get_text() for t in ax.texts) == ["-5.0"] * 3
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["full", "no_kd"]
+    full, no_kd = ax.containers  # the baseline drawn first and hatched, bars at 10/50/90 %
+    assert [b.get_hatch() for b in full] == ["//"] * 3 and no_kd[0].get_hatch() is None
+    assert full[0].get_height() == pytest.approx(100 * (0.70 + 0.01 + 0.01))
+    # whiskers: mean ± sample std over the three seeds (1 point for seeds 0.00, 0.01, 0.02)
+    # (seaborn draws a whisker and its caps as one line, NaN-separated)
+    whisker = ax.lines[0].get_ydata()
+    assert (np.nanmin(whisker), np.nanmax(whisker)) == pytest.approx((72.0 - 1.0, 72.0 + 1.0))
     with pytest.raises(ValueError, match="pass method="):
         viz.plot_ablation(df)
     with pytest.raises(ValueError, match="baseline_variant='nope'"):
         viz.plot_ablation(df, method="trm_ml", baseline_variant="nope")
+
+
+def _per_class_results() -> pd.DataFrame:
+    """AP/<class> rows: AP = 0.3 + 0.1 * class index (+0.05 for method a) + 0.01 * seed."""
+    return pd.DataFrame([dict(method=m, variant="full", protocol="proportion", proportion=p,
+                              seed=s, split="test", metric=f"AP/{c}",
+                              value=0.3 + 0.1 * i + 0.05 * (m == "a") + 0.01 * s)
+                         for p in (0.1, 0.5) for m in ("a", "b") for s in range(3)
+                         for i, c in enumerate(CLASSES)])
+
+
+def test_plot_per_class_ap_bars_per_class_and_method():
+    df = _per_class_results()
+    fig = viz.plot_per_class_ap(df, proportion=0.1)
+    ax = fig.axes[0]
+    # classes sorted by mean AP, best first: class_5 on top
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASSES[::-1]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    a_bars, b_bars = ax.containers
+    np.testing.assert_allclose([b.get_width() for b in a_bars],
+                               [100 * (0.3 + 0.1 * i + 0.05 + 0.01) for i in range(5, -1, -1)])
+    np.testing.assert_allclose([b.get_width() for b in b_bars],
+                               [100 * (0.3 + 0.1 * i + 0.01) for i in range(5, -1, -1)])
+    assert "p = 10%" in ax.get_title()
+    with pytest.raises(ValueError, match="pass proportion="):
+        viz.plot_per_class_ap(df)
+    with pytest.raises(ValueError, match="no AP/<class> rows"):
+        viz.plot_per_class_ap(df, proportion=0.9)
+
+
+def test_figures_stay_out_of_pyplot():
+    """seaborn draws into the given axes: no figure is registered with pyplot's global state."""
+    import matplotlib.pyplot as plt
+
+    from trm_lib.stats import paired_differences
+
+    before = plt.get_fignums()
+    df = _results()
+    viz.plot_proportion_curves(df)
+    viz.plot_ablation(df, method="trm_ml")
+    viz.plot_label_stats(label_stats(_observed(), CLASSES))
+    viz.plot_cooccurrence(cooccurrence(_observed()), CLASSES)
+    viz.plot_per_class_ap(_per_class_results(), proportion=0.5)
+    viz.plot_forest(paired_differences(df.assign(grid="g")[df["method"] == "trm_ml"]))
+    assert plt.get_fignums() == before
 
 
 def test_plot_forest_draws_gain_and_interval_per_component():
@@ -211,10 +269,21 @@ def test_plot_forest_draws_gain_and_interval_per_component():
     ax = Fig().subplots()
     fig = viz.plot_forest(diffs, ax=ax)
     assert fig is ax.figure
-    # the no_kd row: gain +5 points with a zero-width interval (constant paired difference)
-    xs = sorted(round(float(line.get_xdata()[0]), 6) for line in ax.lines
-                if len(line.get_xdata()) == 1)
-    assert 5.0 in xs and 1.0 in xs  # no_pseudo's single seed is a hollow marker at +1
+    # seaborn's pointplot: one line of markers per hue, over the rows no_kd, no_mcl; the
+    # no_kd row: gain +5 points with a zero-width interval (constant paired difference)
+    points = [ln for ln in ax.lines if ln.get_marker() == "o" and len(ln.get_xdata())]
+    filled, hollow = points
+    assert filled.get_xdata()[0] == pytest.approx(5.0)
+    assert filled.get_ydata().tolist() == [0, 1]
+    mcl = [r for _, r in diffs.iterrows() if r["variant"] == "no_mcl"][0]
+    bars = [ln.get_xdata() for ln in ax.lines  # interval and caps: one NaN-separated line
+            if ln.get_marker() in ("None", "") and len(ln.get_xdata()) == 8]
+    spans = [(round(np.nanmin(x), 6), round(np.nanmax(x), 6)) for x in bars]
+    assert (round(-100 * mcl["ci_high"], 6), round(-100 * mcl["ci_low"], 6)) in spans
+    # no_pseudo's single seed: a hollow marker at +1 in its row (2), no bar
+    assert hollow.get_markerfacecolor() == "none"
+    assert np.nanmax(hollow.get_xdata()) == pytest.approx(1.0)
+    assert hollow.get_ydata()[np.nanargmax(hollow.get_xdata())] == 2
     assert any(line.get_linestyle() == "--" and list(line.get_xdata()) == [0, 0]
                for line in ax.lines)
     labels = [t.get_text() for t in ax.get_yticklabels()]
@@ -266,9 +335,13 @@ _SAVE = textwrap.dedent("""
     import sys
     import numpy as np
     from trm_lib import viz
+    from trm_lib.labels import cooccurrence
     Y = np.random.default_rng(0).choice([1, -1, 0], size=(30, 6))
     fig = viz.plot_mask(Y, [f"c{i}" for i in range(6)])
     viz.save_figure(fig, sys.argv[1], formats=("png", "svg", "pdf"))
+    # a seaborn-drawn figure too: seaborn adds no randomness (no bootstrap) and no stamps
+    fig = viz.plot_cooccurrence(cooccurrence(Y), [f"c{i}" for i in range(6)])
+    viz.save_figure(fig, sys.argv[1].replace("mask", "cooc"), formats=("png", "svg", "pdf"))
 """)
 
 
@@ -278,7 +351,8 @@ def test_save_figure_is_byte_stable_across_processes(tmp_path, monkeypatch):
     procs = [subprocess.Popen([sys.executable, "-c", _SAVE, str(b)]) for b in bases]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     outs = [{p.name: p.read_bytes() for p in sorted(b.parent.iterdir())} for b in bases]
-    assert sorted(outs[0]) == ["mask.pdf", "mask.png", "mask.svg"]
+    assert sorted(outs[0]) == ["cooc.pdf", "cooc.png", "cooc.svg", "mask.pdf", "mask.png",
+                               "mask.svg"]
     for name in outs[0]:
         assert outs[0][name] == outs[1][name], name
     assert b"<dc:date>" not in outs[0]["mask.svg"] and b"Matplotlib v" not in outs[0]["mask.svg"]

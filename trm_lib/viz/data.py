@@ -22,6 +22,7 @@ from .common import (
     _figure,
     _pct,
     _require_columns,
+    _seaborn,
     _styled,
 )
 
@@ -92,19 +93,23 @@ def plot_label_stats(stats_df: pd.DataFrame, title: str | None = None) -> Figure
     else:
         parts["unknown"] = (df["unknown"], LABEL_COLORS["unknown"])
     names = df["class"].astype(str).tolist()
+    tidy = pd.concat([pd.DataFrame({"class": names, "entry": label,
+                                    "images": vals.to_numpy(dtype=float)})
+                      for label, (vals, _) in parts.items()], ignore_index=True)
     fig, axes = _figure(1, 1, (7.0, 1.4 + 0.22 * len(names)))
     ax = axes[0, 0]
-    y = np.arange(len(names))
-    left = np.zeros(len(names))
-    for label, (vals, color) in parts.items():
-        vals = vals.to_numpy(dtype=float)
-        ax.barh(y, vals, left=left, color=color, label=label, height=0.8)
-        left += vals
-    ax.set_yticks(y, names, fontsize=8)
-    ax.invert_yaxis()
+    # seaborn's way to stack bars: a histogram of the categories weighted by the counts (it
+    # stacks the last hue level first, hence the reversed order: positives start at zero)
+    _seaborn().histplot(data=tidy, y="class", hue="entry", weights="images", multiple="stack",
+                        discrete=True, shrink=0.8, hue_order=list(reversed(parts)),
+                        palette={k: c for k, (_, c) in parts.items()}, alpha=1.0,
+                        linewidth=0, legend=False, ax=ax)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first class on top
+    ax.set_ylabel("")
     ax.set_xlabel("label entries (images)")
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8,
-               frameon=False)
+    handles = [Patch(color=c, label=k) for k, (_, c) in parts.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     ax.set_title(title or "Observed labels per class")
     return fig
 
@@ -188,15 +193,13 @@ def plot_cooccurrence(matrix: np.ndarray, class_names: Sequence[str], title: str
     side = max(4.0, 0.28 * C + 2.0)
     fig, axes = _figure(1, 1, (side + 1.0, side))
     ax = axes[0, 0]
-    im = ax.imshow(M, cmap="magma_r", interpolation="nearest")  # NaN rows stay blank
-    fig.colorbar(im, ax=ax, shrink=0.7)
-    ax.set_xticks(range(C), list(class_names), rotation=90, fontsize=7)
-    ax.set_yticks(range(C), list(class_names), fontsize=7)
+    frame = pd.DataFrame(M, index=list(class_names), columns=list(class_names))
+    _seaborn().heatmap(frame, mask=~np.isfinite(M), cmap="magma_r", annot=annot, fmt=fmt,
+                       annot_kws={"fontsize": 6}, square=True, xticklabels=True,
+                       yticklabels=True, cbar_kws={"shrink": 0.7}, ax=ax)  # NaN rows blank
+    ax.tick_params(labelsize=7)
+    ax.tick_params(axis="x", labelrotation=90)
+    ax.tick_params(axis="y", labelrotation=0)
     ax.grid(False)
-    if annot:
-        mid = np.nanmean(M) if np.isfinite(M).any() else 0.0
-        for i, j in zip(*np.nonzero(np.isfinite(M))):
-            ax.text(j, i, format(M[i, j], fmt), ha="center", va="center", fontsize=6,
-                    color="white" if M[i, j] > mid else "black")
     ax.set_title(title or "Label co-occurrence")
     return fig

@@ -11,7 +11,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .common import STYLE, _colors, _figure, _palette, _pct, _require_columns, _styled
+from .common import (
+    STYLE,
+    _colors,
+    _figure,
+    _palette,
+    _pct,
+    _require_columns,
+    _seaborn,
+    _styled,
+)
 
 
 def _filter_results(results_df: pd.DataFrame, metric: str, split: str, protocol: str | None,
@@ -58,22 +67,22 @@ def plot_proportion_curves(results_df: pd.DataFrame, metric: str = "mAP", split:
     """The paper's main figure: ``metric`` vs label proportion per method, mean ± std over seeds.
 
     A method with several variants gets one curve per variant. ``protocol=None`` skips the
-    protocol filter; ``scale=100`` shows the package's fractions as percentages.
+    protocol filter; ``scale=100`` shows the package's fractions as percentages. Drawn by
+    seaborn's ``lineplot`` from the tidy rows (one per seed): ``hue`` = method, ``errorbar="sd"``
+    (the sample std, ddof=1; a single seed has no band).
     """
     df = _with_labels(_filter_results(results_df, metric, split, protocol, scale))
-    agg = _aggregate(df, ["label", "proportion"])
-    colors = _palette(agg["label"])
+    labels = sorted(df["label"].unique())
     fig, axes = _figure(1, 1, (6.0, 4.2))
     ax = axes[0, 0]
-    for label, g in agg.groupby("label", sort=True):
-        ax.plot(g["proportion"], g["mean"], marker="o", color=colors[label], label=label)
-        ax.fill_between(g["proportion"], g["mean"] - g["std"], g["mean"] + g["std"],
-                        color=colors[label], alpha=0.2, linewidth=0)
-    props = sorted(agg["proportion"].unique())
+    _seaborn().lineplot(data=df, x="proportion", y="value", hue="label", hue_order=labels,
+                        palette=_palette(labels), estimator="mean", errorbar="sd", marker="o",
+                        err_kws={"alpha": 0.2, "linewidth": 0}, ax=ax)
+    props = sorted(df["proportion"].unique())
     ax.set_xticks(props, [_pct(p) for p in props])
     ax.set_xlabel("proportion of known labels")
     ax.set_ylabel(_axis_label(metric, split, scale))
-    seeds = int(agg["count"].max())
+    seeds = int(df.groupby(["label", "proportion"])["value"].count().max())
     ax.set_title(f"{metric} vs label proportion (mean ± std over up to {seeds} seed(s))")
     ax.legend(fontsize=8)
     return fig
@@ -111,7 +120,9 @@ def plot_ablation(results_df: pd.DataFrame, baseline_variant: str = "full", metr
                   split: str = "test", method: str | None = None,
                   protocol: str | None = "proportion", scale: float = 100.0) -> Figure:
     """Bars of ``metric`` per variant with seed error bars (±1 std), grouped by proportion; each
-    bar is annotated with its difference to ``baseline_variant`` (drawn first, hatched)."""
+    bar is annotated with its difference to ``baseline_variant`` (drawn first, hatched).
+
+    Drawn by seaborn's ``barplot`` from the tidy rows: ``hue`` = variant, ``errorbar="sd"``."""
     df = _filter_results(results_df, metric, split, protocol, scale)
     _require_columns(df, ["variant"], "results")
     if method is not None:
@@ -127,30 +138,73 @@ def plot_ablation(results_df: pd.DataFrame, baseline_variant: str = "full", metr
                          f"results' variants {variants}")
     variants.remove(baseline_variant)
     variants.insert(0, baseline_variant)
-    agg = _aggregate(df.assign(variant=df["variant"].astype(str)), ["variant", "proportion"])
+    df = df.assign(variant=df["variant"].astype(str))
+    agg = _aggregate(df, ["variant", "proportion"])
     props = sorted(agg["proportion"].unique())
-    width = 0.8 / len(variants)
-    colors = dict(zip(variants, _colors(len(variants))))
     fig, axes = _figure(1, 1, (max(5.0, 1.2 * len(props) * len(variants) * 0.5 + 2), 4.2))
     ax = axes[0, 0]
+    _seaborn().barplot(data=df, x="proportion", y="value", hue="variant", order=props,
+                       hue_order=variants, palette=dict(zip(variants, _colors(len(variants)))),
+                       estimator="mean", errorbar="sd", capsize=0.1, edgecolor="white",
+                       saturation=1, err_kws={"linewidth": 1}, ax=ax)
     base = agg[agg["variant"] == baseline_variant].set_index("proportion")["mean"]
-    for i, variant in enumerate(variants):
+    for variant, bars in zip(variants, ax.containers):  # one container per hue level, in order
         g = agg[agg["variant"] == variant].set_index("proportion").reindex(props)
-        xs = np.arange(len(props)) + (i - (len(variants) - 1) / 2) * width
-        bars = ax.bar(xs, g["mean"], width, yerr=g["std"], capsize=2, color=colors[variant],
-                      label=variant, hatch="//" if variant == baseline_variant else None,
-                      edgecolor="white")
-        if variant != baseline_variant:
-            for bar, p, m, s in zip(bars, props, g["mean"], g["std"]):
-                if p in base.index and not np.isnan(m):
-                    ax.annotate(f"{m - base[p]:+.1f}", (bar.get_x() + bar.get_width() / 2, m + s),
-                                ha="center", va="bottom", fontsize=7, xytext=(0, 2),
-                                textcoords="offset points")
+        for bar, p, m, s in zip(bars, props, g["mean"], g["std"]):
+            if variant == baseline_variant:
+                bar.set_hatch("//")
+            elif p in base.index and not np.isnan(m):
+                ax.annotate(f"{m - base[p]:+.1f}", (bar.get_x() + bar.get_width() / 2, m + s),
+                            ha="center", va="bottom", fontsize=7, xytext=(0, 2),
+                            textcoords="offset points")
+    for patch in ax.patches:  # seaborn's legend proxies: hatch the baseline's too
+        if patch.get_label() == baseline_variant:
+            patch.set_hatch("//")
     ax.set_xticks(np.arange(len(props)), [_pct(p) for p in props])
     ax.set_xlabel("proportion of known labels")
     ax.set_ylabel(_axis_label(metric, split, scale))
     ax.set_title(f"Ablation vs '{baseline_variant}' (bars: mean, whiskers: ±1 std over seeds)")
     ax.legend(fontsize=8, ncols=min(4, len(variants)))
+    return fig
+
+
+@_styled
+def plot_per_class_ap(results_df: pd.DataFrame, proportion: float | None = None,
+                      split: str = "test", protocol: str | None = "proportion",
+                      scale: float = 100.0) -> Figure:
+    """Per-class AP (the results' ``AP/<class>`` rows) of each method at one label proportion:
+    horizontal bars, mean ± std over seeds (seaborn ``barplot``, ``hue`` = method), classes
+    sorted by their mean AP over the methods, hardest last, so where a method wins is visible
+    class by class. ``proportion`` may be omitted when the results hold a single one."""
+    _require_columns(results_df, ["method", "proportion", "metric", "split", "value"], "results")
+    df = results_df[results_df["metric"].astype(str).str.startswith("AP/")
+                    & (results_df["split"] == split)]
+    if protocol is not None and "protocol" in df.columns:
+        df = df[df["protocol"] == protocol]
+    props = sorted(df["proportion"].dropna().unique())
+    if proportion is None and len(props) > 1:
+        raise ValueError(f"plot_per_class_ap: results hold proportions {props}; pass "
+                         "proportion=... to pick one")
+    if proportion is not None:
+        df = df[np.isclose(df["proportion"].astype(float), proportion)]
+    if df.empty:
+        raise ValueError(f"plot_per_class_ap: no AP/<class> rows for split={split!r}, "
+                         f"protocol={protocol!r}, proportion={proportion!r}")
+    df = _with_labels(df.assign(value=df["value"].astype(float) * scale,
+                                cls=df["metric"].str.slice(3)))
+    classes = df.groupby("cls")["value"].mean().sort_values(ascending=False, kind="stable")
+    labels = sorted(df["label"].unique())
+    fig, axes = _figure(1, 1, (6.4, 1.4 + 0.12 * len(classes) * max(2, len(labels))))
+    ax = axes[0, 0]
+    _seaborn().barplot(data=df, y="cls", x="value", hue="label", order=list(classes.index),
+                       hue_order=labels, palette=_palette(labels), estimator="mean",
+                       errorbar="sd", err_kws={"linewidth": 1}, saturation=1, ax=ax)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_ylabel("")
+    ax.set_xlabel(f"AP (%, {split})" if scale == 100 else f"AP ({split})")
+    p = float(df["proportion"].iloc[0])
+    ax.set_title(f"Per-class AP at p = {_pct(p)} (mean ± std over seeds)")
+    ax.legend(fontsize=8)
     return fig
 
 
@@ -167,7 +221,12 @@ def plot_forest(diffs: pd.DataFrame, ax: Any = None, scale: float = 100.0,
 
     ``diffs`` is the tidy frame of :func:`trm_lib.stats.paired_differences`; draws into ``ax``
     (a new figure if None) and returns its figure. A point whose bar misses the zero line is a
-    gain beyond seed noise; rows with one seed have no bar (hollow marker)."""
+    gain beyond seed noise; rows with one seed have no bar (hollow marker).
+
+    Drawn by seaborn's ``pointplot`` (``hue`` = proportion). seaborn computes intervals from
+    raw values, while the paired t-interval comes from :mod:`trm_lib.stats`; so each point is
+    handed over as its three values (low, gain, high), with ``estimator="median"`` (= the gain)
+    and ``errorbar=("pi", 100)`` (= their range, the t-interval)."""
     from ..stats import component_gains
 
     _require_columns(diffs, ["variant", "proportion", "n", "mean_diff", "ci_low", "ci_high"],
@@ -177,33 +236,41 @@ def plot_forest(diffs: pd.DataFrame, ax: Any = None, scale: float = 100.0,
     gains = component_gains(diffs)
     names = {**COMPONENT_LABELS, **(labels or {})}
     variants = list(pd.unique(gains["variant"].astype(str)))
+    rows = [names.get(v, v) for v in variants]
     props = sorted(gains["proportion"].astype(float).unique(), key=lambda p: (np.isnan(p), p))
+    hues = ["protocol B" if np.isnan(p) else f"p = {_pct(p)}" for p in props]
+    colors = dict(zip(hues, _colors(len(props))))
+    step = 0.7 / max(1, len(props))
+    dodge = step * (len(props) - 1) if len(props) > 1 else False
+    tidy, notes = [], []
+    for _, r in gains.iterrows():
+        p = float(r["proportion"])
+        j = next(i for i, q in enumerate(props) if q == p or (np.isnan(q) and np.isnan(p)))
+        has_ci = bool(np.isfinite(r["gain_low"]) and np.isfinite(r["gain_high"]))
+        values = [r["gain_low"], r["gain"], r["gain_high"]] if has_ci else [r["gain"]]
+        tidy += [{"row": names.get(str(r["variant"]), str(r["variant"])), "hue": hues[j],
+                  "gain": scale * v, "ci": has_ci} for v in values]
+        notes.append((scale * r["gain"], variants.index(str(r["variant"]))
+                      + (j - (len(props) - 1) / 2) * step, int(r["n"]), hues[j]))
+    tidy = pd.DataFrame(tidy)
+    sns = _seaborn()
+    common = dict(x="gain", y="row", hue="hue", order=rows, hue_order=hues, palette=colors,
+                  dodge=dodge, linestyle="none", marker="o")
     with mpl.rc_context(STYLE):
         if ax is None:
             fig, axes = _figure(1, 1, (6.4, 0.55 * len(variants) * max(1, len(props)) + 1.6))
             ax = axes[0, 0]
-        colors = dict(zip(props, _colors(len(props))))
-        step = 0.7 / max(1, len(props))
-        for j, p in enumerate(props):
-            g = gains[gains["proportion"].astype(float).fillna(-1) == (-1 if np.isnan(p) else p)]
-            for _, r in g.iterrows():
-                y = variants.index(str(r["variant"])) + (j - (len(props) - 1) / 2) * step
-                x = scale * r["gain"]
-                has_ci = np.isfinite(r["gain_low"]) and np.isfinite(r["gain_high"])
-                if has_ci:
-                    ax.errorbar(x, y, xerr=[[x - scale * r["gain_low"]],
-                                            [scale * r["gain_high"] - x]],
-                                fmt="o", color=colors[p], capsize=3)
-                else:
-                    ax.plot(x, y, "o", mfc="none", color=colors[p])
-                ax.annotate(f"n={int(r['n'])}", (x, y), xytext=(4, 4), fontsize=7,
-                            textcoords="offset points", color=colors[p])
-        for p in props:
-            ax.plot([], [], "o", color=colors[p],
-                    label="protocol B" if np.isnan(p) else f"p = {_pct(p)}")
+        if tidy["ci"].any():
+            sns.pointplot(data=tidy[tidy["ci"]], estimator="median", errorbar=("pi", 100),
+                          capsize=0.1, ax=ax, **common)
+        if not tidy["ci"].all():
+            sns.pointplot(data=tidy[~tidy["ci"]], errorbar=None, markerfacecolor="none",
+                          legend=not tidy["ci"].any(), ax=ax, **common)
+        for x, y, n, hue in notes:
+            ax.annotate(f"n={n}", (x, y), xytext=(4, 4), fontsize=7, textcoords="offset points",
+                        color=colors[hue])
         ax.axvline(0.0, color="0.3", lw=1, ls="--")
-        ax.set_yticks(range(len(variants)), [names.get(v, v) for v in variants])
-        ax.invert_yaxis()
+        ax.set_ylabel("")
         ax.set_xlabel(f"gain of the component ({unit}), mean over paired seeds, 95 % CI")
         ax.set_title("Component gains beyond seed noise: bars that miss the dashed zero line")
         ax.legend(fontsize=8)
