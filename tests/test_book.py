@@ -58,6 +58,10 @@ def test_book_pages_and_index_link_everything(tmp_path):
     assert "failed" in page and "abc123" in page
     first = (index.parent / "01_first.html").read_text()
     assert "data:image/png;base64," in first  # the notebook's figure is embedded in its page
+    # offline: no script, stylesheet or image from a CDN (nbconvert's lab template loads
+    # require.js and MathJax from cdnjs by default; the book's template drops them)
+    remote = re.findall(r"""(?:src|href)\s*=\s*["']?(https?:)""", first + page)
+    assert not remote, "the book loads from the network"
     assert not (index.parent / "figures" / ".tmp-partial.png").exists()
     # rewriting picks up removed files
     (report / "tables" / "01_scores.md").unlink()

@@ -219,6 +219,10 @@ def test_html_book_links_and_images_load(tmp_path, chrome):
             except OSError:
                 time.sleep(0.2)
         page = chrome.new_page()
+        failed, remote = [], []  # offline: nothing may fail, nothing may leave the server
+        page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
+        page.on("request", lambda r: None if r.url.startswith((base, "data:")) else
+                remote.append(r.url))
         assert page.goto(f"{base}/index.html").status == 200
         page.wait_for_load_state("load")
         links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
@@ -230,7 +234,9 @@ def test_html_book_links_and_images_load(tmp_path, chrome):
         assert all(width > 0 for _, width in images), images
         for url in (u for u in links if u.endswith(".html")):
             assert page.goto(url).status == 200
+            page.wait_for_load_state("load")
             assert page.locator(".jp-Notebook, #notebook, body").first.inner_text()
+        assert not failed and not remote, (failed, remote)
     finally:
         server.terminate()
         server.wait(timeout=30)

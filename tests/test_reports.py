@@ -106,12 +106,21 @@ def test_only_and_overrides_reach_the_notebook_and_keep_other_entries(project, c
     rc = reports.cli(["--notebooks", str(nbs), "--out", str(out), "--only", "01",
                       "-p", "n=7", "--smoke"])
     assert rc == 0
-    assert "01_alpha" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "01_alpha" in out_text
     assert (out / "tables" / "alpha.csv").read_text() == "n,smoke\n7,True\n"
     assert beta_copy.stat().st_mtime_ns == before  # not re-run
     index = (out / "README.md").read_text()
     assert "| [tables/beta.md](tables/beta.md) | 02_beta |" in index  # still credited
     assert re.search(r"\| \[01_alpha\]\(01_alpha\.ipynb\) \| ok \| True \|", index)
+    # the HTML book is written after the notebooks and covers every executed copy, rerun or not
+    book = out / "html" / "index.html"
+    assert "html book: " in out_text and book.is_file()
+    assert {"01_alpha.html", "02_beta.html", "tables/alpha.csv"} <= set(
+        re.findall(r"href='([^']+)'", book.read_text()))
+    assert book.stat().st_mtime_ns >= (out / "01_alpha.ipynb").stat().st_mtime_ns
+    assert (out / "html" / "01_alpha.html").stat().st_mtime_ns >= (
+        out / "01_alpha.ipynb").stat().st_mtime_ns
 
 
 def test_strip_outputs_of_an_executed_copy(project, tmp_path):

@@ -27,10 +27,24 @@ figure{display:inline-block;margin:.5em;vertical-align:top;max-width:32em}
 figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:85%}"""
 
 
+# nbconvert's lab template, minus the scripts it loads from CDNs (require.js, MathJax, mermaid,
+# the widget renderer): a course site may be offline, and a page waiting on a dead CDN loads
+# slowly or not at all. What is lost: TeX in Markdown shows as its source, widget outputs show
+# their text fallback (the explorer is interactive only in a live kernel anyway).
+_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
 def _notebook_html(path: Path) -> str:
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter()
+    exporter = HTMLExporter(template_name="lab", template_file="trm_offline.html.j2",
+                            extra_loaders=[DictLoader({"trm_offline.html.j2": _OFFLINE_TEMPLATE})])
     body, _ = exporter.from_filename(str(path))
     return body
 
