@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,11 +125,39 @@ def _write_bench_images(root: Path, n: int, size: int = 256, seed: int = 0) -> N
     write_generic(root, "bench", rel, labels, names)
 
 
+def _bench_inputs(args: argparse.Namespace, tmp: Path) -> tuple[Any, FrozenCLIP]:
+    """The dataset and backbone ``bench features`` measures, resolving ``auto``: SynthScenes and
+    the default TinyCLIP when their code exists, else generated JPEGs and a random tiny ResNet."""
+    from .datasets import load, read_generic
+
+    world = _default_world_available()
+    if args.model == "auto":
+        if world:
+            args.model, args.pretrained = BackboneConfig().model, BackboneConfig().pretrained
+        else:
+            write_json(tmp / "configs" / "bench-RN.json", BENCH_FALLBACK_CONFIG)
+            register_model_configs(tmp / "configs")
+            args.model, args.pretrained = "bench-RN", None
+            print("NOTE: the default TinyCLIP is not available yet; measuring a random tiny "
+                  "ResNet (bench-RN: layers [1,1,2,1], width 32, 128 px)")
+    if args.pretrained == "auto":
+        args.pretrained = None
+    if args.dataset == "auto":
+        args.dataset = "synthscenes" if world else "generated"
+        if not world:
+            print("NOTE: SynthScenes is not available yet; using generated JPEGs")
+    if args.dataset == "generated":
+        _write_bench_images(tmp / "data", args.n)
+        dataset = read_generic(tmp / "data", "bench", name="generated")
+        print(f"dataset: {args.n} generated 256x256 JPEGs (random ellipses)")
+    else:
+        dataset = load(args.dataset, root=args.root, split=args.split)
+    return dataset.subset(range(min(args.n, len(dataset)))), _build_backbone(args)
+
+
 def bench(argv: list[str]) -> int:
     """Images/s of an uncached epoch (JPEG decode + transform + backbone) vs a cached epoch
     (``FeatureStore.batch`` over shuffled indices), and their ratio."""
-    from .datasets import load, read_generic
-
     parser = argparse.ArgumentParser(prog="python -m trm_lib bench features")
     parser.add_argument("--dataset", default="auto",
                         help="registry name | generated (n random-shape 256 px JPEGs) | auto "
@@ -144,30 +173,7 @@ def bench(argv: list[str]) -> int:
 
     with tempfile.TemporaryDirectory(prefix="trm-bench-") as tmp:
         tmp = Path(tmp)
-        world = _default_world_available()
-        if args.model == "auto":
-            if world:
-                            args.model, args.pretrained = BackboneConfig().model, BackboneConfig().pretrained
-            else:
-                write_json(tmp / "configs" / "bench-RN.json", BENCH_FALLBACK_CONFIG)
-                register_model_configs(tmp / "configs")
-                args.model, args.pretrained = "bench-RN", None
-                print("NOTE: the default TinyCLIP is not available yet; measuring a random tiny "
-                      "ResNet (bench-RN: layers [1,1,2,1], width 32, 128 px)")
-        if args.pretrained == "auto":
-            args.pretrained = None
-        if args.dataset == "auto":
-            args.dataset = "synthscenes" if world else "generated"
-            if not world:
-                print("NOTE: SynthScenes is not available yet; using generated JPEGs")
-        if args.dataset == "generated":
-            _write_bench_images(tmp / "data", args.n)
-            dataset = read_generic(tmp / "data", "bench", name="generated")
-            print(f"dataset: {args.n} generated 256x256 JPEGs (random ellipses)")
-        else:
-            dataset = load(args.dataset, root=args.root, split=args.split)
-        dataset = dataset.subset(range(min(args.n, len(dataset))))
-        backbone = _build_backbone(args)
+        dataset, backbone = _bench_inputs(args, tmp)
         n = len(dataset)
         print(f"backbone {backbone.identity()} on {backbone.device}, grid {backbone.grid}; "
               f"dataset {dataset.name}/{dataset.split}, {n} images; "
