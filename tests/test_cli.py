@@ -39,6 +39,7 @@ CASES = [
     (["course", "--grade", "{tmp}/missing.ipynb"], "no such notebook"),
     (["bench", "nosuch"], "unknown benchmark 'nosuch'"),
     (["bench", "train", "--model", "nosuch"], "'nosuch' is not an open_clip model config"),
+    (["cache", "--root", "{tmp}/no_cache"], "no_cache: no such cache folder"),
     (["nosuch"], "unknown command 'nosuch'"),
 ]
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("trm_lib.reports", "cli", "run the notebooks into reports/ with papermill"),
     "course": ("trm_lib.course", "cli", "write course/student + course/solutions, or grade"),
     "bench": ("trm_lib.bench", "cli", "benchmarks that print throughput figures"),
+    "cache": ("trm_lib.cache", "cli", "list the cache folders, their sizes and stale entries"),
 }
 
 

@@ -40,7 +40,8 @@ ALL_ARGS: dict[str, list[str]] = {
 
 def machine() -> str:
     """One line naming what the figures were measured on: CPU model, cores, torch threads, GPU,
-    torch / Python versions, the git revision and the date (UTC)."""
+    the 1-minute load average when it started (figures from a busy machine say so), torch /
+    Python versions, the git revision and the date (UTC)."""
     import torch
 
     from .paths import git_revision
@@ -51,7 +52,9 @@ def machine() -> str:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")),
                        cpu)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), GPU {gpu}; "
+    load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+    return (f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), GPU {gpu}, "
+            f"load average {load}; "
             f"torch {torch.__version__}, Python {platform.python_version()}; git "
             f"{git_revision()[:12]}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 
