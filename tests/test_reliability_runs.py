@@ -8,16 +8,22 @@ processes where a fault needs two of them.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import fixture_writers as fx
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 import trm_lib.train as T
+from trm_lib.config import ConfigError, RunConfig
+from trm_lib.datasets import DatasetError
+from trm_lib.errors import DiskFullError, FileError, TrainingError
 from trm_lib.results_table import merge_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,3 +94,194 @@ def test_merge_results_keeps_rows_written_by_another_process(tmp_path):
     table = merge_results(csv, [row("a", 0.3)])   # grid a re-records its run
     assert sorted(zip(table["grid"], table["value"])) == [("a", 0.3), ("b", 0.2)]
     pd.testing.assert_frame_equal(pd.read_csv(csv), table, check_dtype=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders: one writer, damaged files, nothing before validation, a full disk
+# ---------------------------------------------------------------------------------------------
+
+def _cfg(world, **overrides) -> RunConfig:
+    return RunConfig().with_overrides({**TINY, "data.root": str(world), **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished(world, tmp_path_factory):
+    """A finished tiny run (2 epochs) to damage copies of."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    T.train(_cfg(world, **{"train.epochs": 2}), out, log=None)
+    return out
+
+
+def _copy(finished: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_a_second_writer_of_a_run_folder_waits_for_the_first(world, tmp_path):
+    """Another process holds the run folder's lock (as a training does) until told to let go:
+    train() says in one line that it waits, and writes nothing into the folder before the
+    lock is released."""
+    out = tmp_path / "run"
+    out.mkdir()
+    go, released = tmp_path / "go", tmp_path / "released"
+    hold = ("import sys, time\nfrom pathlib import Path\nfrom trm_lib.locks import file_lock\n"
+            "from trm_lib.runs import run_lock_path\n"
+            "with file_lock(run_lock_path(Path(sys.argv[1]))):\n"
+            "    print('held', flush=True)\n"
+            "    for _ in range(600):\n"
+            "        if Path(sys.argv[2]).exists():\n            break\n"
+            "        time.sleep(0.1)\n"
+            "    Path(sys.argv[3]).write_text(repr(time.time()))\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out), str(go), str(released)],
+                              env=_env(), text=True, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lines: list[str] = []
+
+        def log(line: str) -> None:
+            lines.append(line)
+            if "waiting for it" in line:
+                go.touch()
+
+        result = T.train(_cfg(world), out, log=log)
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+    assert f"{out}: another process is training in this run folder; waiting for it" in lines
+    assert released.exists(), "train() did not wait for the lock"
+    assert (out / "config.yaml").stat().st_mtime >= float(released.read_text()) - 0.05
+    assert result.complete and T.load_result(out).metrics == result.metrics
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    else:  # a valid torch file that is not a checkpoint
+        torch.save(torch.zeros(3), path)
+
+
+HOW = ["empty", "truncated", "random", "foreign"]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_damaged_last_pt_names_the_file_when_resuming(world, finished, tmp_path, how):
+    out = _copy(finished, tmp_path)
+    (out / "result.json").unlink()  # unfinished: the resume reads last.pt
+    _damage(out / "last.pt", how)
+    with pytest.raises(FileError, match=rf"^{out / 'last.pt'}: .*delete it to restart"):
+        T.train(_cfg(world, **{"train.epochs": 2}), out, log=None)
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_damaged_best_pt_names_the_file_on_load(finished, tmp_path, how):
+    out = _copy(finished, tmp_path)
+    _damage(out / "best.pt", how)
+    with pytest.raises(FileError, match=rf"^{out / 'best.pt'}: .*retrain the run"):
+        T.load_run(out)
+
+
+def test_a_finished_run_returns_its_result_without_reading_last_pt(world, finished, tmp_path,
+                                                                  monkeypatch):
+    out = _copy(finished, tmp_path)
+    _damage(out / "last.pt", "random")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a checkpoint was read"))
+    result = T.train(_cfg(world, **{"train.epochs": 2}), out, log=None)
+    assert result.complete and result.metrics == T.load_result(finished).metrics
+
+
+class _Crafted:
+    """A pickle that would create ``path`` when unpickled without ``weights_only``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("name", ["last.pt", "best.pt"])
+def test_a_crafted_pickle_checkpoint_is_refused_naming_the_file_never_run(world, finished,
+                                                                         tmp_path, name):
+    out = _copy(finished, tmp_path)
+    marker = tmp_path / "executed"
+    torch.save({"config": {}, "method": _Crafted(marker), "epoch": 1}, out / name)
+    with pytest.raises(FileError, match=rf"^{out / name}: "):
+        if name == "last.pt":
+            (out / "result.json").unlink()
+            T.train(_cfg(world, **{"train.epochs": 2}), out, log=None)
+        else:
+            T.load_run(out)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"{\"config\": 1", b"{\"config\": {}}"])
+def test_a_damaged_result_json_names_the_file(world, finished, tmp_path, content):
+    out = _copy(finished, tmp_path)
+    (out / "result.json").write_bytes(content)
+    with pytest.raises((FileError, TrainingError), match=str(out)):
+        T.train(_cfg(world, **{"train.epochs": 2}), out, log=None)
+
+
+@pytest.mark.parametrize("bad", [{"data.dataset": "no_such_dataset"},
+                                 {"data.root": "/no/such/folder"}])
+def test_nothing_is_created_before_the_dataset_is_valid(world, tmp_path, bad):
+    out = tmp_path / "runs" / "run"
+    with pytest.raises((ConfigError, DatasetError, FileNotFoundError)):
+        T.train(_cfg(world, **bad), out, log=None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_full_run_folder_is_one_line_naming_it(world, tmp_path, monkeypatch):
+    """Simulated: torch.save fails the way it does on a full disk (a RuntimeError that names
+    nothing); the trainer reports ``no space left on <run folder>``."""
+    out = tmp_path / "run"
+
+    def full(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFullError, match=rf"^no space left on {out} \(writing {out}/best.pt"):
+        T.train(_cfg(world), out, log=None)
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".pt") or ".tmp" in p.name]
+
+
+def test_a_tiny_tmpfs_run_folder_fills_up_cleanly(world, tmp_path):
+    """The real thing where the sandbox can mount: a 16 KiB tmpfs holds config.yaml but not the
+    checkpoints."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)],
+            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (the simulated test covers this)")
+    try:
+        with pytest.raises(DiskFullError, match=rf"^no space left on {mnt / 'run'}"):
+            T.train(_cfg(world, **{"method.name": "trm_ml"}), mnt / "run", log=None)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("dataset", ["folder", "synthscenes"])
+def test_training_on_an_empty_read_only_cache_is_one_error_naming_trm_cache(world, tmp_path,
+                                                                           monkeypatch, dataset):
+    """The first write into the cache (a label mask, a generated world) names TRM_CACHE
+    instead of a raw OSError."""
+    from test_reliability import read_only_view
+
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    cfg = _cfg(world) if dataset == "folder" else \
+        _cfg(world, **{"data.dataset": "synthscenes", "data.root": None})
+    with read_only_view(empty) as (view, how):
+        monkeypatch.setenv("TRM_CACHE", str(view))
+        with pytest.raises((FileError, DatasetError)) as err:
+            T.train(cfg, tmp_path / "run", log=None)
+    msg = str(err.value)
+    assert "\n" not in msg and f"set TRM_CACHE to a writable folder (now {view})" in msg, how
+    assert not (tmp_path / "run").exists()

@@ -61,6 +61,11 @@ def _temp_beside(final: Path, suffix: str) -> tuple[int, str]:
     except OSError as err:
         if is_disk_full(err):
             raise disk_full(final) from None
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            from .paths import unwritable_hint
+
+            raise FileError(f"{final}: cannot write ({err.strerror}); "
+                            f"{unwritable_hint(final)}") from None
         raise
     with contextlib.suppress(OSError):
         os.fchmod(fd, 0o666 & ~umask())

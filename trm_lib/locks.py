@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .io import FileError, disk_full
+from .paths import unwritable_hint
 
 try:
     import fcntl
@@ -45,8 +46,8 @@ def file_lock(path: str | os.PathLike, *, blocking: bool = True, what: str | Non
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise disk_full(path) from None
-        raise FileError(f"{path}: cannot create the lock file ({err.strerror}); the folder "
-                        f"must be writable") from None
+        raise FileError(f"{path}: cannot create the lock file ({err.strerror}); "
+                        f"{unwritable_hint(path)}") from None
     try:
         if fcntl is not None:
             flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)

@@ -20,12 +20,21 @@ def cache_dir() -> Path:
     return path
 
 
+def unwritable_hint(path: str | os.PathLike) -> str:
+    """What to do about a folder that cannot be written: inside the cache, move the cache (a
+    read-only ``TRM_CACHE``); elsewhere, make the folder writable."""
+    cache = Path(os.environ.get("TRM_CACHE", REPO_ROOT / ".cache" / "trm")).absolute()
+    if Path(path).absolute().is_relative_to(cache):
+        return f"set TRM_CACHE to a writable folder (now {cache})"
+    return "the folder must be writable"
+
+
 def _make(path: Path, variable: str) -> None:
     """Create a default folder, or one error naming the variable that moves it."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        from .io import FileError
+        from .errors import FileError
 
         raise FileError(f"{path}: cannot create the folder ({err.strerror}); set {variable} to "
                         f"a writable folder") from None

@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from .config import ConfigError
 from .errors import FileError
 from .io import read_json, replace_dir, sha256_file, write_json
+from .locks import file_lock
 from .pretrain_config import (
     DEFAULT_CONFIGS,  # noqa: F401  re-exported
     MANIFEST,
@@ -358,22 +359,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
 # Cache
 # ---------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _lock(target: Path) -> Iterator[None]:
-    """Inter-process lock per cache folder: two notebooks asking at once train once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no locking
-        yield
-        return
-    path = target.parent / f".{target.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _lock(target: Path) -> contextlib.AbstractContextManager[Path]:
+    """Inter-process lock per cache folder (:func:`trm_lib.locks.file_lock`): two notebooks
+    asking at once train once."""
+    return file_lock(target.parent / f".{target.name}.lock", what=f"TinyCLIP cache {target}")
 
 
 def ensure_tinyclip(model_name: str = "TinyCLIP-RN", *, force: bool = False,

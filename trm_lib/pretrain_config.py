@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError
+from .config import ConfigError, require
 from .paths import cache_dir
 
 # Bump when the training code changes what a given config produces (part of the cache key).
@@ -63,9 +63,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         def need(name: str, ok: bool, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"PretrainConfig.{name} must be {what}, "
-                                  f"got {getattr(self, name)!r}")
+            require(f"PretrainConfig.{name}", ok, what, getattr(self, name))
 
         need("model", isinstance(self.model, str) and bool(self.model), "a model config name")
         for name in ("seed", "corpus_seed"):

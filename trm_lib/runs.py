@@ -9,9 +9,12 @@ atomically; checkpoints load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
 import random
-from collections.abc import Iterator, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,10 @@ import torch
 from . import __version__, metrics
 from .config import RunConfig, from_dict
 from .diagnostics import precision_coverage
-from .errors import TrainingError
+from .errors import FileError, TrainingError
 from .evaluation import eval_outputs, observed_metrics, predict, score_metrics
-from .io import atomic_path, atomic_write, read_json
+from .io import atomic_path, atomic_write, disk_full, is_disk_full, read_json
+from .locks import LockedError, file_lock
 from .method_zoo import build_method
 from .methods import Method
 from .paths import git_revision, runs_dir
@@ -72,18 +76,48 @@ class RunResult:
 
 
 def load_result(out_dir: str | Path) -> RunResult:
-    """Rebuild the :class:`RunResult` of a finished run from its folder (no computation)."""
+    """Rebuild the :class:`RunResult` of a finished run from its folder (no computation); a
+    damaged ``result.json`` / ``history.csv`` / ``test_scores.npy`` raises
+    :class:`~trm_lib.errors.FileError` naming the file."""
     out_dir = Path(out_dir)
-    info = read_json(out_dir / "result.json")
+    where = out_dir / "result.json"
+    info = read_json(where)
     scores_file = out_dir / "test_scores.npy"
-    return RunResult(
-        config=from_dict(info["config"], source=str(out_dir / "result.json")),
-        history=pd.read_csv(out_dir / "history.csv"),
-        metrics=info["metrics"], best_epoch=info["best_epoch"],
-        oracle_epoch=info["oracle_epoch"], out_dir=out_dir, wall_time=info["wall_time"],
-        per_class_ap=info["per_class_ap"],
-        scores=np.load(scores_file) if scores_file.exists() else None,
-        epochs_done=info["epochs_done"], complete=True, provenance=info["provenance"])
+    try:
+        config = from_dict(info["config"], source=str(where))
+        fields = {k: info[k] for k in ("metrics", "best_epoch", "oracle_epoch", "wall_time",
+                                       "per_class_ap", "epochs_done", "provenance")}
+    except (KeyError, TypeError) as err:
+        raise FileError(f"{where}: not a finished run's result (missing {err}); delete it to "
+                        f"retrain the run") from None
+    where = out_dir / "history.csv"
+    try:
+        history = pd.read_csv(where)
+        where = scores_file
+        scores = np.load(scores_file, allow_pickle=False) if scores_file.exists() else None
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise FileError(f"{where}: damaged ({str(err).strip().splitlines()[0] or type(err)}); "
+                        f"delete {out_dir / 'result.json'} to retrain the run") from None
+    return RunResult(config=config, history=history, out_dir=out_dir, scores=scores,
+                     complete=True, **fields)
+
+
+def finished_result(cfg: RunConfig, out_dir: Path) -> RunResult | None:
+    """The stored result of ``out_dir`` when ``cfg.train.resume`` and the run finished
+    (``result.json``, written last), without touching the checkpoints; a stored config that
+    differs in a field that changes the numbers is refused, as for a resume."""
+    where = out_dir / "result.json"
+    if not (cfg.train.resume and where.exists()):
+        return None
+    info = read_json(where)
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        raise FileError(f"{where}: not a finished run's result; delete it to retrain the run")
+    diff = config_diff(info["config"], cfg)
+    if diff:
+        raise TrainingError(f"{out_dir}: holds a finished run of another config: "
+                            + "; ".join(diff) + " — choose another out_dir or set "
+                            "train.resume=false")
+    return load_result(out_dir)
 
 
 def provenance() -> dict[str, Any]:
@@ -147,9 +181,78 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+#: keys every checkpoint of :func:`save_checkpoint` holds
+CHECKPOINT_KEYS = ("config", "method", "epoch")
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Write a checkpoint atomically; a full disk is :class:`~trm_lib.errors.DiskFullError`
+    naming the folder (torch reports it as "file write failed" or "basic_ios::clear:
+    iostream error", a RuntimeError that names nothing)."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as err:
+        if _write_failed(err, path):
+            raise disk_full(path) from None
+        raise
+
+
+def _write_failed(err: RuntimeError, path: Path) -> bool:
+    """True when torch.save's RuntimeError is a failed write (out of space), not a bug."""
+    import shutil
+
+    text = str(err)
+    if any(s in text for s in ("write failed", "iostream error", "unexpected pos", "No space")):
+        return True
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(path.parent).free < (1 << 20)
+    return False
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`, loaded with ``weights_only=True``.
+
+    An empty, truncated or foreign file raises :class:`~trm_lib.errors.FileError` naming it
+    and saying what to do, instead of torch's RuntimeError / EOFError / UnpicklingError (a
+    crafted pickle is refused the same way: it is never executed)."""
+    what = "delete it to restart the run" if path.name == "last.pt" else \
+        "retrain the run (train.resume=false, or delete the run folder)"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        if is_disk_full(err):
+            raise
+        raise FileError(f"{path}: cannot read the checkpoint ({err.strerror}); {what}") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
+            AttributeError, KeyError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise FileError(f"{path}: damaged or not a checkpoint of this library ({first}); "
+                        f"{what}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
+        raise FileError(f"{path}: not a checkpoint of this library (no "
+                        f"{'/'.join(CHECKPOINT_KEYS)}); {what}")
+    return ckpt
+
+
+def run_lock_path(out_dir: Path) -> Path:
+    """The lock file a training holds in its run folder (``.lock``)."""
+    return Path(out_dir) / ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``out_dir``'s lock while training: a second writer of the folder (two grids sharing
+    a run, a ``resume=false`` retrain) waits for the first instead of deleting its files, and
+    says so in one line naming the folder."""
+    lock, what = run_lock_path(out_dir), f"run folder {out_dir}"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(lock, blocking=False, what=what))
+        except LockedError:
+            say(f"{out_dir}: another process is training in this run folder; waiting for it")
+            stack.enter_context(file_lock(lock, what=what))
+        yield
 
 
 def config_diff(saved: dict[str, Any], cfg: RunConfig) -> list[str]:
@@ -280,7 +383,7 @@ def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | Non
     path = out_dir / f"{checkpoint}.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint (is {out_dir} a run folder?)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)
     cfg = from_dict(ckpt["config"], source=str(path)).validate()
     if device is not None:
         cfg = cfg.with_overrides({"train.device": device})
@@ -293,5 +396,6 @@ def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | Non
     return LoadedRun(cfg, method, session, int(ckpt["epoch"]), result)
 
 
-__all__ = ["NON_RESULT_FIELDS", "LoadedRun", "RunResult", "config_hash", "default_out_dir",
-           "load_result", "load_run", "provenance"]
+__all__ = ["CHECKPOINT_KEYS", "NON_RESULT_FIELDS", "LoadedRun", "RunResult", "config_hash",
+           "default_out_dir", "finished_result", "load_checkpoint", "load_result", "load_run",
+           "provenance", "run_lock", "run_lock_path", "save_checkpoint"]

@@ -52,6 +52,7 @@ Multi-GPU: ``torchrun --nproc_per_node=N -m trm_lib train ...`` runs N processes
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -75,12 +76,14 @@ from .runs import (
     RunResult,
     config_diff,
     default_out_dir,
+    finished_result,
+    load_checkpoint,
     load_method_state,
-    load_result,
     method_state,
     pct,
     provenance,
     rng_state,
+    run_lock,
     save_checkpoint,
     set_rng_state,
     write_history,
@@ -185,22 +188,28 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
     say = (log if main else None) or (lambda _msg: None)
     progress = (cfg.train.progress if progress is None else progress) and main
     out = Path(out_dir or cfg.train.out_dir or default_out_dir(cfg))
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    ckpt = _resume_point(cfg, out)
-    if ckpt is not None and (out / "result.json").exists():  # written only when complete
+    done = finished_result(cfg, out)  # result.json is written last; last.pt is not read
+    if done is not None:
         say(f"{out}: finished run found, not retraining")
-        return load_result(out)
-    loop = _start(cfg, out, resources, main, say, progress)
-    _restore_or_clean(loop, ckpt)
-    epoch = loop.start_epoch - 1
-    for epoch in range(loop.start_epoch, loop.final_epoch + 1):
-        stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
-        _run_epoch(loop, epoch, stopping, t_start)
-        if stopping and epoch < loop.final_epoch:
-            break
-    return _finish(loop, epoch, t_start)
+        return done
+    loop = _start(cfg, out, resources, main, say, progress)  # the dataset is valid past here
+    out.mkdir(parents=True, exist_ok=True)
+    # one writer per run folder: a second one (another grid, resume=false) waits its turn
+    with run_lock(out, say) if main else contextlib.nullcontext():
+        done = None if distributed.is_distributed() else finished_result(cfg, out)
+        if done is not None:  # the process we waited for finished this very run
+            say(f"{out}: finished run found, not retraining")
+            return done
+        _restore_or_clean(loop, _resume_point(cfg, out))
+        epoch = loop.start_epoch - 1
+        for epoch in range(loop.start_epoch, loop.final_epoch + 1):
+            stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
+            _run_epoch(loop, epoch, stopping, t_start)
+            if stopping and epoch < loop.final_epoch:
+                break
+        return _finish(loop, epoch, t_start)
 
 
 def _resume_point(cfg: RunConfig, out: Path) -> dict[str, Any] | None:
@@ -209,7 +218,7 @@ def _resume_point(cfg: RunConfig, out: Path) -> dict[str, Any] | None:
     last_path = out / "last.pt"
     if not (last_path.exists() and cfg.train.resume):
         return None
-    ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(last_path)
     diff = config_diff(ckpt["config"], cfg)
     if diff:
         raise TrainingError(f"{last_path}: cannot resume, the config differs: " + "; ".join(diff)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import require
 from .classes import VOC_CLASSES
 from .pictograms import (
     Rand,
@@ -25,11 +25,6 @@ GENERATOR_VERSION = "2"
 # ---------------------------------------------------------------------------------------------
 # Configs
 # ---------------------------------------------------------------------------------------------
-
-def _check(cls_name: str, name: str, ok: bool, what: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{cls_name}.{name} must be {what}, got {value!r}")
-
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int | np.integer) and not isinstance(v, bool)
@@ -58,20 +53,21 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         c = "WorldConfig"
-        _check(c, "image_size", _is_int(self.image_size) and 32 <= self.image_size <= 1024,
+        require(f"{c}.image_size", _is_int(self.image_size) and 32 <= self.image_size <= 1024,
                "an integer in [32, 1024]", self.image_size)
         for name in ("n_train", "n_test"):
             v = getattr(self, name)
-            _check(c, name, v is None or (_is_int(v) and v >= 1), "None or an integer >= 1", v)
-        _check(c, "seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0", self.seed)
-        _check(c, "jpeg_quality", _is_int(self.jpeg_quality) and 1 <= self.jpeg_quality <= 100,
+            require(f"{c}.{name}", v is None or (_is_int(v) and v >= 1),
+                    "None or an integer >= 1", v)
+        require(f"{c}.seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0", self.seed)
+        require(f"{c}.jpeg_quality", _is_int(self.jpeg_quality) and 1 <= self.jpeg_quality <= 100,
                "an integer in [1, 100]", self.jpeg_quality)
         for name, lo, hi in (("min_visible", 0.05, 1.0), ("small_object_prob", 0.0, 1.0),
                              ("multi_instance", 0.0, 2.0), ("distractors", 0.0, 20.0),
                              ("clutter", 0.0, 2.0)):
             v = getattr(self, name)
-            _check(c, name, _is_num(v) and lo <= v <= hi, f"a number in [{lo}, {hi}]", v)
-        _check(c, "max_objects", _is_int(self.max_objects) and self.max_objects >= 1,
+            require(f"{c}.{name}", _is_num(v) and lo <= v <= hi, f"a number in [{lo}, {hi}]", v)
+        require(f"{c}.max_objects", _is_int(self.max_objects) and self.max_objects >= 1,
                "an integer >= 1", self.max_objects)
 
     def limit(self, split: str) -> int | None:
@@ -100,21 +96,21 @@ class CaptionConfig:
 
     def __post_init__(self) -> None:
         c = "CaptionConfig"
-        _check(c, "n_images", _is_int(self.n_images) and self.n_images >= 1, "an integer >= 1",
+        require(f"{c}.n_images", _is_int(self.n_images) and self.n_images >= 1, "an integer >= 1",
                self.n_images)
-        _check(c, "image_size", _is_int(self.image_size) and 32 <= self.image_size <= 1024,
+        require(f"{c}.image_size", _is_int(self.image_size) and 32 <= self.image_size <= 1024,
                "an integer in [32, 1024]", self.image_size)
-        _check(c, "seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0", self.seed)
-        _check(c, "jpeg_quality", _is_int(self.jpeg_quality) and 1 <= self.jpeg_quality <= 100,
+        require(f"{c}.seed", _is_int(self.seed) and self.seed >= 0, "an integer >= 0", self.seed)
+        require(f"{c}.jpeg_quality", _is_int(self.jpeg_quality) and 1 <= self.jpeg_quality <= 100,
                "an integer in [1, 100]", self.jpeg_quality)
         for name, lo, hi in (("two_object_prob", 0.0, 1.0), ("color_prob", 0.0, 1.0),
                              ("clutter", 0.0, 2.0), ("distractors", 0.0, 20.0),
                              ("min_size", 0.1, 0.9)):
             v = getattr(self, name)
-            _check(c, name, _is_num(v) and lo <= v <= hi, f"a number in [{lo}, {hi}]", v)
+            require(f"{c}.{name}", _is_num(v) and lo <= v <= hi, f"a number in [{lo}, {hi}]", v)
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(x) for x in self.classes))
-            _check(c, "classes", len(self.classes) >= 2 and len(set(self.classes))
+            require(f"{c}.classes", len(self.classes) >= 2 and len(set(self.classes))
                    == len(self.classes), "None or >= 2 distinct class names", self.classes)
 
     @property

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write, read_json, replace_dir
-from ..paths import cache_dir
+from ..io import atomic_write, disk_full, is_disk_full, read_json, replace_dir
+from ..locks import file_lock
+from ..paths import cache_dir, unwritable_hint
 from .base import DatasetError
 
 # ---------------------------------------------------------------------------------------------
@@ -96,31 +97,25 @@ def _progress(total: int, desc: str, enabled: bool, done: int = 0) -> Callable[[
     return step
 
 
-@contextlib.contextmanager
-def _lock(root: Path):
-    """Inter-process lock per target folder, so two notebooks asking for the same world at once
-    generate it once. The lock file lives in the cache, not beside the user's folder."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no locking
-        yield
-        return
+def _lock(root: Path) -> contextlib.AbstractContextManager[Path]:
+    """Inter-process lock per target folder (:func:`trm_lib.locks.file_lock`), so two notebooks
+    asking for the same world at once generate it once. The lock file lives in the cache, not
+    beside the user's folder."""
     key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    path = cache_dir() / "locks" / f"{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(cache_dir() / "locks" / f"{key}.lock", what=f"world {root}")
 
 
 def _materialise(root: Path, fingerprint: str, build: Callable[[Path], None], force: bool,
                  manifest: str) -> Path:
     """Build into ``.<root>.partial`` (resuming a matching one) and rename into place."""
     root = root.expanduser()
-    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full(root.parent / root.name) from None
+        raise DatasetError(f"{root.parent}: cannot create the folder ({err.strerror}); "
+                           f"{unwritable_hint(root.parent)}") from None
     with _lock(root):
         if root.exists() and not force:
             _check_existing(root, fingerprint, manifest)
