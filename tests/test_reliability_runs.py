@@ -285,3 +285,14 @@ def test_training_on_an_empty_read_only_cache_is_one_error_naming_trm_cache(worl
     msg = str(err.value)
     assert "\n" not in msg and f"set TRM_CACHE to a writable folder (now {view})" in msg, how
     assert not (tmp_path / "run").exists()
+
+
+def test_the_reliability_table_names_only_tests_that_exist():
+    """docs/RELIABILITY.md proves each row with a test: every name it cites is a test function."""
+    import re
+
+    text = (REPO / "docs" / "RELIABILITY.md").read_text()
+    cited = set(re.findall(r"\b(test_\w+)\b(?!\.py)", text))
+    defined = {m for p in (REPO / "tests").glob("test_*.py")
+               for m in re.findall(r"^def (test_\w+)", p.read_text(), flags=re.M)}
+    assert len(cited) >= 25 and not cited - defined, sorted(cited - defined)
