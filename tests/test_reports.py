@@ -108,6 +108,8 @@ def test_only_and_overrides_reach_the_notebook_and_keep_other_entries(project, c
     assert rc == 0
     out_text = capsys.readouterr().out
     assert "01_alpha" in out_text
+    # the driver ends with the report's wall time and each notebook's
+    assert re.search(r"report time: \d+\.\d s wall \(01 \d+\.\d s\)\n$", out_text)
     assert (out / "tables" / "alpha.csv").read_text() == "n,smoke\n7,True\n"
     assert beta_copy.stat().st_mtime_ns == before  # not re-run
     index = (out / "README.md").read_text()

@@ -4,10 +4,14 @@ Each ``notebooks/NN_name.ipynb`` runs (kernel ``python3``, cwd = repository root
 ``reports/NN_name.ipynb`` with the parameters ``report_dir`` (absolute) and ``smoke`` plus any
 ``-p key=value`` overrides, and writes its figures and tables under ``report_dir/figures`` and
 ``report_dir/tables``. The run stops at the first failing notebook, naming the notebook and cell.
+With ``--jobs 2`` (the default on two or more CPUs) the shared prerequisites are built once and
+notebooks that do not depend on each other run side by side (:mod:`trm_lib.report_schedule`);
+the driver ends by printing the report's wall time and each notebook's (``report time: …``).
 
 Provenance needs no cooperation from notebooks: the driver lists the artifact folders before and
 after each notebook, and every file created or rewritten in between (atomic writes always make a
-new file) is credited to that notebook. The record (artifacts, seconds, status, git revision) is
+new file) is credited to that notebook (side by side, a file named after another notebook running
+at the same time, ``NN_…``, is that one's). The record (artifacts, seconds, status, git revision) is
 stored in the executed copy's metadata under ``trm_report``, and ``reports/README.md`` is rebuilt
 from the executed copies after every notebook, so a ``--only`` run keeps the other entries.
 
@@ -302,39 +306,56 @@ def notebook_overrides(*, smoke: bool, dataset: str = "synthscenes", data_root: 
 
 
 # ------------------------------------------------------------------------------------------- run
-def _failure(err: Exception, source: Path, output: Path) -> NotebookFailed:
+def _execute(src: Path, output: Path, params: dict[str, Any], cwd: str, log_output: bool
+             ) -> dict[str, Any] | None:
+    """Run one notebook with papermill; None if it succeeded, else what :func:`_failure`
+    needs (plain values: this also runs in a worker process of ``--jobs``)."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        pm.execute_notebook(src, output, parameters=params, kernel_name="python3", cwd=cwd,
+                            progress_bar=False, log_output=log_output,
+                            extra_arguments=KERNEL_ARGS)
+    except PapermillExecutionError as err:
+        return {"ename": err.ename, "evalue": err.evalue, "cell_index": err.cell_index,
+                "exec_count": err.exec_count, "source": err.source}
+    except Exception as err:  # any failure stops the run; reported by the caller
+        return {"ename": type(err).__name__, "evalue": str(err)}
+    return None
+
+
+def _failure(err: dict[str, Any], source: Path, output: Path) -> NotebookFailed:
     """Name the notebook and the failing cell by its 1-based position in the *source* notebook:
     papermill's ``cell_index`` also counts the injected-parameters cell, which papermill puts
     right after the ``parameters`` cell (we always inject: ``report_dir`` is required)."""
-    from papermill.exceptions import PapermillExecutionError
-
-    if not isinstance(err, PapermillExecutionError):
-        return NotebookFailed(f"{source}: {type(err).__name__}: {err}\n  executed copy (if any): "
-                              f"{output}", source, None, type(err).__name__, str(err))
+    ename, evalue = err["ename"], err["evalue"]
+    if "cell_index" not in err:
+        return NotebookFailed(f"{source}: {ename}: {evalue}\n  executed copy (if any): "
+                              f"{output}", source, None, ename, evalue)
     nb = _read(source)
     params_at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    cell = err.cell_index - (err.cell_index > params_at) + 1
-    first = next(iter((err.source or "").strip().splitlines()), "")
-    msg = (f"{source}: cell {cell} (In [{err.exec_count}]: {first}) raised {err.ename}: "
-           f"{err.evalue}\n  executed copy with the traceback: {output}")
-    return NotebookFailed(msg, source, cell, err.ename, err.evalue)
+    cell = err["cell_index"] - (err["cell_index"] > params_at) + 1
+    first = next(iter((err["source"] or "").strip().splitlines()), "")
+    msg = (f"{source}: cell {cell} (In [{err['exec_count']}]: {first}) raised {ename}: "
+           f"{evalue}\n  executed copy with the traceback: {output}")
+    return NotebookFailed(msg, source, cell, ename, evalue)
 
 
-def run_notebooks(notebooks: str | os.PathLike | None = None,
-                  out_dir: str | os.PathLike | None = None,
-                  only: Sequence[str] | None = None, smoke: bool = False,
-                  parameters: dict[str, Any] | None = None,
-                  cwd: str | os.PathLike | None = None, log_output: bool = False,
-                  echo: Callable[..., None] = print) -> list[NotebookRun]:
-    """Run the notebooks of ``notebooks`` (default ``notebooks/``) into ``out_dir`` (default
-    ``reports/``) in order; see the module docstring. Raises :class:`NotebookFailed` at the first
-    failure, after recording it in the index.
+@dataclass
+class _Plan:
+    """What :func:`run_notebooks` checked, and the parameters each notebook receives."""
+    paths: list[Path]
+    out: Path
+    params: dict[Path, dict[str, Any]]
+    cwd: str
+    smoke: bool
+    revision: str
 
-    Each notebook receives only the parameters it declares; an override that no selected
-    notebook declares is an error before anything runs (a typo would otherwise be ignored).
-    """
-    import papermill as pm
 
+def _plan(notebooks: str | os.PathLike | None, out_dir: str | os.PathLike | None,
+          only: Sequence[str] | None, smoke: bool, parameters: dict[str, Any] | None,
+          cwd: str | os.PathLike | None) -> _Plan:
     paths = select_notebooks(discover_notebooks(notebooks), only)
     if not paths:
         raise ReportError(f"{notebooks or notebooks_dir()}: no notebooks to run")
@@ -349,42 +370,115 @@ def run_notebooks(notebooks: str | os.PathLike | None = None,
     if unknown:
         raise ReportError(f"-p {', '.join(unknown)}: declared by none of "
                           f"{[p.name for p in paths]}")
+    values = {"report_dir": str(out), "smoke": smoke, **overrides}
+    params = {p: {k: v for k, v in values.items() if k in declared[p]} for p in paths}
+    return _Plan(paths, out, params, str(cwd if cwd is not None else REPO_ROOT), smoke,
+                 git_revision())
+
+
+def _finish(plan: _Plan, src: Path, seconds: float, artifacts: list[str],
+            error: dict[str, Any] | None) -> tuple[NotebookRun, NotebookFailed | None]:
+    """Record one finished notebook (the executed copy's metadata, the index)."""
+    output = plan.out / src.name
+    run = NotebookRun(src.stem, output, seconds, "failed" if error else "ok", sorted(artifacts))
+    failure = _failure(error, src, output) if error else None
+    if failure is not None:
+        run.error = f"{failure.ename}: {failure.evalue}"
+    _record(output, run, plan.smoke, plan.revision)
+    write_index(plan.out)
+    return run, failure
+
+
+def _changed(before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]]
+             ) -> list[str]:
+    return sorted(k for k, v in after.items() if before.get(k) != v)
+
+
+def run_notebooks(notebooks: str | os.PathLike | None = None,
+                  out_dir: str | os.PathLike | None = None,
+                  only: Sequence[str] | None = None, smoke: bool = False,
+                  parameters: dict[str, Any] | None = None,
+                  cwd: str | os.PathLike | None = None, log_output: bool = False,
+                  echo: Callable[..., None] = print, jobs: int = 1) -> list[NotebookRun]:
+    """Run the notebooks of ``notebooks`` (default ``notebooks/``) into ``out_dir`` (default
+    ``reports/``); see the module docstring. Raises :class:`NotebookFailed` at the first
+    failure, after recording it in the index.
+
+    ``jobs=1`` runs them one after the other in order; ``jobs > 1`` builds their shared
+    prerequisites once, then runs up to ``jobs`` notebooks that do not depend on each other at
+    once (:mod:`trm_lib.report_schedule`), with the same executed copies, figures and tables.
+    Only the project's own ``notebooks/`` run side by side (their dependencies are known);
+    another folder runs one by one whatever ``jobs`` says.
+
+    Each notebook receives only the parameters it declares; an override that no selected
+    notebook declares is an error before anything runs (a typo would otherwise be ignored).
+    """
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ReportError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    plan = _plan(notebooks, out_dir, only, smoke, parameters, cwd)
     for sub in ARTIFACT_DIRS:
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    revision = git_revision()
+        (plan.out / sub).mkdir(parents=True, exist_ok=True)
     runs: list[NotebookRun] = []
+
+    def execute(src: Path, pool: Any = None) -> Any:
+        args = (src, plan.out / src.name, plan.params[src], plan.cwd, log_output)
+        return pool.submit(_execute, *args) if pool is not None else _execute(*args)
+
+    def finish(src: Path, seconds: float, artifacts: list[str], error: dict[str, Any] | None
+               ) -> tuple[NotebookRun, NotebookFailed | None]:
+        run, failure = _finish(plan, src, seconds, artifacts, error)
+        runs.append(run)
+        return run, failure
+
+    # side by side only for this project's notebooks: the schedule knows which needs which
+    ours = plan.paths[0].parent.resolve() == notebooks_dir().resolve()
     with kernel_environment():
-        for i, src in enumerate(paths, start=1):
-            values = {"report_dir": str(out), "smoke": smoke, **overrides}
-            params = {k: v for k, v in values.items() if k in declared[src]}
-            output = out / src.name
-            echo(f"[{i}/{len(paths)}] {src.stem} ...", end="" if not log_output else "\n",
-                 flush=True)
-            before, start = _snapshot(out), time.perf_counter()
-            error: Exception | None = None
-            try:
-                pm.execute_notebook(src, output, parameters=params, kernel_name="python3",
-                                    cwd=str(cwd if cwd is not None else REPO_ROOT),
-                                    progress_bar=False, log_output=log_output,
-                                    extra_arguments=KERNEL_ARGS)
-            except Exception as err:  # any failure stops the run; reported below
-                error = err
-            seconds = time.perf_counter() - start
-            after = _snapshot(out)
-            run = NotebookRun(src.stem, output, seconds, "failed" if error else "ok",
-                              sorted(k for k, v in after.items() if before.get(k) != v))
-            failure = _failure(error, src, output) if error else None
-            if failure is not None:
-                run.error = f"{failure.ename}: {failure.evalue}"
-            _record(output, run, smoke, revision)
-            write_index(out)
-            runs.append(run)
-            if failure is not None:
-                echo(f" FAILED after {seconds:.1f} s", flush=True)
-                raise failure
-            echo(f" done in {seconds:.1f} s ({len(run.artifacts)} artifacts)", flush=True)
-    echo(f"index: {out / 'README.md'}", flush=True)
-    return runs
+        if jobs > 1 and len(plan.paths) > 1 and ours:
+            from .report_schedule import run_side_by_side
+
+            _prerequisites(plan, dict(parameters or {}), echo)
+            run_side_by_side(plan.paths, jobs, execute, lambda: _snapshot(plan.out), _changed,
+                             finish, echo)
+        else:
+            _run_sequential(plan, execute, finish, log_output, echo)
+    echo(f"index: {plan.out / 'README.md'}", flush=True)
+    order = {p.stem: i for i, p in enumerate(plan.paths)}
+    return sorted(runs, key=lambda r: order[r.name])
+
+
+def _run_sequential(plan: _Plan, execute: Callable[..., Any], finish: Callable[..., Any],
+                    log_output: bool, echo: Callable[..., None]) -> None:
+    n = len(plan.paths)
+    for i, src in enumerate(plan.paths, start=1):
+        echo(f"[{i}/{n}] {src.stem} ...", end="" if not log_output else "\n", flush=True)
+        before, start = _snapshot(plan.out), time.perf_counter()
+        error = execute(src)
+        seconds = time.perf_counter() - start
+        run, failure = finish(src, seconds, _changed(before, _snapshot(plan.out)), error)
+        if failure is not None:
+            echo(f" FAILED after {seconds:.1f} s", flush=True)
+            raise failure
+        echo(f" done in {seconds:.1f} s ({len(run.artifacts)} artifacts)", flush=True)
+
+
+def _prerequisites(plan: _Plan, overrides: dict[str, Any], echo: Callable[..., None]) -> None:
+    """The world, backbone weights and feature stores of the report's shared parameters, built
+    once in the driver before notebooks start side by side."""
+    from .config import RunConfig
+    from .report_schedule import build_prerequisites
+
+    shared = ("dataset", "data_root", "model", "pretrained", "device")
+    values = {k: overrides[k] for k in shared if k in overrides}
+    cfg = RunConfig().with_overrides(notebook_overrides(smoke=plan.smoke, **values))
+    echo("[prerequisites] world, backbone weights, feature stores ...", end="", flush=True)
+    echo(f" done in {build_prerequisites(cfg):.1f} s", flush=True)
+
+
+def timing_summary(runs: Sequence[NotebookRun], total: float) -> str:
+    """One line: the report's wall time and each notebook's, e.g. ``report time: 412.3 s wall
+    (01 18.2 s, 02 150.1 s, ...)``; with ``--jobs`` notebooks overlap, so theirs add up to more."""
+    parts = ", ".join(f"{r.name[:2]} {r.seconds:.1f} s" for r in runs)
+    return f"report time: {total:.1f} s wall ({parts})"
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -408,7 +502,15 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--browser", action="store_true",
                     help="then open notebook 06 in JupyterLab in headless Chromium and save "
                          "screenshots of the live explorer to figures/")
+    ap.add_argument("--jobs", type=int, default=0,
+                    help="notebooks run at once, after their shared prerequisites, respecting "
+                         "which needs which (0: auto, 2 with 2 or more CPUs; 1: one by one)")
     return ap
+
+
+def auto_jobs() -> int:
+    """``--jobs 0``: two notebooks at once wherever there are two CPUs to share."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def executed_notebooks(out_dir: str | os.PathLike) -> dict[Path, dict[str, Any]]:
@@ -455,6 +557,7 @@ def browser_screenshots(out_dir: str | os.PathLike | None, smoke: bool,
 
 def cli(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    start = time.perf_counter()
     try:
         paths = discover_notebooks(args.notebooks)
         if args.strip:
@@ -472,11 +575,16 @@ def cli(argv: list[str]) -> int:
 
             logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         parameters = parse_overrides(args.param)
-        run_notebooks(args.notebooks, args.out, only=args.only.split(",") if args.only else None,
-                      smoke=args.smoke, parameters=parameters, log_output=args.log_output)
+        if args.jobs < 0:
+            raise ReportError(f"--jobs must be >= 0 (0: auto), got {args.jobs}")
+        runs = run_notebooks(args.notebooks, args.out,
+                             only=args.only.split(",") if args.only else None,
+                             smoke=args.smoke, parameters=parameters, log_output=args.log_output,
+                             jobs=args.jobs or auto_jobs())
         if args.browser:
             browser_screenshots(args.out, args.smoke, parameters)
         print(f"html book: {write_book(args.out)}")
+        print(timing_summary(runs, time.perf_counter() - start), flush=True)
     except NotebookFailed as err:  # the notebook's fault, not the command line's: status 1
         print(f"\nreport: {err}", file=sys.stderr)
         return 1
