@@ -342,6 +342,13 @@ _SAVE = textwrap.dedent("""
     # a seaborn-drawn figure too: seaborn adds no randomness (no bootstrap) and no stamps
     fig = viz.plot_cooccurrence(cooccurrence(Y), [f"c{i}" for i in range(6)])
     viz.save_figure(fig, sys.argv[1].replace("mask", "cooc"), formats=("png", "svg", "pdf"))
+    import pandas as pd
+    res = pd.DataFrame([dict(method="m", variant=v, protocol="proportion", proportion=p,
+                             seed=s, split="test", metric="mAP", value=0.5 + p / 3 + s / 50 - d)
+                        for v, d in (("full", 0), ("no_kd", 0.05)) for p in (0.1, 0.5)
+                        for s in range(3)])
+    viz.save_figure(viz.plot_proportion_curves(res), sys.argv[1].replace("mask", "curves"))
+    viz.save_figure(viz.plot_ablation(res), sys.argv[1].replace("mask", "bars"))
 """)
 
 
@@ -351,8 +358,8 @@ def test_save_figure_is_byte_stable_across_processes(tmp_path, monkeypatch):
     procs = [subprocess.Popen([sys.executable, "-c", _SAVE, str(b)]) for b in bases]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     outs = [{p.name: p.read_bytes() for p in sorted(b.parent.iterdir())} for b in bases]
-    assert sorted(outs[0]) == ["cooc.pdf", "cooc.png", "cooc.svg", "mask.pdf", "mask.png",
-                               "mask.svg"]
+    assert sorted(outs[0]) == ["bars.png", "bars.svg", "cooc.pdf", "cooc.png", "cooc.svg",
+                               "curves.png", "curves.svg", "mask.pdf", "mask.png", "mask.svg"]
     for name in outs[0]:
         assert outs[0][name] == outs[1][name], name
     assert b"<dc:date>" not in outs[0]["mask.svg"] and b"Matplotlib v" not in outs[0]["mask.svg"]
