@@ -195,6 +195,18 @@ def test_a_finished_run_returns_its_result_without_reading_last_pt(world, finish
     assert result.complete and result.metrics == T.load_result(finished).metrics
 
 
+def test_the_cli_reports_a_damaged_checkpoint_in_one_line(finished, tmp_path):
+    """End to end: ``python -m trm_lib evaluate`` on a run whose best.pt is truncated prints
+    one ``error:`` line naming the file and exits 2."""
+    out = _copy(finished, tmp_path)
+    _damage(out / "best.pt", "truncated")
+    proc = _trm("evaluate", "--run", str(out))
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2, stderr
+    assert stderr.strip().splitlines() == [stderr.strip()]
+    assert stderr.startswith(f"error: {out / 'best.pt'}: damaged or not a checkpoint")
+
+
 class _Crafted:
     """A pickle that would create ``path`` when unpickled without ``weights_only``."""
 
@@ -296,3 +308,30 @@ def test_the_reliability_table_names_only_tests_that_exist():
     defined = {m for p in (REPO / "tests").glob("test_*.py")
                for m in re.findall(r"^def (test_\w+)", p.read_text(), flags=re.M)}
     assert len(cited) >= 25 and not cited - defined, sorted(cited - defined)
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "random"])
+def test_damaged_backbone_weights_name_the_file(tmp_path, how):
+    """A damaged ``local-dir:`` folder (the cached TinyCLIP's form) or weights file is a
+    BackboneError naming it (was safetensors' / torch's header error naming nothing)."""
+    import open_clip
+
+    from trm_lib.backbone import BackboneError, FrozenCLIP
+    from trm_lib.pretrain import WEIGHTS_FILE, _save_folder
+
+    FrozenCLIP("TinyCLIP-RN", None, 64)  # registers the model config with open_clip
+    state = {k: v.contiguous()
+             for k, v in open_clip.create_model("TinyCLIP-RN").state_dict().items()}
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    _save_folder(folder, open_clip.get_model_config("TinyCLIP-RN"), state, (0.5, 0.5, 0.5),
+                 (0.5, 0.5, 0.5))
+    FrozenCLIP(f"local-dir:{folder}", None, 64)  # the intact folder loads
+    _damage(folder / WEIGHTS_FILE, how)
+    with pytest.raises(BackboneError, match=rf"^{folder}: cannot load the weights .*damaged"):
+        FrozenCLIP(f"local-dir:{folder}", None, 64)
+    file = tmp_path / "weights.pt"
+    torch.save(state, file)
+    _damage(file, how)
+    with pytest.raises(BackboneError, match=rf"^{file}: cannot load the weights"):
+        FrozenCLIP("TinyCLIP-RN", str(file), 64)

@@ -42,7 +42,7 @@ from torch import nn
 
 from .errors import BackboneError
 from .io import read_json
-from .weights import hash_files, resolve_weights
+from .weights import hash_files, raise_if_damaged_weights, resolve_weights
 
 if TYPE_CHECKING:
     from .config import BackboneConfig
@@ -348,6 +348,10 @@ class FrozenCLIP(nn.Module):
                     raise BackboneError(
                         f"cannot obtain open_clip weights {name}/{pretrained} ({err}); offline, "
                         f"pass a weights file or a local-dir: folder instead") from None
+                raise_if_damaged_weights(name, pretrained, err)
+                raise
+            except Exception as err:
+                raise_if_damaged_weights(name, pretrained, err)
                 raise
 
     @classmethod

@@ -10,6 +10,7 @@ atomically; checkpoints load with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import pickle
 import random
@@ -28,7 +29,7 @@ from .config import RunConfig, from_dict
 from .diagnostics import precision_coverage
 from .errors import FileError, TrainingError
 from .evaluation import eval_outputs, observed_metrics, predict, score_metrics
-from .io import atomic_path, atomic_write, disk_full, is_disk_full, read_json
+from .io import atomic_path, atomic_write, disk_full, read_json
 from .locks import LockedError, file_lock
 from .method_zoo import build_method
 from .methods import Method
@@ -221,9 +222,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
-        if is_disk_full(err):
-            raise
-        raise FileError(f"{path}: cannot read the checkpoint ({err.strerror}); {what}") from None
+        if err.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EISDIR):
+            raise FileError(f"{path}: cannot read the checkpoint ({err.strerror}); "
+                            f"{what}") from None
+        raise FileError(f"{path}: damaged or not a checkpoint of this library "
+                        f"({err.strerror or err}); {what}") from None
     except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
             AttributeError, KeyError, IndexError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]

@@ -122,5 +122,22 @@ def resolve_weights(model_name: str, pretrained: str | None
         f"{' / '.join(repr(n) for n in sorted(_PROVIDERS | _KNOWN_PROVIDERS))}, nor an open_clip tag of {model_name!r} (tags: {', '.join(tags) or 'none'})")
 
 
-__all__ = ["WEIGHT_SUFFIXES", "hash_files", "list_providers", "register_weights",
-           "resolve_weights"]
+def raise_if_damaged_weights(name: str, pretrained: str | None, err: Exception) -> None:
+    """Raise a :class:`BackboneError` naming the weights file (or ``local-dir:`` folder) when
+    loading it failed the way an empty, truncated or foreign file fails (safetensors' header
+    errors, torch's zip / unpickling errors); return for anything else."""
+    import pickle
+    import zipfile
+
+    kinds = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError)
+    source = pretrained or (name[len("local-dir:"):] if name.startswith("local-dir:") else None)
+    if source is None or not (isinstance(err, kinds) or type(err).__name__ == "SafetensorError"):
+        return
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    raise BackboneError(f"{source}: cannot load the weights ({first}); the file is damaged or "
+                        f"not open_clip weights: delete it (a cached TinyCLIP is pre-trained "
+                        f"again) or point backbone.pretrained elsewhere") from None
+
+
+__all__ = ["WEIGHT_SUFFIXES", "hash_files", "list_providers", "raise_if_damaged_weights",
+           "register_weights", "resolve_weights"]
