@@ -172,12 +172,21 @@ def test_precision_coverage_hand_computed():
     assert curve["share"].tolist() == pytest.approx([1 / 5, 3 / 5, 4 / 5, 1.0])
     fixed = precision_coverage(scores, truth, mask, thresholds=[0.95, 0.5])
     assert fixed["n"].tolist() == [0, 3] and math.isnan(fixed["precision"][0])
-    assert threshold_for_precision(curve, 0.7)["threshold"] == pytest.approx(0.9)  # 0.8 dips
+    assert threshold_for_precision(curve, 0.8)["threshold"] == pytest.approx(0.9)
+    assert threshold_for_precision(curve, 0.7)["threshold"] == pytest.approx(0.3)  # 0.8 dips
     assert threshold_for_precision(curve, 0.6)["threshold"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="no threshold"):
         threshold_for_precision(curve.iloc[1:], 0.9)
     with pytest.raises(ValueError, match="shapes"):
         precision_coverage(scores, truth, [[True]])
+    from trm_lib.diagnostics import describe_precision_coverage
+
+    text = describe_precision_coverage(pd.concat([curve.assign(curve="A"),
+                                                  curve.iloc[1:].assign(curve="B")]), 0.8)
+    assert text.splitlines() == [
+        "A: score ≥ 0.9 labels 1 unknown entries at 100.0 % precision, 33.3 % of the hidden "
+        "positives.",
+        "B: no threshold keeps precision ≥ 80 % (at most 75.0 %, at t = 0.3 on 4 entries)."]
 
 
 def test_precision_coverage_draws_one_line_per_curve_and_marks_the_target():

@@ -79,6 +79,10 @@ def test_caller_overrides_beat_a_methods_own_settings():
     dc, trm = E.expand(spec, overrides={"train.epochs": 6})
     assert (dc.config.train.epochs, dc.config.train.lr, trm.config.train.epochs) == (6, 0.006, 6)
     assert dc.config.train.batch_size == 32  # a grid's own overrides still beat --set
+    # ... unless the validation-chosen budgets stay in force: then only trm_ml is shortened
+    dc, trm = E.expand(spec, overrides={"train.epochs": 6, "train.lr": 0.1}, method_budgets=True)
+    assert (dc.config.train.epochs, trm.config.train.epochs) == (40, 6)
+    assert dc.config.train.lr == 0.1  # only the budget is kept, other caller settings win
     # one baseline outside a grid: the same precedence
     cfg = E.method_config("dualcoop", {"train.epochs": 6}, spec=spec)
     assert (cfg.method.name, cfg.train.epochs, cfg.train.lr) == ("dualcoop", 6, 0.006)

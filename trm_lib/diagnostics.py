@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 __all__ = ["GRAD_TERMS", "describe_diagnostics", "gradient_norms", "gradient_ratios",
-           "precision_coverage", "run_histories", "target_change", "target_change_history",
+           "describe_precision_coverage", "precision_coverage", "run_histories", "target_change", "target_change_history",
            "threshold_for_precision"]
 
 #: loss terms whose gradient norm TRM-ML logs (``train_grad_<term>``)
@@ -91,14 +91,33 @@ def precision_coverage(scores: np.ndarray | torch.Tensor, truth: np.ndarray | to
 
 
 def threshold_for_precision(curve: pd.DataFrame, target: float = 0.9) -> pd.Series:
-    """The row of a :func:`precision_coverage` curve with the lowest threshold (widest rule)
-    whose precision is ``≥ target``, and every stricter threshold's too (so the rule's precision
-    does not dip below the target anywhere above it). Raises when no threshold reaches it."""
-    ok = (curve.sort_values("threshold", ascending=False)["precision"] >= target).to_numpy()
-    first_bad = int(np.argmin(ok)) if not ok.all() else len(ok)
-    if first_bad == 0:
+    """The row of a :func:`precision_coverage` curve with the lowest threshold (the widest
+    rule) whose precision is ``≥ target``. Raises when no threshold reaches it."""
+    ok = curve[curve["precision"] >= target]
+    if ok.empty:
         raise ValueError(f"threshold_for_precision: no threshold reaches precision {target:g}")
-    return curve.sort_values("threshold", ascending=False).iloc[first_bad - 1]
+    return ok.loc[ok["threshold"].idxmin()]
+
+
+def describe_precision_coverage(curves: pd.DataFrame, target: float = 0.9) -> str:
+    """One sentence per curve (a ``curve`` column over stacked :func:`precision_coverage`
+    frames): the widest threshold whose precision stays ``≥ target``, how many entries it labels
+    and what share of the hidden positives it covers -- or that no threshold gets there."""
+    lines = []
+    for name, g in curves.groupby("curve", sort=False):
+        try:
+            r = threshold_for_precision(g, target)
+        except ValueError:
+            best = g.loc[g["precision"].idxmax()] if g["precision"].notna().any() else None
+            lines.append(f"{name}: no threshold keeps precision ≥ {100 * target:.0f} %"
+                         + ("" if best is None else
+                            f" (at most {100 * best['precision']:.1f} %, at t = "
+                            f"{best['threshold']:.3g} on {int(best['n'])} entries)") + ".")
+            continue
+        lines.append(f"{name}: score ≥ {r['threshold']:.3g} labels {int(r['n'])} unknown entries "
+                     f"at {100 * r['precision']:.1f} % precision, {100 * r['coverage']:.1f} % "
+                     f"of the hidden positives.")
+    return "\n".join(lines)
 
 
 def gradient_norms(terms: Mapping[str, torch.Tensor], wrt: torch.Tensor) -> dict[str, float]:

@@ -52,7 +52,8 @@ def run_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = Non
              grids: list[str] | None = None, seeds: list[int] | None = None,
              proportions: list[float] | None = None, methods: list[str] | None = None,
              overrides: dict[str, Any] | None = None, runs_root: str | Path | None = None,
-             progress: bool = False, log: Any = print, jobs: int = 1) -> GridResult:
+             progress: bool = False, log: Any = print, jobs: int = 1,
+             method_budgets: bool = False) -> GridResult:
     """Run every planned run of ``spec`` not yet in ``out_csv``; the table, plan and CSV path.
 
     ``out_csv`` defaults to ``runs/<spec name>.csv``; ``runs_root`` (default ``runs/``) holds the
@@ -64,13 +65,13 @@ def run_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = Non
     GEMMs are too small to keep two threads busy). Results do not depend on ``jobs`` beyond float
     rounding (thread count changes the order of sums); the table's rows stay in plan order.
     Workers print nothing per epoch (no ``progress`` bars either): ``log`` gets one line per
-    finished run.
+    finished run. ``method_budgets``: see :func:`~trm_lib.grid_spec.expand`.
     """
     spec = load_spec(spec)
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ConfigError(f"run_grid: jobs must be an integer >= 1, got {jobs!r}")
     plan = expand(spec, grids=grids, seeds=seeds, proportions=proportions, methods=methods,
-                  overrides=overrides)
+                  overrides=overrides, method_budgets=method_budgets)
     out_csv = Path(out_csv) if out_csv else runs_dir() / f"{spec['name']}.csv"
     root = Path(runs_root) if runs_root else runs_dir()
     df = read_results(out_csv)

@@ -98,15 +98,18 @@ class PlannedRun:
 
 def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
            seeds: list[int] | None = None, proportions: list[float] | None = None,
-           methods: list[str] | None = None, overrides: dict[str, Any] | None = None
-           ) -> list[PlannedRun]:
+           methods: list[str] | None = None, overrides: dict[str, Any] | None = None,
+           method_budgets: bool = False) -> list[PlannedRun]:
     """Every run of ``spec`` (optionally restricted / re-seeded), configs built and validated.
 
     Precedence, later wins: preset → ``base`` → method overrides → CLI ``overrides`` → grid
     ``overrides`` → the grid's ``method_overrides`` → switch → (method, protocol, proportion,
     seeds). What the caller passes beats
     a method's own settings from the spec: ``--set train.epochs=6`` (a notebook's time budget)
-    shortens every method's schedule, including a baseline whose spec entry sets its epochs.
+    shortens every method's schedule, including a baseline whose spec entry sets its epochs --
+    unless ``method_budgets``: then a method's own ``train.epochs`` from the spec (its budget
+    chosen on validation, e.g. DualCoOp's 40) beats the caller's, and a report's short budget
+    shortens only the methods without one.
     """
     spec = load_spec(spec)
     where = str(spec.get("name"))
@@ -138,6 +141,9 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
             cfg = _apply(root, {"method.name": method}, at)
             cfg = _apply(cfg, (spec.get("method_overrides") or {}).get(method) or {}, at)
             cfg = _apply(cfg, overrides or {}, f"{at}: --set")
+            own = (spec.get("method_overrides") or {}).get(method) or {}
+            if method_budgets and "train.epochs" in own:
+                cfg = _apply(cfg, {"train.epochs": own["train.epochs"]}, at)
             cfg = _apply(cfg, block.get("overrides") or {}, at)
             # a method's settings for this grid only (e.g. its protocol-B loss)
             cfg = _apply(cfg, (block.get("method_overrides") or {}).get(method) or {}, at)

@@ -377,6 +377,27 @@ class LoadedRun:
         raise ValueError(f"against must be hidden|observed, got {against!r}")
 
 
+def pseudo_label_curves(results: pd.DataFrame, curves: dict[str, dict[str, Any]],
+                        view: str = "memory", checkpoint: str = "best") -> pd.DataFrame:
+    """Stacked precision–coverage curves (:meth:`LoadedRun.precision_coverage`, hidden labels
+    of the unknown training entries) of one run per named selection of a results table, e.g.
+    ``{"protocol A, p=0.1": {"protocol": "proportion", "proportion": 0.1, "seed": 0},
+    "protocol B": {"protocol": "single_positive", "seed": 0}}``; column ``curve`` names it.
+    A selection must match exactly one run folder."""
+    frames = []
+    for name, where in curves.items():
+        sel = results
+        for key, value in where.items():
+            sel = sel[sel[key] == value]
+        dirs = sorted(set(sel["run_dir"].dropna()))
+        if len(dirs) != 1:
+            raise ValueError(f"pseudo_label_curves: {name!r} ({where}) matches {len(dirs)} run "
+                             f"folders, expected 1")
+        run = load_run(dirs[0], checkpoint)
+        frames.append(run.precision_coverage(view).assign(curve=name))
+    return pd.concat(frames, ignore_index=True)
+
+
 def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | None = None,
              resources: Resources | None = None) -> LoadedRun:
     """Rebuild the method of run ``out_dir`` from ``best.pt`` (or ``last.pt``), in eval mode."""
@@ -401,4 +422,4 @@ def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | Non
 
 __all__ = ["CHECKPOINT_KEYS", "NON_RESULT_FIELDS", "LoadedRun", "RunResult", "config_hash",
            "default_out_dir", "finished_result", "load_checkpoint", "load_result", "load_run",
-           "provenance", "run_lock", "run_lock_path", "save_checkpoint"]
+           "provenance", "pseudo_label_curves", "run_lock", "run_lock_path", "save_checkpoint"]
