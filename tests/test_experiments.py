@@ -46,7 +46,15 @@ def test_fidelity_preset_expands_to_the_documented_grid():
     spec = E.load_spec("fidelity")
     plan = E.expand(spec)
     by_grid = pd.Series([r.grid for r in plan]).value_counts().to_dict()
-    assert by_grid == {"main": 4 * 5, "ablation": 5 * 2, "single_positive": 4}
+    assert by_grid == {"main": 4 * 5, "ablation": 5 * 2, "single_positive": 4, "difficulty": 12}
+    # the difficulty grid's worlds are the named settings of the world generator
+    from trm_lib.datasets.synth_config import DIFFICULTY
+
+    worlds = {r.variant: r.config.data.options for r in plan if r.grid == "difficulty"}
+    assert all(worlds[f"{w}/{c}"] == DIFFICULTY[w] for w in ("easy", "default", "hard")
+               for c in ("full", "no_kd", "no_mcl", "no_pseudo"))
+    default_full = next(r for r in plan if r.variant == "default/full")
+    assert default_full.hash in {r.hash for r in plan if r.grid == "main"}  # trained once
     abl = {r.variant: r.config for r in plan if r.grid == "ablation" and r.proportion == 0.1}
     assert abl["no_kd"].method.kd == "none" and abl["no_mcl"].method.mcl is False
     assert abl["no_pseudo"].method.pseudo is False and abl["text_image"].method.matching == "image"

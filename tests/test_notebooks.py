@@ -237,7 +237,7 @@ def test_smoke_03_label_proportions(smoke):
 def test_smoke_04_ablations_share_runs_with_03(smoke):
     out, _ = smoke
     _figures(out, "04_components", "04_kd_form", "04_pseudo_form_val", "04_loss_weights_val",
-             "04_components_forest", "04_grad_ratios")
+             "04_components_forest", "04_grad_ratios", "04_pseudo_precision_coverage")
     comp = _table(out, "04_components_test_mAP", index_col="method")
     assert list(comp.index) == ["trm_ml (full)", "trm_ml (no_kd)"]
     paired = _table(out, "04_components_paired")  # two smoke seeds: a paired interval exists

@@ -165,3 +165,42 @@ def test_experiment_cli_fails_loudly_below_zero_shot(monkeypatch, capsys):
     good["config_hash"], good["epoch"] = "h", 1
     monkeypatch.setattr(C, "run_grid", lambda *a, **k: _grid(good))
     assert E.cli_experiment(["--grid", "single_positive", "--seeds", "0"]) == 0
+
+
+def test_world_gains_pair_each_world_with_its_own_full_and_draw():
+    from matplotlib.figure import Figure
+
+    from trm_lib import viz
+    from trm_lib.stats import world_gains
+
+    df = _table({"easy/full": [0.70, 0.72], "easy/no_kd": [0.69, 0.70],
+                 "hard/full": [0.50, 0.54], "hard/no_kd": [0.45, 0.47],
+                 "hard/no_mcl": [0.50, 0.55], "other": [0.1, 0.1]})
+    g = world_gains(df)
+    assert list(g["world"]) == ["easy", "hard", "hard"]
+    assert list(g["variant"]) == ["no_kd", "no_kd", "no_mcl"]
+    # easy: (0.69-0.70, 0.70-0.72) -> mean -0.015; hard no_kd: (-0.05, -0.07) -> -0.06
+    assert g["mean_diff"].tolist() == pytest.approx([-0.015, -0.06, 0.005])
+    assert list(g["n"]) == [2, 2, 2] and (g["ci_low"] <= g["mean_diff"]).all()
+    assert world_gains(_table({"full": [0.5], "no_kd": [0.4]})).empty
+    fig = viz.plot_gains_vs_world(g)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["easy", "hard"]
+    assert len(ax.get_legend().get_texts()) == 2  # one line per component
+    with pytest.raises(ValueError, match="no paired"):
+        viz.plot_gains_vs_world(g.iloc[:0])
+
+
+def test_difficulty_options_are_validated_world_knobs():
+    from trm_lib.config import ConfigError
+    from trm_lib.datasets.synth_config import DIFFICULTY, WorldConfig, difficulty_options
+
+    assert difficulty_options("default") == {}
+    hard = difficulty_options("hard", n_train=40)
+    assert hard["n_train"] == 40 and WorldConfig(**hard).small_object_prob == 0.6
+    assert all(WorldConfig(**v) for v in DIFFICULTY.values())
+    with pytest.raises(ConfigError, match="unknown world difficulty"):
+        difficulty_options("nightmare")
+    with pytest.raises(ConfigError, match="WorldConfig.clutter"):
+        difficulty_options("easy", clutter=9.0)

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-__all__ = ["PAIR_KEYS", "below_zero_shot", "component_gains", "describe_gains",
-           "paired_differences", "paired_table", "t_interval"]
+__all__ = ["PAIR_KEYS", "WORLD_SEP", "below_zero_shot", "component_gains", "describe_gains",
+           "paired_differences", "paired_table", "t_interval", "world_gains"]
 
 #: what pairs a variant's run with the reference run (seed sets train.seed and data.mask_seed)
 PAIR_KEYS = ("grid", "method", "protocol", "proportion", "seed")
@@ -136,6 +136,33 @@ def describe_gains(diffs: pd.DataFrame, scale: float = 100.0, unit: str = "mAP p
                 "within noise": "the interval includes 0: not distinguishable from noise"}
         lines.append(f"{head}, {ci} — {says[r['verdict']]}.")
     return "\n".join(lines)
+
+
+#: separates world and component in a difficulty grid's variant names ("hard/no_kd")
+WORLD_SEP = "/"
+
+
+def world_gains(df: pd.DataFrame, reference: str = "full", *, split: str = "test",
+                metric: str = "mAP", confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`paired_differences` per world of a difficulty grid, whose variants are named
+    ``<world>/<component>`` (``hard/no_kd`` pairs with ``hard/full``): the columns of
+    :data:`DIFF_COLUMNS` with ``variant`` the component and a leading ``world`` column, worlds
+    in order of appearance. Empty when no variant has that form."""
+    sel = df[df["variant"].astype(str).str.contains(WORLD_SEP, regex=False)]
+    if sel.empty:
+        return pd.DataFrame(columns=["world", *DIFF_COLUMNS])
+    parts = sel["variant"].astype(str).str.split(WORLD_SEP, n=1, expand=True)
+    sel = sel.assign(world=parts[0], variant=parts[1])
+    frames = []
+    for world, g in sel.groupby("world", sort=False):
+        diffs = paired_differences(g, reference, split=split, metric=metric,
+                                   confidence=confidence)
+        if not diffs.empty:
+            frames.append(diffs.assign(world=world))
+    if not frames:
+        return pd.DataFrame(columns=["world", *DIFF_COLUMNS])
+    out = pd.concat(frames, ignore_index=True)
+    return out[["world", *DIFF_COLUMNS]]
 
 
 def paired_table(df: pd.DataFrame, reference: str = "full", split: str = "test",

@@ -74,6 +74,32 @@ class WorldConfig:
         return {"train": self.n_train, "test": self.n_test}.get(split)
 
 
+#: named world difficulties: the WorldConfig knobs a component should depend on (smaller and
+#: more occluded objects and more distractors / clutter make regions matter; more instances per
+#: class give the instance memory and the prototypes more to agree on). ``default`` is the
+#: embedded world; each value is a ``data.options`` mapping (add n_train / n_test for a tiny one).
+DIFFICULTY: dict[str, dict[str, float]] = {
+    "easy": {"small_object_prob": 0.0, "min_visible": 1.0, "distractors": 0.0, "clutter": 0.0,
+             "multi_instance": 0.5},
+    "default": {},
+    "small": {"small_object_prob": 0.7},
+    "occluded": {"min_visible": 0.3, "max_objects": 12},
+    "cluttered": {"distractors": 10.0, "clutter": 2.0},
+    "hard": {"small_object_prob": 0.6, "min_visible": 0.3, "distractors": 8.0, "clutter": 2.0,
+             "multi_instance": 2.0, "max_objects": 12},
+}
+
+
+def difficulty_options(name: str, **extra: Any) -> dict[str, Any]:
+    """The ``data.options`` of world difficulty ``name`` (:data:`DIFFICULTY`) plus ``extra``
+    (e.g. ``n_train=400`` for a tiny world), validated as a :class:`WorldConfig`."""
+    if name not in DIFFICULTY:
+        raise ConfigError(f"unknown world difficulty {name!r} (known: {', '.join(DIFFICULTY)})")
+    options = {**DIFFICULTY[name], **extra}
+    WorldConfig(**options)  # one clear error naming the field
+    return options
+
+
 @dataclass(frozen=True)
 class CaptionConfig:
     """The caption corpus: mostly one large object per image, sometimes two.

@@ -41,6 +41,7 @@ from .results import (
     plot_ablation,
     plot_forest,
     plot_gains_vs_p,
+    plot_gains_vs_world,
     plot_per_class_ap,
     plot_proportion_curves,
     results_table,
@@ -56,7 +57,8 @@ from .training import (
 __all__ = [
     "COMPONENT_LABELS", "FORMATS", "HIDDEN_POSITIVE_COLOR", "LABEL_COLORS", "LOSS_TERMS", "STYLE",
     "SVG_HASHSALT", "markdown_table", "overlay_map", "plot_ablation", "plot_attention_rows",
-    "plot_cooccurrence", "plot_forest", "plot_gains_vs_p", "plot_label_stats", "plot_mask",
+    "plot_cooccurrence", "plot_forest", "plot_gains_vs_p", "plot_gains_vs_world",
+    "plot_label_stats", "plot_mask",
     "plot_mask_comparison", "plot_per_class_ap", "plot_precision_coverage",
     "plot_proportion_curves", "plot_training_curves",
     "plot_training_diagnostic", "pointing_game", "results_table", "saliency_maps",

@@ -309,3 +309,46 @@ def plot_gains_vs_p(diffs: pd.DataFrame, scale: float = 100.0,
     ax.set_title("Component gains vs label proportion (band: paired 95 % CI)")
     ax.legend(fontsize=8)
     return fig
+
+
+@_styled
+def plot_gains_vs_world(gains: pd.DataFrame, scale: float = 100.0,
+                        labels: Mapping[str, str] | None = None) -> Figure:
+    """Component gain (``reference − variant``) per world difficulty, one marker line per
+    component across the worlds (x, in the frame's order), whiskers = the paired 95 % interval
+    where one exists (several seeds); dashed zero line. ``gains``:
+    :func:`trm_lib.stats.world_gains`."""
+    from ..stats import component_gains
+
+    _require_columns(gains, ["world", "variant", "mean_diff", "ci_low", "ci_high", "n"],
+                     "plot_gains_vs_world")
+    if gains.empty:
+        raise ValueError("plot_gains_vs_world: no paired differences to draw")
+    g_all = component_gains(gains)
+    worlds = list(pd.unique(g_all["world"].astype(str)))
+    x_of = {w: i for i, w in enumerate(worlds)}
+    names = {**COMPONENT_LABELS, **(labels or {})}
+    variants = list(pd.unique(g_all["variant"].astype(str)))
+    fig, axes = _figure(1, 1, (6.4, 4.0))
+    ax = axes[0, 0]
+    width = 0.6 / max(len(variants), 1)
+    for k, (variant, color) in enumerate(zip(variants, _colors(len(variants)))):
+        g = g_all[g_all["variant"] == variant]
+        x = np.array([x_of[w] for w in g["world"].astype(str)]) + (k - (len(variants) - 1) / 2) * width
+        y = scale * g["gain"].to_numpy(float)
+        lo, hi = scale * g["gain_low"].to_numpy(float), scale * g["gain_high"].to_numpy(float)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.plot(x, y, "o-", color=color, label=names.get(variant, variant))
+        if ok.any():
+            ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none",
+                        ecolor=color, capsize=3)
+    ax.axhline(0.0, color="0.3", lw=1, ls="--")
+    ax.set_xticks(range(len(worlds)), worlds)
+    ax.set_xlabel("world difficulty (SynthScenes knobs, trm_lib.datasets.synth_config.DIFFICULTY)")
+    ax.set_ylabel("gain of the component (mAP points)")
+    seeds = int(g_all["n"].max())
+    ax.set_title(f"Component gains vs world difficulty ({seeds} seed{'s' if seeds > 1 else ''}"
+                 + ("; whiskers: paired 95 % CI)" if seeds > 1 else "; no interval)"))
+    ax.legend(fontsize=8)
+    return fig
+
