@@ -289,7 +289,9 @@ def test_cli_experiment_prints_paired_differences_after_an_ablation(world, tmp_p
     import yaml
 
     spec = small_spec(world)
-    spec["grids"] = {"abl": spec["grids"]["abl"]}
+    # the same two configurations as world/component variants: read back, not retrained
+    spec["grids"] = {"abl": spec["grids"]["abl"], "wld": {
+        **spec["grids"]["abl"], "switches": {"w/full": {}, "w/bce": {"method.cls_loss": "bce"}}}}
     spec_file = tmp_path / "abl.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     csv = tmp_path / "abl.csv"
@@ -303,6 +305,9 @@ def test_cli_experiment_prints_paired_differences_after_an_ablation(world, tmp_p
 
     want = paired_differences(pd.read_csv(csv)).iloc[0]
     assert int(want["n"]) == 2 and f"{100 * want['mean_diff']:.2f}" in row
+    assert "per world difficulty" in text
+    world_row = next(line for line in text.splitlines() if line.split()[:2] == ["w", "bce"])
+    assert float(world_row.split()[3]) == pytest.approx(-100 * want["mean_diff"], abs=0.006)
 
 
 def test_grid_method_overrides_apply_to_that_grid_only():

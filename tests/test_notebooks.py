@@ -237,7 +237,8 @@ def test_smoke_03_label_proportions(smoke):
 def test_smoke_04_ablations_share_runs_with_03(smoke):
     out, _ = smoke
     _figures(out, "04_components", "04_kd_form", "04_pseudo_form_val", "04_loss_weights_val",
-             "04_components_forest", "04_grad_ratios", "04_pseudo_precision_coverage")
+             "04_components_forest", "04_grad_ratios", "04_pseudo_precision_coverage",
+             "04_gains_vs_world")
     comp = _table(out, "04_components_test_mAP", index_col="method")
     assert list(comp.index) == ["trm_ml (full)", "trm_ml (no_kd)"]
     paired = _table(out, "04_components_paired")  # two smoke seeds: a paired interval exists
@@ -247,6 +248,8 @@ def test_smoke_04_ablations_share_runs_with_03(smoke):
     for name in ("04_kd_form_test_mAP", "04_pseudo_form_val_mAP", "04_pseudo_form_val_hidden_mAP",
                  "04_pseudo_form_test_mAP"):
         assert len(_table(out, name)) == 2
+    worlds = _table(out, "04_gains_vs_world")  # smoke: two worlds, full vs no_kd in each
+    assert list(worlds["world"]) == ["easy", "default"] and list(worlds["variant"]) == ["no_kd"] * 2
     sweep = _table(out, "04_loss_weights_val_mAP", index_col=0)
     assert sweep.shape == (2, 1)
     ablations = experiments.read_results(out / "tables" / "04_results.csv")

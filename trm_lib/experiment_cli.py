@@ -21,7 +21,7 @@ from .distributed import is_main
 from .grid_runner import auto_jobs, run_grid
 from .grid_spec import is_grid_spec, load_spec
 from .results_table import floor_messages, pivot_table
-from .stats import paired_table
+from .stats import component_gains, paired_table, world_gains
 from .train import load_run, train
 
 
@@ -182,6 +182,17 @@ def cli_experiment(argv: list[str]) -> int:
             print("\ntest mAP (%): paired difference to `full` over seeds (same mask and "
                   "training seed), 95 % t-interval, n:")
             print(paired.to_string(index=False))
+        worlds = world_gains(mine)
+        if not worlds.empty:
+            gains = component_gains(worlds)
+            print("\ntest mAP (%): component gain (full − variant) per world difficulty, paired "
+                  "over seeds, 95 % t-interval, n:")
+            print(pd.DataFrame({
+                "world": gains["world"], "variant": gains["variant"], "n": gains["n"],
+                "gain": (100 * gains["gain"]).round(2),
+                "ci_low": (100 * gains["gain_low"]).round(2),
+                "ci_high": (100 * gains["gain_high"]).round(2),
+                "verdict": gains["verdict"]}).to_string(index=False))
     print(f"wall time: {wall:.1f}s")
     print(f"results: {grid.path}")
     return _fail_below_zero_shot(mine)
