@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import require
+from ..config import ConfigError, require
 from .classes import VOC_CLASSES
 from .pictograms import (
     Rand,
