@@ -275,6 +275,26 @@ def test_method_one_epoch_and_load_run_reproduces_selected_epoch(world, tmp_path
     assert run.session.ctx.prompt_names == T.prompt_words(run.session.data.train)
 
 
+def test_history_has_one_column_per_declared_loss_term_and_the_figure_plots_them(world, tmp_path):
+    """A real short TRM-ML run with soft pseudo-labels from epoch 1: history holds the total
+    ``loss`` and one ``train_<term>`` per term TRM-ML logged (``train_pseudo`` included, no
+    ``train_loss`` copy of the total), and the training-curves figure draws exactly those."""
+    from trm_lib import viz
+    from trm_lib.model import TRMML
+
+    cfg = tiny_config(world, **{"method.name": "trm_ml", "train.epochs": 2, "method.num_heads": 2,
+                                "method.pseudo_warmup": 1})
+    hist = T.train(cfg, tmp_path / "run", log=None).history
+    terms = [f"train_{t}" for t in TRMML.loss_terms if f"train_{t}" in hist.columns]
+    assert "train_loss" not in hist.columns and np.isfinite(hist["loss"]).all()
+    assert {"train_cls", "train_pseudo", "train_kd", "train_mcl"} <= set(terms)
+    total = hist["train_cls"] + cfg.method.kd_weight * hist["train_kd"] \
+        + cfg.method.mcl_weight * hist["train_mcl"]
+    assert (hist["loss"] >= total - 1e-6).all()  # the total adds the pseudo term on top
+    fig = viz.plot_training_curves(hist)
+    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["loss", *terms]
+
+
 def test_prompt_words_follow_the_datasets_prompt_names():
     from types import SimpleNamespace
 

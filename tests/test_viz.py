@@ -115,7 +115,7 @@ def test_show_images_grid_and_titles(tmp_path):
 # --------------------------------------------------------------------------------------- training
 def test_plot_training_curves_plots_the_columns_that_exist():
     hist = pd.DataFrame({"epoch": [0, 1, 2, 3], "lr": [0, 1e-3, 1e-3, 5e-4],
-                         "loss": [np.nan, 1.0, 0.8, 0.7], "loss_cls": [np.nan, 0.9, 0.7, 0.6],
+                         "loss": [np.nan, 1.0, 0.8, 0.7],
                          "val_mAP": [0.2, 0.4, 0.5, 0.55], "test_mAP": [0.1, 0.3, 0.4, 0.45],
                          "pseudo_precision": [np.nan, 0.9, 0.8, 0.85], "seconds": 1.0})
     fig = viz.plot_training_curves(hist)
@@ -128,11 +128,14 @@ def test_plot_training_curves_plots_the_columns_that_exist():
     assert len(fig.axes) == 1
     with pytest.raises(ValueError, match="no loss"):
         viz.plot_training_curves(hist[["epoch", "seconds"]])
-    # the trainer's own per-term columns are losses; its counters are not
-    hist = hist.assign(train_cls=0.5, train_kd=0.1, train_n_pseudo_pos=40.0, train_logit_scale=50.)
+    # the declared loss terms are losses (in the given order); the trainer's counters are not
+    hist = hist.assign(train_cls=0.5, train_kd=0.1, train_pseudo=0.2, train_n_pseudo_pos=40.0,
+                       train_logit_scale=50.)
     fig = viz.plot_training_curves(hist)
-    labels = {ln.get_label() for ln in fig.axes[0].get_lines()}
-    assert labels == {"loss", "loss_cls", "train_cls", "train_kd"}
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert labels == ["loss", "train_cls", "train_pseudo", "train_kd"]
+    fig = viz.plot_training_curves(hist, loss_terms=["kd"])
+    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["loss", "train_kd"]
 
 
 # ---------------------------------------------------------------------------------------- results

@@ -1,4 +1,4 @@
-"""Baselines that run in the same harness as TRM-ML (METHOD.md §6).
+"""Baselines that run in the same harness as TRM-ML (docs/METHOD_CHOICES.md, their rows).
 
 - :class:`ZeroShotCLIP` — text-image matching with no training at all.
 - :class:`LinearProbe` — a partial-label (ASL/BCE) linear classifier on the global embedding,
@@ -47,7 +47,7 @@ class _Baseline(Method):
              epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         loss = classification_loss(self.cfg, out["logits"], _observed(out, batch),
                                    epoch=epoch)
-        return loss, {"cls": float(loss.detach()), "loss": float(loss.detach())}
+        return loss, {"cls": float(loss.detach())}
 
 
 def _observed(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -9,6 +9,6 @@ A new method: a module with a ``@register_method("name", label=...)`` class, imp
 from __future__ import annotations
 
 from . import baselines, model  # noqa: F401  each registers its methods on import
-from .methods import build_method, list_methods, method_class, method_label
+from .methods import build_method, list_methods, loss_terms, method_class, method_label
 
-__all__ = ["build_method", "list_methods", "method_class", "method_label"]
+__all__ = ["build_method", "list_methods", "loss_terms", "method_class", "method_label"]

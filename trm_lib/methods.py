@@ -66,6 +66,10 @@ class Method(nn.Module):
 
     name: str = "method"
     trainable: bool = True  # False: evaluated as is (zero-shot)
+    #: the keys of :meth:`loss`'s logs that are loss terms (unweighted values); the trainer writes
+    #: each as the history column ``train_<term>`` beside ``loss`` (the weighted total it
+    #: returns), and the training-curves figure plots exactly these; other logs are counters
+    loss_terms: tuple[str, ...] = ("cls",)
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext):
         super().__init__()
@@ -79,7 +83,8 @@ class Method(nn.Module):
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
              epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar training loss and a dict of scalar logs (e.g. ``{"cls": .., "kd": ..}``)."""
+        """Scalar training loss and a dict of scalar logs: the :attr:`loss_terms` that this call
+        computed (e.g. ``{"cls": .., "kd": ..}``) and counters; not the total itself."""
         raise NotImplementedError
 
     def scores(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -126,6 +131,11 @@ def list_methods() -> list[str]:
     return list(_REGISTRY)
 
 
+def loss_terms() -> list[str]:
+    """Every loss term a registered method declares (:attr:`Method.loss_terms`), in order."""
+    return list(dict.fromkeys(t for cls in _REGISTRY.values() for t in cls.loss_terms))
+
+
 def method_label(name: str) -> str:
     """The display name of a registered method (its name when it has none)."""
     return _LABELS.get(name, name)
@@ -144,5 +154,5 @@ def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
     return method_class(cfg.name)(cfg, ctx)
 
 
-__all__ = ["Method", "MethodContext", "build_method", "list_methods", "method_class",
-           "method_label", "register_method"]
+__all__ = ["Method", "MethodContext", "build_method", "list_methods", "loss_terms",
+           "method_class", "method_label", "register_method"]

@@ -449,8 +449,9 @@ def _train_epoch(method: Method, optimizer: torch.optim.Optimizer, session: Sess
         distributed.average_gradients(params)  # no-op in one process
         optimizer.step()
         sums["loss"] = sums.get("loss", 0.0) + value
-        for key, v in logs.items():
-            sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + float(v)
+        for key, v in logs.items():  # one column per term / counter; the total is `loss`
+            if key != "loss":
+                sums[f"train_{key}"] = sums.get(f"train_{key}", 0.0) + float(v)
         steps += 1
     row = {k: v / max(steps, 1) for k, v in sums.items()}
     row["lr"] = lr

@@ -48,14 +48,13 @@ from .results import (
 )
 from .saving import FORMATS, markdown_table, save_figure, save_table
 from .training import (
-    LOSS_TERMS,
     plot_precision_coverage,
     plot_training_curves,
     plot_training_diagnostic,
 )
 
 __all__ = [
-    "COMPONENT_LABELS", "FORMATS", "HIDDEN_POSITIVE_COLOR", "LABEL_COLORS", "LOSS_TERMS", "STYLE",
+    "COMPONENT_LABELS", "FORMATS", "HIDDEN_POSITIVE_COLOR", "LABEL_COLORS", "STYLE",
     "SVG_HASHSALT", "markdown_table", "overlay_map", "plot_ablation", "plot_attention_rows",
     "plot_cooccurrence", "plot_forest", "plot_gains_vs_p", "plot_gains_vs_world",
     "plot_label_stats", "plot_mask",

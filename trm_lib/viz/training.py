@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from .common import _colors, _figure, _require_columns, _styled
 
-# loss terms a method logs (the trainer records them as train_<term>); counters such as
-# train_n_pseudo_pos or train_logit_scale are not losses and stay out of the loss panel
-LOSS_TERMS = ("cls", "kd", "mcl", "mcl_proto", "mcl_feat")
-
 
 @_styled
-def plot_training_curves(history_df: pd.DataFrame, title: str | None = None) -> Figure:
-    """One panel per family of history columns that exist: losses (``loss``, ``loss_*`` and the
-    trainer's per-term ``train_<term>`` columns), mAP (``*mAP*``, drawn in %), pseudo-labels
-    (``pseudo_*``: precision / recall / coverage), learning rate (``lr``).
+def plot_training_curves(history_df: pd.DataFrame, title: str | None = None,
+                         loss_terms: Sequence[str] | None = None) -> Figure:
+    """One panel per family of history columns that exist: losses (the total ``loss`` and the
+    trainer's ``train_<term>`` column of every loss term a method declares,
+    :attr:`trm_lib.methods.Method.loss_terms`; default: those of every registered method),
+    mAP (``*mAP*``, drawn in %), pseudo-labels (``pseudo_*``: precision / recall / coverage),
+    learning rate (``lr``). Counters such as ``train_n_pseudo_pos`` are not losses.
 
     Columns evaluated only on some epochs (NaN elsewhere) are drawn through their points.
     """
     if history_df.empty:
         raise ValueError("plot_training_curves: empty history")
+    if loss_terms is None:
+        from ..method_zoo import loss_terms as registered
+
+        loss_terms = registered()
     cols = [c for c in history_df.columns if history_df[c].notna().any()]
+    losses = ["loss", *(f"train_{t}" for t in loss_terms)]
     families = {
-        "loss": [c for c in cols if c == "loss" or c.startswith("loss_")
-                 or c in {f"train_{t}" for t in LOSS_TERMS}],
+        "loss": [c for c in losses if c in cols],
         "mAP (%)": [c for c in cols if "mAP" in c],
         "pseudo-labels": [c for c in cols if c.startswith("pseudo_")],
         "learning rate": [c for c in cols if c == "lr"],
