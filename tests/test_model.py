@@ -85,11 +85,11 @@ def test_maps_are_head_averaged_attention_and_r_is_a_f(layers):
 def test_cross_attention_matches_torch_multihead_attention(kv_dim, per_image_queries):
     """The folded key projection (keys never materialised, the key bias dropped by the softmax)
     gives torch's own attention: outputs, head-averaged maps and gradients, with random weights
-    and a non-zero key bias."""
+    and a non-zero key bias on torch's side (the layer has none: the softmax drops it)."""
     torch.manual_seed(0)
     layer = CategoryCrossAttention(D, kv_dim, 4, init="random")
     with torch.no_grad():
-        for lin in (layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj):
+        for lin in (layer.q_proj, layer.v_proj, layer.out_proj):
             lin.bias.normal_()
     mha = torch.nn.MultiheadAttention(D, 4, kdim=kv_dim, vdim=kv_dim, batch_first=True)
     with torch.no_grad():
@@ -100,7 +100,7 @@ def test_cross_attention_matches_torch_multihead_attention(kv_dim, per_image_que
             mha.q_proj_weight.copy_(layer.q_proj.weight)
             mha.k_proj_weight.copy_(layer.k_proj.weight)
             mha.v_proj_weight.copy_(layer.v_proj.weight)
-        mha.in_proj_bias.copy_(torch.cat([layer.q_proj.bias, layer.k_proj.bias,
+        mha.in_proj_bias.copy_(torch.cat([layer.q_proj.bias, torch.randn(D),
                                           layer.v_proj.bias]))
         mha.out_proj.weight.copy_(layer.out_proj.weight)
         mha.out_proj.bias.copy_(layer.out_proj.bias)
@@ -235,7 +235,8 @@ def test_unknown_entries_contribute_nothing_to_the_classification_loss():
     unknown = b["observed"] == 0
     assert unknown.any()
     assert (logits.grad[unknown] == 0).all() and (logits.grad[~unknown] != 0).any()
-    assert set(logs) >= {"cls", "loss", "logit_scale"}
+    assert set(logs) >= {"cls", "logit_scale"} and "loss" not in logs  # the total is returned
+    assert set(logs) & set(TRMML.loss_terms) == {"cls"}
 
 
 def test_losses_are_logged_and_weighted():
@@ -248,8 +249,8 @@ def test_losses_are_logged_and_weighted():
     with torch.no_grad():
         m.memory.update(m(b_conf)["z"], torch.ones(8, C), b_conf["observed"])
     loss, logs = m.loss(m(b), b, epoch=1)
-    assert logs["loss"] == pytest.approx(logs["cls"] + 0.5 * logs["kd"] + 0.25 * logs["mcl"],
-                                         rel=1e-5)
+    assert loss.item() == pytest.approx(logs["cls"] + 0.5 * logs["kd"] + 0.25 * logs["mcl"],
+                                        rel=1e-5)
     assert logs["mcl"] == pytest.approx(logs["mcl_proto"] + logs["mcl_feat"], rel=1e-5)
     _, logs = TRMML(_cfg(kd="none", mcl=False, pseudo=False), _ctx()).loss(m(b), b, 1)
     assert "kd" not in logs and "mcl" not in logs
@@ -382,7 +383,7 @@ def test_ensemble_distillation_reaches_only_unknown_calibrated_entries():
     loss, logs = m.loss({**out, "logits": logits}, b, 1)
     cls = TRMML(_cfg(kd="none", pseudo=False, mcl=False), _ctx()).loss(
         {**out, "logits": logits.detach()}, b, 1)[0]
-    assert logs["kd"] > 0 and logs["loss"] == pytest.approx(cls.item() + logs["kd"], rel=1e-5)
+    assert logs["kd"] > 0 and loss.item() == pytest.approx(cls.item() + logs["kd"], rel=1e-5)
     loss.backward()
     observed = b["observed"] != 0
     reach = ~observed & m.calibrator.fitted()
@@ -573,3 +574,29 @@ def test_entry_views_are_the_branches_their_mean_and_the_prototype_score():
     # switched-off parts expose no view
     bare = TRMML(_cfg(kd="none", pseudo=False), _ctx())
     assert set(bare.entry_views(bare(_batch()))) == {"query"}
+
+
+# ------------------------------------------------------------------------------- key bias removed
+def test_key_projection_has_no_bias_and_old_checkpoints_still_load():
+    """W_k is folded into the queries, so a key bias would get no gradient: there is none. The
+    init draws the same random numbers as the old layer with a bias, and a state dict that still
+    holds ``k_proj.bias`` (a checkpoint from before) loads strictly, giving the same outputs."""
+    torch.manual_seed(0)
+    layer = CategoryCrossAttention(D, DV, 4, init="random")
+    assert layer.k_proj.bias is None and "k_proj.bias" not in layer.state_dict()
+    torch.manual_seed(0)
+    old = [torch.nn.Linear(D, D), torch.nn.Linear(DV, D), torch.nn.Linear(DV, D),
+           torch.nn.Linear(D, D)]
+    for new, ref in zip((layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj), old):
+        assert torch.equal(new.weight, ref.weight)
+    torch.manual_seed(0)
+    m = TRMML(_cfg(num_layers=2), _ctx())
+    state = m.state_dict()
+    stale = {**state, **{k.replace("k_proj.weight", "k_proj.bias"): torch.randn(D)
+                         for k in state if k.endswith("k_proj.weight")}}
+    assert len(stale) == len(state) + 2
+    fresh = TRMML(_cfg(num_layers=2), _ctx())
+    fresh.load_state_dict(stale)  # strict
+    m.eval(), fresh.eval()
+    b = _batch()
+    torch.testing.assert_close(fresh(b)["logits"], m(b)["logits"], rtol=0, atol=0)

@@ -1,4 +1,5 @@
-"""The TRM-ML head (METHOD.md §2–§4): category queries, cross-attention, MLP, one-to-one matching.
+"""The TRM-ML head: category queries, cross-attention, MLP, one-to-one matching (its switches:
+docs/METHOD_CHOICES.md, the head, loss and pseudo-label rows).
 
 Data flow for one image (C classes, L = h·w dense tokens, D = joint embedding width)::
 
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cross_attention import CategoryCrossAttention
 from .diagnostics import gradient_norms, target_change
 from .errors import ConfigError
 from .losses import (
@@ -118,74 +120,6 @@ def text_features(ctx: MethodContext) -> torch.Tensor:
         raise ValueError(f"MethodContext.text_embeddings width {t.shape[1]} != "
                          f"MethodContext.embed_dim {ctx.embed_dim}")
     return F.normalize(t.detach().float(), dim=-1)
-
-
-class CategoryCrossAttention(nn.Module):
-    """Multi-head cross-attention from C category queries to L dense tokens that *returns its
-    attention maps* (``nn.MultiheadAttention`` with fused kernels does not expose them reliably,
-    and open_clip never returns them).
-
-    Pre-norm on both inputs: CLIP dense tokens have image-dependent norms, and the normalised keys
-    keep the attention temperature independent of the backbone.
-
-    ``init="clip"`` starts W_q and W_k as the identity (zero bias), so that with text-initialised
-    queries and projected tokens each head's map starts as CLIP's own text-pixel similarity
-    ``softmax_L(LN(t_c)·LN(F̃_l)/√d_h)`` over its slice of the channels: the queries' text
-    initialisation then means something from the first step instead of passing through a random
-    projection. ``"random"``: PyTorch's default Linear init. ``identity_values=True`` also starts
-    W_v and W_o as the identity, so that Q̂ starts as the attention-pooled (normalised) tokens, a
-    region feature in CLIP space. Projections whose input width differs (``kv_source="raw"``)
-    keep the default init.
-    """
-
-    def __init__(self, dim: int, kv_dim: int, num_heads: int, init: str = "clip",
-                 identity_values: bool = False):
-        super().__init__()
-        if init not in ("clip", "random"):
-            raise ValueError(f"method.attn_init must be clip|random, got {init!r}")
-        if dim % num_heads:
-            raise ValueError(f"method.num_heads={num_heads} must divide the embedding width {dim}")
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(kv_dim)
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(kv_dim, dim)
-        self.v_proj = nn.Linear(kv_dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-        identity = [self.q_proj, self.k_proj] if init == "clip" else []
-        identity += [self.v_proj, self.out_proj] if identity_values else []
-        with torch.no_grad():
-            for lin in identity:
-                if lin.in_features == lin.out_features:
-                    nn.init.eye_(lin.weight)
-                    nn.init.zeros_(lin.bias)
-
-    def values(self, kv: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) value vectors ``LN(F) W_v`` (used directly by the uniform-pooling ablation)."""
-        return self.v_proj(self.norm_kv(kv))
-
-    def forward(self, queries: torch.Tensor, kv: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``queries`` (C, D) shared or (B, C, D) per image, ``kv`` (B, L, d).
-
-        Returns ``(Q̂ (B, C, D), A (B, H, C, L))`` with every row of A summing to 1 over L."""
-        b, L, _ = kv.shape
-        h, dh = self.num_heads, self.head_dim
-        # Queries are projected before being broadcast over the batch (they are shared), and the
-        # key projection is folded into them: q·(W_k x + b_k) = (W_kᵀ q)·x + q·b_k, and q·b_k is
-        # the same for every token, so the softmax over L drops it. That scores the normalised
-        # tokens directly with one (B·L, d) x (d, H·C) product instead of projecting all B·L
-        # tokens through W_k -- the same maps, ~10 % less compute per training step.
-        q = self.q_proj(self.norm_q(queries))  # (C, D) or (B, C, D)
-        w_k = self.k_proj.weight.view(h, dh, -1)  # (H, dh, d)
-        kvn = self.norm_kv(kv)
-        c = q.shape[-2]
-        # (d, H·C) shared by the batch, or (B, d, H·C) per image
-        q_k = torch.einsum("...chd,hde->...ehc", q.unflatten(-1, (h, dh)), w_k).flatten(-2)
-        logits = (kvn @ q_k).view(b, L, h, c)
-        attn = torch.softmax(logits / math.sqrt(dh), dim=1).permute(0, 2, 3, 1)  # (B, H, C, L)
-        v = self.v_proj(kvn).view(b, L, h, dh).transpose(1, 2)
-        out = (attn @ v).transpose(1, 2).reshape(b, c, h * dh)
-        return self.out_proj(out), attn
 
 
 class RegionCalibrator(nn.Module):
@@ -280,6 +214,8 @@ class TRMML(Method):
     ``z`` (B, C, D); ``r`` (B, C, D); ``region_logits`` (B, C) λ cos(r_c, t_c).
     """
 
+    # soft pseudo-labels, distillation, the contrastive loss and its two halves
+    loss_terms = ("cls", "pseudo", "kd", "mcl", "mcl_proto", "mcl_feat")
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
@@ -526,7 +462,6 @@ class TRMML(Method):
             if self.instances is not None:
                 self.instances.update(out["r"], observed, batch_key(batch, "index"))
         logs["logit_scale"] = float(self.scale().detach())
-        logs["loss"] = float(total.detach())
         return total, logs
 
     #: the gradient-norm diagnostic is measured every this many training steps (~10 % of a
@@ -573,6 +508,9 @@ class TRMML(Method):
         return torch.sigmoid(self.memory_calibrator.logits(knn)), valid
 
     def epoch_start(self, epoch: int) -> None:
+        # the gradient-norm diagnostic counts steps within the epoch, so a run resumed from
+        # an epoch's checkpoint measures the same steps as an uninterrupted one
+        self._grad_step = 0
         if self.pseudo is not None:
             self.pseudo.reset_stats()
 
