@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -58,7 +57,7 @@ from .feature_store import (
     read_manifest,
     remove_store,
 )
-from .io import FileError, write_json
+from .io import FileError, stable_hash, write_json
 from .locks import file_lock
 from .paths import cache_dir
 
@@ -109,7 +108,8 @@ def feature_key(backbone: FrozenCLIP, dataset: MultiLabelDataset, raw: bool = Fa
 
 
 def key_hash(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    """The feature store's folder name: :func:`trm_lib.io.stable_hash` of its key."""
+    return stable_hash(key, 16)
 
 
 def store_dir(key: dict[str, Any], cache_root: str | Path | None = None) -> Path:

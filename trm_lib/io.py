@@ -141,6 +141,14 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileError(f"{path}: {what}") from None
 
 
+def stable_hash(payload: Any, length: int | None = None) -> str:
+    """SHA-256 (hex, first ``length`` digits) of ``payload`` as key-sorted JSON, non-JSON values
+    as ``str``: the one content hash behind every cache key and config hash of the package
+    (worlds, TinyCLIP folders, feature stores, run folders), so equal configs give equal keys."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

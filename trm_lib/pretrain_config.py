@@ -4,8 +4,6 @@ and where its result lives (``cache_dir()/tinyclip/<model>-<config hash>/``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .config import ConfigError, require
+from .io import stable_hash
 from .paths import cache_dir
 
 # Bump when the training code changes what a given config produces (part of the cache key).
@@ -153,7 +152,7 @@ def config_hash(cfg: PretrainConfig) -> str:
 
     payload = {"version": PRETRAIN_VERSION, "config": asdict(cfg),
                "model_cfg": model_config(cfg.model), "corpus": corpus_hash(cfg.caption_config())}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    return stable_hash(payload, 10)
 
 
 def tinyclip_dir(cfg: PretrainConfig | None = None) -> Path:

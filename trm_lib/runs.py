@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import pickle
 import random
 import zipfile
@@ -29,7 +28,7 @@ from .config import RunConfig, from_dict
 from .diagnostics import precision_coverage
 from .errors import FileError, TrainingError
 from .evaluation import eval_outputs, observed_metrics, predict, score_metrics
-from .io import atomic_path, atomic_write, disk_full, read_json
+from .io import atomic_path, atomic_write, disk_full, read_json, stable_hash
 from .locks import LockedError, file_lock
 from .method_zoo import build_method
 from .methods import Method
@@ -275,11 +274,9 @@ def default_out_dir(cfg: RunConfig) -> Path:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """SHA-256 of the result-relevant config (what :data:`NON_RESULT_FIELDS` leaves out)."""
-    import hashlib
-
-    flat = {k: v for k, v in cfg.flat().items() if k not in NON_RESULT_FIELDS}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
+    """:func:`~trm_lib.io.stable_hash` of the result-relevant config (what
+    :data:`NON_RESULT_FIELDS` leaves out): runs that would give the same results share it."""
+    return stable_hash({k: v for k, v in cfg.flat().items() if k not in NON_RESULT_FIELDS})
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:

@@ -5,13 +5,13 @@ random streams (a pure function of seed, stream and index: any worker order draw
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ..config import ConfigError, require
+from ..io import stable_hash
 from .classes import VOC_CLASSES
 from .pictograms import (
     Rand,
@@ -148,7 +148,7 @@ def config_hash(cfg: WorldConfig | CaptionConfig, extra: Any = None) -> str:
     """Short stable hash of a config (plus the generator version): the cache key."""
     payload = {"kind": type(cfg).__name__, "version": GENERATOR_VERSION, "config": asdict(cfg),
                "extra": extra}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    return stable_hash(payload, 10)
 
 
 def _rng(seed: int, stream: str, index: int) -> Rand:
