@@ -1,4 +1,4 @@
-"""Zero-shot CLIP, the linear probe and DualCoOp in the method contract (METHOD.md §6).
+"""Zero-shot CLIP, the linear probe and DualCoOp in the method contract (docs/METHOD_CHOICES.md: the baseline rows).
 
 DualCoOp needs a real text tower: a random-weight TinyCLIP-RN built through FrozenCLIP (seconds
 on a CPU, no download)."""

@@ -1,4 +1,4 @@
-"""Losses against hand computations and torch reference ops (METHOD.md §3)."""
+"""Losses against hand computations and torch reference ops (docs/METHOD_CHOICES.md: the loss rows)."""
 
 from __future__ import annotations
 

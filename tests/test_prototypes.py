@@ -1,4 +1,4 @@
-"""Memory bank, visual prototypes and the pseudo-labeler (METHOD.md §4) on hand examples."""
+"""Memory bank, visual prototypes and the pseudo-labeler (docs/METHOD_CHOICES.md: the prototype and pseudo-label rows) on hand examples."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 TRM-ML matches class texts against *regions*, so besides CLIP's one global image embedding we need
 a dense token map ``F~ (L = h*w tokens)`` that already lives in the joint text-image space, with
-no training (METHOD.md §2):
+no training (docs/METHOD_CHOICES.md: the head's rows; docs/DESIGN.md):
 
 * **ResNet** (RN50, RN101, TinyCLIP-RN): the layer4 map goes through the attention pool, which we
   re-implement so that it also yields, per location, the value projection followed by the output

@@ -1,8 +1,8 @@
 """Dataclass configs with YAML in/out, dotted ``key=value`` overrides and validation.
 
 One :class:`RunConfig` describes a run completely (data, backbone, method, training). Every
-guessed choice of ``METHOD.md`` (marked [choice] there) is a field of :class:`MethodConfig` with
-the documented default, so an ablation is a one-line override such as ``method.kd=none``.
+guessed choice (marked *choice* in ``docs/METHOD_CHOICES.md``) is a field of :class:`MethodConfig`
+with the documented default, so an ablation is a one-line override such as ``method.kd=none``.
 Defaults are sized for the embedded SynthScenes + TinyCLIP world on a 2-core laptop; the paper's
 real-data settings ship as presets (``trm_lib/presets/*.yaml``).
 """
@@ -87,7 +87,7 @@ class BackboneConfig:
 @dataclass
 class MethodConfig:
     name: str = "trm_ml"  # a registered method: trm_lib.method_zoo.list_methods()
-    # --- TRM-ML head (METHOD.md §2) ---
+    # --- TRM-ML head (docs/METHOD_CHOICES.md: the head's rows; docs/DESIGN.md) ---
     query_init: str = "text"  # [choice] text | random
     num_heads: int = 8  # [choice]
     num_layers: int = 1  # [choice]
@@ -104,7 +104,7 @@ class MethodConfig:
     logit_scale_init: float = math.log(50.0)  # [lineage] ln 50
     learn_logit_scale: bool = True
     learn_text_context: bool = False  # [choice] CoOp-style learnable context for class texts
-    # --- losses (METHOD.md §3) ---
+    # --- losses (docs/METHOD_CHOICES.md: the loss rows) ---
     cls_loss: str = "asl"  # asl | bce (both on observed entries only)
     asl_gamma_pos: float = 1.0
     asl_gamma_neg: float = 2.0
@@ -131,7 +131,7 @@ class MethodConfig:
     mcl_temp_proto: float = 0.07
     mcl_temp_feat: float = 0.2
     memory_size: int = 64  # features kept per class in the memory bank
-    # --- prototypes and pseudo-labels (METHOD.md §4) ---
+    # --- prototypes and pseudo-labels (docs/METHOD_CHOICES.md, their rows) ---
     pseudo: bool = True
     # [choice] what scores an unknown entry: memory = its region feature's k nearest observed
     # positives minus negatives of the class in an instance memory bank, calibrated to a

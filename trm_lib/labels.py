@@ -1,7 +1,7 @@
 """Label matrices, the two missing-label protocols, persisted masks and the peers' text format.
 
 Full labels are ``{1, -1}`` (N, C) int8 matrices; observed labels are ``{1, -1, 0}`` with 0 =
-unknown. One flat N x C matrix for every dataset (METHOD.md §1).
+unknown. One flat N x C matrix for every dataset (docs/METHOD_CHOICES.md: 'Label protocol').
 
 A mask is generated once per (dataset, fingerprint, split, protocol, p, seed), saved under the
 cache with a SHA-256 sidecar and re-loaded ever after, so every method trains on the *same* bytes

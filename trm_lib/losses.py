@@ -1,4 +1,5 @@
-"""Loss functions of METHOD.md §3: partial ASL / BCE, distillation, multimodal contrastive.
+"""Loss functions: partial ASL / BCE, distillation, multimodal contrastive (their switches:
+docs/METHOD_CHOICES.md, the loss rows).
 
 Pure functions, no method logic and no state: the methods (:mod:`trm_lib.model`,
 :mod:`trm_lib.baselines`) decide *what* to feed them. Label convention everywhere: targets in

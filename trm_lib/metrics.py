@@ -1,6 +1,6 @@
 """Multi-label evaluation: mAP and CP/CR/CF1/OP/OR/OF1 (+ top-3), in numpy, float64.
 
-Conventions (METHOD.md §7; the peers disagree, so we state ours):
+Conventions (README 'Conventions'; the peers disagree, so we state ours):
 
 - **Targets are full labels.** 1 = positive; negatives may be written -1 (the label matrices of
   this package) or 0 (sklearn style), but not both in one matrix: a matrix holding 1, 0 *and* -1

@@ -1,4 +1,4 @@
-"""Multimodal category prototypes and pseudo-labels (METHOD.md §4).
+"""Multimodal category prototypes and pseudo-labels (docs/METHOD_CHOICES.md, their rows).
 
 Three stateful pieces, all ``nn.Module`` whose whole state lives in registered buffers (plain
 tensors), so a checkpoint taken mid-training restores them bit-exactly and loads with
