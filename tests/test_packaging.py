@@ -21,7 +21,11 @@ def _split(req: str) -> tuple[str, str]:
 
 def test_environment_yml_mirrors_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(_split(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    assert "trm-lib[notebooks]" in extras["dev"]  # `make` installs .[dev]: JupyterLab included
+    reqs = project["dependencies"] + [r for extra in extras.values() for r in extra
+                                      if not r.startswith(project["name"] + "[")]
+    wanted = dict(_split(r) for r in reqs)
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert env["channels"] == ["conda-forge", "nodefaults"]
     conda = {}
@@ -46,3 +50,32 @@ def test_shipped_label_data_present():
 
     assert voc2007_full_labels("trainval").shape == (5011, len(VOC_CLASSES))
     assert voc2007_full_labels("test").shape == (4952, len(VOC_CLASSES))
+
+
+def test_every_imported_package_is_declared():
+    """Each third-party package ``trm_lib`` imports (at the top or lazily) is a dependency, or a
+    dev/notebooks extra for the modules that serve only those (the browser tests)."""
+    import ast
+    import sys
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_split(r)[0].replace("-", "_") for r in project["dependencies"]}
+    optional = {_split(r)[0].replace("-", "_") for extra in project["optional-dependencies"].values()
+                for r in extra}
+    import_name = {"pil": "pillow", "yaml": "pyyaml", "sklearn": "scikit_learn",
+                   "open_clip": "open_clip_torch"}
+    only_optional = {"playwright": {"browser.py"}}  # JupyterLab in Chromium: the dev extra
+    for path in (ROOT / "trm_lib").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
+                     and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "trm_lib":
+                    continue
+                dist = import_name.get(top.lower(), top.lower())
+                if path.name in only_optional.get(top, set()):
+                    assert dist in optional, f"{path.name} imports {top}: not in an extra"
+                else:
+                    assert dist in declared, f"{path.name} imports {top}: not a dependency"
