@@ -85,9 +85,9 @@ def run_all(out: str | os.PathLike, only: Sequence[str] | None = None) -> Path:
             rc = _run(name, args)
         text = buf.getvalue().rstrip()
         print(text, flush=True)
+        status = "" if rc == 0 else f", FAILED: status {rc}"
         parts += [f"## {name}", "", f"`python -m trm_lib bench {' '.join([name, *args])}` "
-                  f"({time.perf_counter() - t0:.0f} s{'' if rc == 0 else f', FAILED: status {rc}'})",
-                  "", "```", text, "```", ""]
+                  f"({time.perf_counter() - t0:.0f} s{status})", "", "```", text, "```", ""]
     from .io import atomic_write
 
     with atomic_write(out) as fh:
