@@ -31,6 +31,7 @@ CASES = [
     (["train", "--set", "method.name=nosuch"], "method.name"),
     (["train", "--config", "{tmp}/bad.yaml"], "not valid YAML"),
     (["evaluate", "--run", "{tmp}/no_run"], "no_run/best.pt: no checkpoint"),
+    (["evaluate", "--run", "{tmp}/bad_run"], "bad_run/best.pt: damaged or not a checkpoint"),
     (["experiment", "--preset", "nosuch"], "unknown grid preset 'nosuch'"),
     (["synth", "--image-size", "7", "--quiet"], "image_size"),
     (["pretrain", "--positives", "everything", "--no-eval"], "positives"),
@@ -51,6 +52,8 @@ def test_every_command_has_a_bad_input_case():
 @pytest.mark.parametrize(("args", "fragment"), CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_is_one_error_line_and_status_2(tmp_path, args, fragment):
     (tmp_path / "bad.yaml").write_text("train: {epochs: [1\n")
+    (tmp_path / "bad_run").mkdir()
+    (tmp_path / "bad_run" / "best.pt").write_bytes(bytes(range(256)) * 4)  # garbage
     proc = _run([a.format(tmp=tmp_path) for a in args], tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
