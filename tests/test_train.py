@@ -379,3 +379,27 @@ def test_test_every_scores_fewer_epochs_without_changing_the_result(world, tmp_p
         tiny_config(world, **{"train.test_every": 3}))
     with pytest.raises(ConfigError, match="train.test_every"):
         tiny_config(world, **{"train.test_every": -1})
+
+
+def test_resources_keep_worlds_with_the_same_labels_apart(monkeypatch):
+    """SynthScenes worlds of different difficulty share classes, paths and labels (so their
+    fingerprint): the in-process feature cache must still tell them apart by folder."""
+    from types import SimpleNamespace
+
+    import trm_lib.features as features
+    from trm_lib.config import BackboneConfig
+
+    calls = []
+    monkeypatch.setattr(features, "compute_features",
+                        lambda backbone, ds, **kw: calls.append(ds.root) or object())
+    res = T.Resources()
+
+    def world(root):
+        return SimpleNamespace(name="synthscenes", split="train", root=root,
+                               fingerprint=lambda: "same labels")
+
+    easy, hard = world("/w/easy"), world("/w/hard")
+    a = res.features(BackboneConfig(), None, easy, False, False)
+    b = res.features(BackboneConfig(), None, hard, False, False)
+    assert a is not b and calls == ["/w/easy", "/w/hard"]
+    assert res.features(BackboneConfig(), None, easy, False, False) is a  # still cached

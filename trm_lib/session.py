@@ -203,8 +203,10 @@ class Resources:
 
     def features(self, cfg: BackboneConfig, backbone: Any, dataset: MultiLabelDataset,
                  raw: bool, progress: bool, gpu_decode: bool = False) -> Any:
-        key = self._key(cfg.__dict__, dataset.name, dataset.split, dataset.fingerprint(), raw,
-                        gpu_decode)
+        # the root too: SynthScenes worlds of different difficulty share classes, relative
+        # paths and labels (hence the fingerprint) and differ only in their pixels and folder
+        key = self._key(cfg.__dict__, dataset.name, dataset.split, str(dataset.root),
+                        dataset.fingerprint(), raw, gpu_decode)
         if key not in self._stores:
             from .features import compute_features
 
