@@ -249,7 +249,7 @@ def test_smoke_04_ablations_share_runs_with_03(smoke):
                  "04_pseudo_form_test_mAP"):
         assert len(_table(out, name)) == 2
     worlds = _table(out, "04_gains_vs_world")  # smoke: two worlds, full vs no_kd in each
-    assert list(worlds["world"]) == ["easy", "default"] and list(worlds["variant"]) == ["no_kd"] * 2
+    assert list(worlds["world"]) == ["easy", "hard"] and list(worlds["variant"]) == ["no_kd"] * 2
     sweep = _table(out, "04_loss_weights_val_mAP", index_col=0)
     assert sweep.shape == (2, 1)
     ablations = experiments.read_results(out / "tables" / "04_results.csv")
