@@ -18,11 +18,11 @@ from trm_lib import weights
 from trm_lib.backbone import (
     BackboneError,
     FrozenCLIP,
-    PromptEncoder,
     interpolate_pos_embed,
     register_model_configs,
 )
 from trm_lib.config import BackboneConfig
+from trm_lib.prompts import PromptEncoder
 
 torch.set_num_threads(1)
 

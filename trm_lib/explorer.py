@@ -67,7 +67,8 @@ METHODS = {name: method_label(name) for name in list_methods()}
 #: the label proportions of the benchmark (protocol A)
 PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: rows of the attention figure: (row title, method) — the paper's Figure 4 order
-FIGURE_ROWS = (("DualCoOp (pixel)", "dualcoop"), ("TRM-ML (region)", "trm_ml"))
+FIGURE_ROWS = ((f"{method_label('dualcoop')} (pixel)", "dualcoop"),
+               (f"{method_label('trm_ml')} (region)", "trm_ml"))
 #: the explorer's short schedule: a click on a new setting answers in seconds on a CPU
 #: (no warm-up epoch at 1e-5: in a 4-epoch run it would waste a quarter of the schedule)
 EXPLORER_OVERRIDES: dict[str, Any] = {"train.epochs": 4, "train.warmup_epochs": 0,

@@ -370,6 +370,47 @@ class TRMML(Method):
             views["memory"] = torch.where(valid, memory.double(), views["query"])
         return views
 
+    def _pseudo_targets(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                        observed: torch.Tensor, text: torch.Tensor, epoch: int,
+                        logs: dict[str, float]
+                        ) -> tuple[torch.Tensor, torch.Tensor | None,
+                                   tuple[torch.Tensor, torch.Tensor] | None]:
+        """The classification targets after pseudo-labelling (step 1 of :meth:`loss`):
+        ``(targets, weights, soft)``. Hard pseudo-labels overwrite unknown targets with weight
+        ``pseudo_weight``; soft ones come back as ``(scores, where)`` for their own term.
+        Counters go into ``logs``."""
+        cfg, logits = self.cfg, out["logits"]
+        targets, weights, soft = observed.float(), None, None
+        if self.pseudo is None or not self.training:
+            return targets, weights, soft
+        index = batch_key(batch, "index", "; pseudo-labels need the sample index "
+                                          "(or set method.pseudo=false)")
+        # the memory's calibration learns from every step, warm-up included
+        active = self.pseudo.active(epoch)
+        source = self._pseudo_scores(out, observed, index, text) \
+            if active or self.instances is not None else None
+        if not active:
+            return targets, weights, soft
+        scores, valid = source
+        probs = None if cfg.pseudo_soft else torch.sigmoid(logits.detach().float())
+        pseudo = self.pseudo.label(scores, valid, observed, index, full=batch.get("full"),
+                                   probs=probs)
+        logs["n_pseudo_pos"] = float((pseudo > 0).sum())
+        logs["n_pseudo_neg"] = float((pseudo < 0).sum())
+        if cfg.pseudo_soft:
+            soft = (scores, (observed == 0) & valid.expand_as(observed))
+            change = target_change(scores, torch.sigmoid(logits.detach()), soft[1])
+        else:
+            is_pseudo = pseudo != 0
+            change = target_change((pseudo > 0).float(), torch.sigmoid(logits.detach()),
+                                   is_pseudo)
+            targets = torch.where(is_pseudo, pseudo.float(), targets)
+            weights = torch.where(is_pseudo, torch.full_like(targets, cfg.pseudo_weight),
+                                  torch.ones_like(targets))
+        if math.isfinite(change[0]):  # how often the target overrules the classifier
+            logs["pseudo_flip"], logs["pseudo_gap"] = change
+        return targets, weights, soft
+
     # ------------------------------------------------------------------ training
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
              epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -385,38 +426,9 @@ class TRMML(Method):
         if observed.shape != logits.shape:
             raise ValueError(f"batch['observed'] has shape {tuple(observed.shape)}, expected "
                              f"{tuple(logits.shape)} (batch, classes)")
-        targets = observed.float()
-        weights = None
         logs: dict[str, float] = {}
         text = self.class_text()
-        soft = None
-        if self.pseudo is not None and self.training:
-            index = batch_key(batch, "index", "; pseudo-labels need the sample index "
-                                              "(or set method.pseudo=false)")
-            # the memory's calibration learns from every step, warm-up included
-            active = self.pseudo.active(epoch)
-            source = self._pseudo_scores(out, observed, index, text) \
-                if active or self.instances is not None else None
-            if active:
-                scores, valid = source
-                probs = None if cfg.pseudo_soft else torch.sigmoid(logits.detach().float())
-                pseudo = self.pseudo.label(scores, valid, observed, index,
-                                           full=batch.get("full"), probs=probs)
-                logs["n_pseudo_pos"] = float((pseudo > 0).sum())
-                logs["n_pseudo_neg"] = float((pseudo < 0).sum())
-                if cfg.pseudo_soft:
-                    soft = (scores, (observed == 0) & valid.expand_as(observed))
-                    change = target_change(scores, torch.sigmoid(logits.detach()), soft[1])
-                else:
-                    is_pseudo = pseudo != 0
-                    change = target_change((pseudo > 0).float(),
-                                           torch.sigmoid(logits.detach()), is_pseudo)
-                    targets = torch.where(is_pseudo, pseudo.float(), targets)
-                    weights = torch.where(is_pseudo, torch.full_like(targets, cfg.pseudo_weight),
-                                          torch.ones_like(targets))
-                if math.isfinite(change[0]):  # how often the target overrules the classifier
-                    logs["pseudo_flip"], logs["pseudo_gap"] = change
-
+        targets, weights, soft = self._pseudo_targets(out, batch, observed, text, epoch, logs)
         l_cls = classification_loss(cfg, logits, targets, weights, epoch)
         total = l_cls
         terms = {"cls": l_cls}  # weighted terms, for the gradient-norm diagnostic
@@ -525,13 +537,14 @@ class TRMML(Method):
 
 def make_prompt_encoder(cfg: MethodConfig, ctx: MethodContext, init_words: bool = True
                         ) -> nn.Module:
-    """A CoOp-style :class:`trm_lib.backbone.PromptEncoder` for the classes of ``ctx``, prompted
+    """A CoOp-style :class:`trm_lib.prompts.PromptEncoder` for the classes of ``ctx``, prompted
     with ``ctx.prompt_words()``; its context starts from the words ``cfg.ctx_init`` when set and
     ``init_words`` (else random)."""
     if ctx.backbone is None:
         raise ValueError("learnable prompt contexts need MethodContext.backbone (the FrozenCLIP "
                          "text tower); it is None")
-    from .backbone import BackboneError, PromptEncoder
+    from .errors import BackboneError
+    from .prompts import PromptEncoder
 
     init = cfg.ctx_init if (init_words and cfg.ctx_init) else None
     try:  # the words the fixed text embeddings were encoded from ("dining table")

@@ -229,6 +229,79 @@ def _save_folder(folder: Path, model_cfg: dict[str, Any], state: dict[str, torch
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
 
 
+def _train_steps(model: Any, corpus: Any, cfg: PretrainConfig, progress: bool
+                 ) -> tuple[list[dict[str, float]], int]:
+    """The contrastive training loop (inside :func:`_deterministic`): ``(history, steps)``."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=(0.9, 0.98), eps=1e-6)
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    n = len(corpus.tokens)
+    steps_per_epoch = n // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    history: list[dict[str, float]] = []
+    step = 0
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=gen)
+        losses, accs = [], []
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            images = augment(corpus.images[idx].float() / 255, cfg.augment, gen)
+            images = ((images - mean) / std).contiguous(memory_format=torch.channels_last)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, total, cfg)
+            groups = corpus.groups[idx]
+            img, dense, txt = _encode(model, images, corpus.tokens[idx], cfg.region_weight > 0)
+            scale = model.logit_scale.exp()
+            loss = multi_positive_clip_loss(img, txt, scale, groups)
+            if dense is not None:
+                region = region_similarity(dense, txt, cfg.region_sharpness)
+                loss = loss + cfg.region_weight * _multi_positive_loss(scale * region, groups)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"pre-training {cfg.model}: loss is {loss.item()} "
+                                         f"at epoch {epoch} step {b} (lower PretrainConfig.lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+                top = (img @ txt.T).argmax(dim=1)
+                accs.append((groups[top] == groups).float().mean().item())
+            losses.append(loss.item())
+            step += 1
+        row = {"epoch": epoch, "loss": float(np.mean(losses)),
+               "i2t_acc": float(np.mean(accs)),
+               "temperature": float(1 / model.logit_scale.exp().item()),
+               "seconds": round(time.perf_counter() - t0, 2)}
+        history.append(row)
+        if progress:
+            print(f"[pretrain {cfg.model}] epoch {epoch}/{cfg.epochs}  loss {row['loss']:.4f}"
+                  f"  i2t acc {row['i2t_acc']:.3f}  T {row['temperature']:.4f}"
+                  f"  {row['seconds']:.1f} s", flush=True)
+    model.eval()
+    return history, total
+
+
+def _zero_shot_summary(cfg: PretrainConfig, folder: Path, evaluate: Any, progress: bool
+                       ) -> dict[str, Any]:
+    """Zero-shot mAP of the freshly written ``folder`` (what ``pretrain.json`` records)."""
+    dataset = default_test_set(progress) if evaluate is True else evaluate
+    # named like the `tinyclip` backbone so its cached features serve every later run
+    res = zero_shot_result(folder_backbone(cfg.model, folder), dataset, progress=progress)
+    return {"mAP": res.value, "dataset": dataset.name, "split": dataset.split,
+            "images": len(dataset), "fingerprint": dataset.fingerprint(),
+            "template": ZERO_SHOT_TEMPLATE,
+            "per_class": dict(zip(dataset.class_names,
+                                  [None if math.isnan(a) else float(a)
+                                   for a in res.per_class])),
+            "chance": float((dataset.labels == 1).mean())}
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True, *,
              evaluate: bool | Any = True) -> dict[str, Any]:
     """Pre-train ``cfg.model`` on the caption corpus and write the folder ``out_dir``.
@@ -258,56 +331,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
         model = model.to(memory_format=torch.channels_last)
         with torch.no_grad():
             model.logit_scale.fill_(math.log(1 / cfg.init_temperature))
-        gen = torch.Generator().manual_seed(cfg.seed)
-        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                      betas=(0.9, 0.98), eps=1e-6)
-        mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
-        n = len(corpus.tokens)
-        steps_per_epoch = n // cfg.batch_size
-        total = steps_per_epoch * cfg.epochs
-        history: list[dict[str, float]] = []
-        step = 0
-        model.train()
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            order = torch.randperm(n, generator=gen)
-            losses, accs = [], []
-            for b in range(steps_per_epoch):
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                images = augment(corpus.images[idx].float() / 255, cfg.augment, gen)
-                images = ((images - mean) / std).contiguous(memory_format=torch.channels_last)
-                for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(step, total, cfg)
-                groups = corpus.groups[idx]
-                img, dense, txt = _encode(model, images, corpus.tokens[idx], cfg.region_weight > 0)
-                scale = model.logit_scale.exp()
-                loss = multi_positive_clip_loss(img, txt, scale, groups)
-                if dense is not None:
-                    region = region_similarity(dense, txt, cfg.region_sharpness)
-                    loss = loss + cfg.region_weight * _multi_positive_loss(scale * region, groups)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"pre-training {cfg.model}: loss is {loss.item()} "
-                                             f"at epoch {epoch} step {b} (lower PretrainConfig.lr)")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, math.log(100))
-                    top = (img @ txt.T).argmax(dim=1)
-                    accs.append((groups[top] == groups).float().mean().item())
-                losses.append(loss.item())
-                step += 1
-            row = {"epoch": epoch, "loss": float(np.mean(losses)),
-                   "i2t_acc": float(np.mean(accs)),
-                   "temperature": float(1 / model.logit_scale.exp().item()),
-                   "seconds": round(time.perf_counter() - t0, 2)}
-            history.append(row)
-            if progress:
-                print(f"[pretrain {cfg.model}] epoch {epoch}/{cfg.epochs}  loss {row['loss']:.4f}"
-                      f"  i2t acc {row['i2t_acc']:.3f}  T {row['temperature']:.4f}"
-                      f"  {row['seconds']:.1f} s", flush=True)
-    model.eval()
+        history, total = _train_steps(model, corpus, cfg, progress)
     t_train = time.perf_counter() - t_start - t_corpus
     cpu_train = time.process_time() - cpu_start
 
@@ -316,21 +340,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
     try:
         _save_folder(tmp, native, _native_state_dict(model, native), OPENAI_DATASET_MEAN,
                      OPENAI_DATASET_STD)
-        zero_shot: dict[str, Any] | None = None
-        t_eval = 0.0
-        if evaluate is not False:
-            t0 = time.perf_counter()
-            dataset = default_test_set(progress) if evaluate is True else evaluate
-            # named like the `tinyclip` backbone so its cached features serve every later run
-            res = zero_shot_result(folder_backbone(cfg.model, tmp), dataset, progress=progress)
-            t_eval = time.perf_counter() - t0
-            zero_shot = {"mAP": res.value, "dataset": dataset.name, "split": dataset.split,
-                         "images": len(dataset), "fingerprint": dataset.fingerprint(),
-                         "template": ZERO_SHOT_TEMPLATE,
-                         "per_class": dict(zip(dataset.class_names,
-                                               [None if math.isnan(a) else float(a)
-                                                for a in res.per_class])),
-                         "chance": float((dataset.labels == 1).mean())}
+        t0 = time.perf_counter()
+        zero_shot = None if evaluate is False else _zero_shot_summary(cfg, tmp, evaluate,
+                                                                       progress)
+        t_eval = time.perf_counter() - t0 if zero_shot is not None else 0.0
         metrics = {
             "name": "tinyclip", "model": cfg.model, "version": PRETRAIN_VERSION,
             "config": asdict(cfg), "config_hash": config_hash(cfg), "seed": cfg.seed,
