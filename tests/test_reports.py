@@ -211,3 +211,23 @@ def test_committed_notebook_conventions(path):
     assert "%matplotlib inline" in code, (
         f"{path.name}: add `%matplotlib inline` (kernels run with MPLBACKEND=Agg, so figures "
         "would not show in the executed copy)")
+
+
+def test_kernel_environment_splits_the_threads_between_side_by_side_kernels(monkeypatch):
+    """Two kernels with a full OpenMP pool each on two cores spin against each other."""
+    kernel_environment = reports.kernel_environment
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    with kernel_environment(jobs=2) as env:
+        assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+    assert "OMP_NUM_THREADS" not in os.environ and "MKL_NUM_THREADS" not in os.environ
+    with kernel_environment(jobs=1) as env:
+        assert "OMP_NUM_THREADS" not in env
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    with kernel_environment(jobs=2) as env:
+        assert env["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting wins
+    with kernel_environment(jobs=2) as env:
+        assert "OMP_NUM_THREADS" not in env and os.environ["OMP_NUM_THREADS"] == "3"

@@ -10,6 +10,7 @@ interrupted grid resumes where it stopped. Run folders are named by config hash
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,12 +111,14 @@ def run_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = Non
 
 def auto_jobs(device: str = "auto") -> int:
     """The ``jobs`` of :func:`run_grid` that trains a grid soonest on ``device``: 1 on a GPU
-    (one process keeps it busy), else 2 when there are at least 2 threads to split."""
+    (one process keeps it busy), else 2 when there are at least 2 CPUs. CPUs, not this
+    process's threads: a report kernel beside another one has 1 thread, and two 1-thread
+    workers still share the cores without the spinning of two full OpenMP pools."""
     from .train import resolve_device
 
     if resolve_device(device).type == "cuda":
         return 1
-    return 2 if torch.get_num_threads() >= 2 else 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def _describe(run: PlannedRun) -> str:
