@@ -176,10 +176,11 @@ def test_results_table_matches_hand_computation():
 
 
 def test_markdown_table_and_save_table(tmp_path):
-    df = pd.DataFrame({"name": ["a|b", "c"], "x": [1.5, 2.0]}, index=pd.Index([0, 1], name="i"))
+    df = pd.DataFrame({"name": ["a|b", "c", "d"], "x": [1.5, 2.0, -0.002596516710686836]},
+                      index=pd.Index([0, 1, 2], name="i"))
     md = viz.markdown_table(df)
     assert md.splitlines() == ["| i | name | x |", "| ---: | --- | ---: |",
-                               "| 0 | a\\|b | 1.5 |", "| 1 | c | 2.0 |"]
+                               "| 0 | a\\|b | 1.5 |", "| 1 | c | 2.0 |", "| 2 | d | -0.00259652 |"]
     paths = viz.save_table(df, tmp_path / "t.csv")
     assert [p.name for p in paths] == ["t.csv", "t.md"]
     pd.testing.assert_frame_equal(pd.read_csv(paths[0], index_col="i"), df)

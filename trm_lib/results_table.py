@@ -110,9 +110,10 @@ def merged(current: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def lock_path(csv: str | Path) -> Path:
-    """The lock file guarding a results CSV (beside it: ``<name>.csv.lock``)."""
+    """The lock file guarding a results CSV (beside it, hidden: ``.<name>.csv.lock``, so a
+    report folder's listings and its HTML book do not show it)."""
     csv = Path(csv)
-    return csv.with_name(csv.name + ".lock")
+    return csv.with_name(f".{csv.name}.lock")
 
 
 def merge_results(path: str | Path, rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -55,7 +55,14 @@ def save_figure(fig: Figure, path: str | os.PathLike, formats: Sequence[str] = (
 
 
 def _cell(value: Any) -> str:
-    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    """One Markdown cell: a float with a long tail of digits to 6 significant ones (a reader's
+    table; the CSV beside it keeps every digit; 62.5 stays 62.5), NaN and None blank."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        text = ""
+    elif isinstance(value, float) and len(str(value)) > 9:
+        text = format(value, ".6g")
+    else:
+        text = str(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
 
