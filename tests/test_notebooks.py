@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from trm_lib import experiments, reports
+from trm_lib import experiments, notebook_files, reports
 from trm_lib.config import ConfigError, MethodConfig, RunConfig
 from trm_lib.paths import notebooks_dir
 
@@ -43,14 +43,14 @@ def _code(path: Path) -> list[str]:
 # --------------------------------------------------------------------------------- conventions
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_is_clean_and_parametrised(path):
-    assert not reports.notebook_has_outputs(path), (
+    assert not notebook_files.notebook_has_outputs(path), (
         f"{path.name} holds outputs or execution counts; run `python -m trm_lib report --strip`")
     nb = nbformat.read(path, as_version=4)
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
     first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
     assert tagged[0] == first_code, f"{path.name}: the parameters cell must be the first code cell"
-    params = reports.parameters_of(path)
+    params = notebook_files.parameters_of(path)
     assert params["smoke"]["default"] == "False" and params["report_dir"]["default"] == '""'
     untyped = [k for k, v in params.items() if v["type"] in ("None", "")]
     undocumented = [k for k, v in params.items() if not v["help"]]

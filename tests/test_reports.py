@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from trm_lib import reports
+from trm_lib import notebook_files, reports
 from trm_lib.paths import REPO_ROOT, notebooks_dir
 
 PARAMS = 'smoke: bool = False  # tiny run\nreport_dir: str = ""  # artifacts go here\n'
@@ -86,7 +86,7 @@ def test_run_writes_executed_copies_artifacts_and_index(project):
     assert re.search(r"\| \[01_alpha\]\(01_alpha\.ipynb\) \| ok \| False \| \d+\.\d \| `", index)
     assert f"`{reports.git_revision()}`" in index
     # the sources are never written over
-    assert not reports.notebook_has_outputs(nbs / "01_alpha.ipynb")
+    assert not notebook_files.notebook_has_outputs(nbs / "01_alpha.ipynb")
 
 
 def test_kernels_run_in_repo_root_with_the_report_environment(project):
@@ -129,12 +129,12 @@ def test_strip_outputs_of_an_executed_copy(project, tmp_path):
     _, out, _, _, _ = project
     copy = tmp_path / "01_alpha.ipynb"
     copy.write_bytes((out / "01_alpha.ipynb").read_bytes())
-    assert reports.notebook_has_outputs(copy)
-    assert reports.strip_outputs(copy) is True
-    assert not reports.notebook_has_outputs(copy)
+    assert notebook_files.notebook_has_outputs(copy)
+    assert notebook_files.strip_outputs(copy) is True
+    assert not notebook_files.notebook_has_outputs(copy)
     nb = nbformat.read(copy, as_version=4)
     assert "papermill" not in nb.metadata and "trm_report" not in nb.metadata
-    assert reports.strip_outputs(copy) is False  # already clean: file untouched
+    assert notebook_files.strip_outputs(copy) is False  # already clean: file untouched
 
 
 def test_failure_stops_the_run_naming_notebook_and_cell(tmp_path, capsys):
@@ -173,38 +173,38 @@ def test_bad_inputs_fail_before_any_kernel_starts(tmp_path):
     nb.cells[2].metadata["tags"] = ["parameters"]
     nbformat.write(nb, nbs / "01_a.ipynb")
     with pytest.raises(reports.ReportError, match=r"exactly one cell tagged 'parameters', found 2"):
-        reports.parameters_of(nbs / "01_a.ipynb")
+        notebook_files.parameters_of(nbs / "01_a.ipynb")
 
     _notebook(nbs / "scratch.ipynb", "pass")
     with pytest.raises(reports.ReportError, match=r"NN_name\.ipynb.*scratch\.ipynb"):
-        reports.discover_notebooks(nbs)
+        notebook_files.discover_notebooks(nbs)
 
 
 def test_parameters_of_reads_names_types_and_help(tmp_path):
     path = _notebook(tmp_path / "01_a.ipynb", params=PARAMS + "n: int = 3  # rows\n")
-    params = reports.parameters_of(path)
+    params = notebook_files.parameters_of(path)
     assert list(params) == ["smoke", "report_dir", "n"]
     assert params["n"] == {"type": "int", "default": "3", "help": "rows"}
 
 
 def test_select_notebooks_by_number_or_name():
     paths = [Path("01_a.ipynb"), Path("02_b.ipynb"), Path("03_c.ipynb")]
-    assert reports.select_notebooks(paths, ["03", "01_a"]) == [paths[0], paths[2]]
-    assert reports.select_notebooks(paths, None) == paths
+    assert notebook_files.select_notebooks(paths, ["03", "01_a"]) == [paths[0], paths[2]]
+    assert notebook_files.select_notebooks(paths, None) == paths
 
 
 # ------------------------------------------------------------------------- committed notebooks
 def test_notebooks_folder_follows_the_naming_rule():
     assert notebooks_dir().is_dir()
-    reports.discover_notebooks()  # raises on a misnamed notebook
+    notebook_files.discover_notebooks()  # raises on a misnamed notebook
 
 
 @pytest.mark.parametrize("path", sorted(notebooks_dir().glob("*.ipynb")), ids=lambda p: p.name)
 def test_committed_notebook_conventions(path):
-    assert not reports.notebook_has_outputs(path), (
+    assert not notebook_files.notebook_has_outputs(path), (
         f"{path.name} holds outputs; run `python -m trm_lib report --strip` before committing")
-    params = reports.parameters_of(path)
-    missing = [k for k in reports.REQUIRED_PARAMETERS if k not in params]
+    params = notebook_files.parameters_of(path)
+    missing = [k for k in notebook_files.REQUIRED_PARAMETERS if k not in params]
     assert not missing, f"{path.name}: the parameters cell lacks {missing}"
     code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
                      if c.cell_type == "code")

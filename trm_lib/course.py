@@ -386,7 +386,7 @@ def build(out: str | os.PathLike | None = None,
     from nbconvert import NotebookExporter
     from nbgrader.preprocessors import ClearSolutions
 
-    from .reports import discover_notebooks, strip_outputs
+    from .notebook_files import discover_notebooks, strip_outputs
 
     out = Path(out) if out is not None else REPO_ROOT / "course"
     written: dict[str, list[Path]] = {"solutions": [], "student": []}
