@@ -363,8 +363,11 @@ def test_test_every_scores_fewer_epochs_without_changing_the_result(world, tmp_p
                                            "train.test_every": 0}), tmp_path / "sparse", log=None)
     scored = sparse.history.set_index("epoch")["test_mAP"].dropna()
     assert 4 in scored.index and sparse.best_epoch in scored.index
-    if select == "last":
-        assert list(scored.index) == [4]
+    # scored once at the end: the last epoch, and the selected one from best.pt, not every
+    # epoch that validation selected on the way
+    assert list(scored.index) == sorted({4, sparse.best_epoch})
+    assert torch.load(tmp_path / "sparse" / "best.pt", weights_only=True)["test"]["mAP"] \
+        == sparse.metrics["test"]["mAP"]
     assert sparse.best_epoch == every.best_epoch
     _same_metrics(sparse.metrics["test"], every.metrics["test"])
     _same_metrics(sparse.metrics["val"], every.metrics["val"])

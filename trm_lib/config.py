@@ -239,7 +239,8 @@ class TrainConfig:
     # holds ~75 observed positives, too few to rank epochs (docs/METHOD_CHOICES.md)
     select: str = "last"
     # score the test split every k epochs (0: only where needed); it is always scored at the last
-    # epoch and at every epoch validation selects. test_oracle = best of the scored epochs, so
+    # epoch and at the selected one (k > 0: at every epoch validation selects on the way; k = 0:
+    # once, from best.pt, when the run ends). test_oracle = best of the scored epochs, so
     # k > 1 trades the oracle's resolution for time (test scoring is ~1/3 of a cached-feature
     # TRM-ML epoch on CPU)
     test_every: int = 1

@@ -182,21 +182,24 @@ class InstanceMemory(nn.Module):
         score = mean cosine of r_{n,c} to its k nearest stored positives of c − the same to its
         k nearest stored negatives of c (other images only when ``index`` is given); valid
         where both buffers of c hold at least k other images."""
-        rn = F.normalize(r.detach().float(), dim=-1)
+        # class-major (C, B, size) throughout: the batched product's own layout, so no
+        # (B, C, size) transposed copy is made (they were ~15 % of a TRM-ML training step)
+        rn = F.normalize(r.detach().float(), dim=-1).transpose(0, 1)  # (C, B, D)
         parts = []
         valid = torch.ones(rn.shape[:2], dtype=torch.bool, device=rn.device)
         for name in self.POLARITIES:
             feats, slots_of, _ = self._buffers_of(name)
-            sim = torch.einsum("bcd,cmd->bcm", rn, feats.to(rn.device))
-            usable = (slots_of >= 0).to(rn.device)[None].expand_as(sim)
+            sim = torch.bmm(rn, feats.to(rn.device).transpose(1, 2))  # (C, B, size)
+            slots = slots_of.to(rn.device)[:, None, :]  # (C, 1, size)
+            blocked = slots < 0  # an empty slot, or (with index) the entry's own image
             if index is not None:
-                own = slots_of.to(rn.device)[None] == index.to(rn.device).long()[:, None, None]
-                usable = usable & ~own
-            sim = sim.masked_fill(~usable, float("-inf"))
+                blocked = blocked | (slots == index.to(rn.device).long()[:, None])
+            sim.masked_fill_(blocked, float("-inf"))
             top = sim.topk(self.k, dim=-1).values
-            valid &= usable.sum(-1) >= self.k
+            # at least k usable slots <=> the k-th largest is a cosine, not the fill
+            valid &= top[..., -1] > float("-inf")
             parts.append(torch.where(torch.isfinite(top), top, torch.zeros_like(top)).mean(-1))
-        return parts[0] - parts[1], valid
+        return (parts[0] - parts[1]).T.contiguous(), valid.T.contiguous()
 
 
 class PseudoLabeler(nn.Module):
