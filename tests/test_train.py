@@ -384,6 +384,34 @@ def test_test_every_scores_fewer_epochs_without_changing_the_result(world, tmp_p
         tiny_config(world, **{"train.test_every": -1})
 
 
+def test_a_run_stopped_after_an_unselected_epoch_resumes_to_the_same_numbers(
+        world, tmp_path, head, monkeypatch):
+    """test_every=0 and validation preferring epoch 1: a run stopped after epoch 2 scores its
+    selected epoch from best.pt, yet last.pt keeps epoch 2's state, so resuming it gives the
+    uninterrupted run's numbers."""
+    validate = TR._validate
+
+    def falling(loop, row):  # a validation score that only gets worse after epoch 1
+        val = validate(loop, row)
+        val["mAP"] = row["val_mAP"] = 1.0 - 0.1 * row["epoch"]
+        return val
+
+    monkeypatch.setattr(TR, "_validate", falling)
+    cfg = tiny_config(world, **{"train.select": "val", "train.epochs": 3,
+                                "train.test_every": 0})
+    full = T.train(cfg, tmp_path / "full", log=None)
+    assert full.best_epoch == 1
+    part = T.train(cfg, tmp_path / "cut", stop_after_epoch=2, log=None)
+    assert part.best_epoch == 1 and not part.complete
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 2
+    resumed = T.train(cfg, tmp_path / "cut", log=None)
+    _same_metrics(resumed.metrics, full.metrics)
+    np.testing.assert_array_equal(resumed.scores, full.scores)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["method"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["method"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resources_keep_worlds_with_the_same_labels_apart(monkeypatch):
     """SynthScenes worlds of different difficulty share classes, paths and labels (so their
     fingerprint): the in-process feature cache must still tell them apart by folder."""

@@ -374,7 +374,7 @@ def _finish(loop: _Loop, epoch: int, t_start: float) -> RunResult:
     cfg, out, summary = loop.cfg, loop.out, loop.summary
     distributed.barrier()  # rank 0's files (best.pt, test_scores.npy) exist before any reads
     if not summary["test"]:
-        _score_best(loop, epoch, t_start)
+        _score_best(loop)
     wall = loop.elapsed + time.perf_counter() - t_start
     complete = epoch >= loop.final_epoch
     result = RunResult(
@@ -404,10 +404,10 @@ def _update_oracle(loop: _Loop, epoch: int, test: dict[str, float]) -> None:
         loop.summary.update(oracle_epoch=epoch, test_oracle=test)
 
 
-def _score_best(loop: _Loop, epoch: int, t_start: float) -> None:
+def _score_best(loop: _Loop) -> None:
     """Score the test split at the selected epoch from ``best.pt`` (test_every=0 leaves it
-    unscored until the run ends): its scores, best.pt's test entry, the history row and the
-    resume point then read as if the epoch had been scored when it was selected."""
+    unscored until the run ends): its scores, best.pt's test entry and the history row then read
+    as if the epoch had been scored when it was selected."""
     summary, best = loop.summary, loop.out / "best.pt"
     ckpt = load_checkpoint(best)
     load_method_state(loop.method, ckpt["method"], best)
@@ -423,7 +423,9 @@ def _score_best(loop: _Loop, epoch: int, t_start: float) -> None:
         with atomic_path(loop.out / "test_scores.npy") as tmp:
             np.save(tmp, test_scores)
         save_checkpoint(best, {**ckpt, "test": test})
-        _write_epoch(loop, epoch, loop.elapsed + time.perf_counter() - t_start)
+        # history only: last.pt keeps the last epoch's state (the method now holds best.pt's),
+        # and a resumed run scores its selected epoch again when it ends
+        write_history(loop.out / "history.csv", loop.history)
     distributed.barrier()
 
 
