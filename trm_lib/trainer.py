@@ -310,7 +310,8 @@ def _run_epoch(loop: _Loop, epoch: int, stopping: bool, t_start: float) -> None:
     # only scored epochs can be reported, and test_oracle is the best of them. With
     # test_every=0 a selected epoch is not scored when it is selected but once, from best.pt,
     # when the run ends (_score_best): the same numbers, without scoring every epoch that
-    # validation selects on the way (~1/4 of a 6-epoch TRM-ML run on a CPU).
+    # validation selects on the way (train.select=val; with select=last only the last epoch
+    # is ever scored anyway).
     every = cfg.train.test_every
     scored = (epoch >= loop.final_epoch or stopping or (every > 0 and epoch % every == 0)
               or (every > 0 and informative and improves))
