@@ -183,7 +183,7 @@ class InstanceMemory(nn.Module):
         k nearest stored negatives of c (other images only when ``index`` is given); valid
         where both buffers of c hold at least k other images."""
         # class-major (C, B, size) throughout: the batched product's own layout, so no
-        # (B, C, size) transposed copy is made (they were ~15 % of a TRM-ML training step)
+        # (B, C, size) transposed copy is made (30 -> 24 ms of a 64-image step, one thread)
         rn = F.normalize(r.detach().float(), dim=-1).transpose(0, 1)  # (C, B, D)
         parts = []
         valid = torch.ones(rn.shape[:2], dtype=torch.bool, device=rn.device)
