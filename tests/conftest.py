@@ -24,7 +24,7 @@ def pytest_runtest_setup(item):
 
     if item.get_closest_marker("browser") is None:
         return
-    from trm_lib.browser import missing
+    from trm_lib.reports.browser import missing
 
     reason = missing()
     if reason:

@@ -14,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from trm_lib import weights
-from trm_lib.backbone import (
+from trm_lib.backbone import weights
+from trm_lib.backbone.clip import (
     BackboneError,
     FrozenCLIP,
     interpolate_pos_embed,
     register_model_configs,
 )
-from trm_lib.config import BackboneConfig
-from trm_lib.prompts import PromptEncoder
+from trm_lib.config.run_config import BackboneConfig
+from trm_lib.core.prompts import PromptEncoder
 
 torch.set_num_threads(1)
 
@@ -135,7 +135,7 @@ def test_resnet_dense_tokens_are_the_pool_value_path(config_dir):
         L = out["dense"].shape[1]
         _close((mean_val + out["dense"].sum(dim=1)) / (L + 1), ref)
         # the shared helper (TinyCLIP pre-training's region loss uses it) gives the same tokens
-        from trm_lib.backbone import resnet_dense_tokens
+        from trm_lib.backbone.clip import resnet_dense_tokens
         _close(resnet_dense_tokens(pool, out["dense_raw"]), out["dense"])
 
 
@@ -335,10 +335,10 @@ def test_local_dir_loading(config_dir, tmp_path):
 
 
 def test_tinyclip_goes_through_its_registered_provider(config_dir, tmp_path, monkeypatch):
-    """'tinyclip' resolves through the provider trm_lib.pretrain registers in trm_lib.weights
+    """'tinyclip' resolves through the provider trm_lib.tinyclip.pretrain registers in trm_lib.backbone.weights
     (the backbone never imports pre-training); unregistered, the error says what to import."""
     monkeypatch.delitem(weights._PROVIDERS, "tinyclip", raising=False)
-    with pytest.raises(BackboneError, match="import trm_lib.pretrain"):
+    with pytest.raises(BackboneError, match="import trm_lib.tinyclip.pretrain"):
         FrozenCLIP("test-RN", pretrained="tinyclip")
     src = FrozenCLIP("test-RN", seed=7)
     folder = tmp_path / "tinyclip"
@@ -382,7 +382,7 @@ def test_folded_batchnorm_gives_the_open_clip_features(config_dir):
     """Features come from a BatchNorm-folded copy of the ResNet tower: the same numbers as
     open_clip's own eval-mode tower, ``model`` itself untouched, and the copy remade when the
     weights change in place."""
-    from trm_lib.backbone import fold_batchnorm, resnet_feature_map
+    from trm_lib.backbone.clip import fold_batchnorm, resnet_feature_map
 
     b = _perturb(FrozenCLIP("test-RN", seed=2))
     x = _images(b)

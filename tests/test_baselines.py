@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trm_lib.backbone import FrozenCLIP
-from trm_lib.baselines import DualCoOp, LinearProbe, ZeroShotCLIP
-from trm_lib.config import ConfigError, MethodConfig
-from trm_lib.losses import partial_asl
-from trm_lib.method_zoo import build_method
-from trm_lib.methods import MethodContext
+from trm_lib.backbone.clip import FrozenCLIP
+from trm_lib.config.run_config import ConfigError, MethodConfig
+from trm_lib.core import build_method
+from trm_lib.core.baselines import DualCoOp, LinearProbe, ZeroShotCLIP
+from trm_lib.core.losses import partial_asl
+from trm_lib.core.methods import MethodContext
 
 torch.set_num_threads(1)
 

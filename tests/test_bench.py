@@ -8,8 +8,8 @@ import re
 import pytest
 import torch
 
-from trm_lib import bench
-from trm_lib.errors import ConfigError
+from trm_lib.tools import bench
+from trm_lib.utils.errors import ConfigError
 
 TINY = {"synth": ["--size", "64", "--n", "3"],
         "train": ["--images", "8", "--batch", "4", "--classes", "5", "--jpeg-size", "96x64"]}

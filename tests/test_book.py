@@ -1,4 +1,4 @@
-"""The HTML book (trm_lib.book via reports.write_book): one page per executed notebook and an
+"""The HTML book (trm_lib.reports.book via reports.write_book): one page per executed notebook and an
 index linking every page, figure and table; the links are loaded in a browser in
 tests/test_browser.py."""
 
@@ -11,7 +11,7 @@ import nbformat
 import numpy as np
 from PIL import Image
 
-from trm_lib import reports
+from trm_lib.reports import driver as reports
 
 
 def make_report(root: Path) -> Path:

@@ -1,12 +1,12 @@
 """The notebooks in a real browser: JupyterLab in headless Chromium (Playwright), smoke world.
 
 Notebook copies get ``smoke=True`` and a temporary report folder injected into their
-``parameters`` cell (papermill's injection, :func:`trm_lib.browser.prepare_notebooks`), a lab
+``parameters`` cell (papermill's injection, :func:`trm_lib.reports.browser.prepare_notebooks`), a lab
 server serves them with a token, and the tests act as a user: Run All from the menu, then move
 the explorer's controls. After every action the page must show something new, and exactly what
 the library computes for that setting: the metrics table's cells against
-:meth:`trm_lib.explorer.Explorer.table`, the figure's PNG bytes against
-:func:`trm_lib.explorer.figure_png` of :meth:`~trm_lib.explorer.Explorer.figure` — computed here,
+:meth:`trm_lib.reports.explorer.Explorer.table`, the figure's PNG bytes against
+:func:`trm_lib.reports.explorer.figure_png` of :meth:`~trm_lib.reports.explorer.Explorer.figure` — computed here,
 in the test process, from the run folders the notebook's kernel trained.
 
 Without Playwright or Chromium these tests skip with the reason (tests/conftest.py); under
@@ -35,7 +35,7 @@ START = {"proportion": 0.1, "method": "trm_ml"}  # notebook 06's defaults
 @pytest.fixture(scope="module")
 def chrome():
     """One headless Chromium context for the module (Playwright's sync API runs one at a time)."""
-    from trm_lib import browser
+    from trm_lib.reports import browser
 
     with browser.chromium() as ctx:
         yield ctx
@@ -44,7 +44,7 @@ def chrome():
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, chrome):
     """A lab server on copies of notebooks 05 and 06 (smoke), and the Chromium context."""
-    from trm_lib import browser
+    from trm_lib.reports import browser
 
     root = tmp_path_factory.mktemp("lab")
     report = root / "report"
@@ -61,7 +61,7 @@ def lab(tmp_path_factory, chrome):
 
 
 def _open(lab, name):
-    from trm_lib import browser
+    from trm_lib.reports import browser
 
     server, ctx, _ = lab
     page = ctx.new_page()
@@ -99,13 +99,13 @@ def _assert_figure(png: bytes, expected: bytes) -> None:
 
 
 def test_explorer_acts_like_the_library(lab):
-    from trm_lib import reports
-    from trm_lib.explorer import Explorer, explorer_config, figure_png
+    from trm_lib.reports import driver as reports
+    from trm_lib.reports.explorer import Explorer, explorer_config, figure_png
 
     t0 = time.perf_counter()
     page = _open(lab, "06_explorer.ipynb")
     page.run_all()
-    from trm_lib.browser import ExplorerPage
+    from trm_lib.reports.browser import ExplorerPage
 
     ui = ExplorerPage(page)
     ui.wait_ready()
@@ -203,7 +203,8 @@ def test_html_book_links_and_images_load(tmp_path, chrome):
 
     from test_book import make_report  # tests/ is on sys.path (rootdir conftest)
 
-    from trm_lib import browser, reports
+    from trm_lib.reports import browser
+    from trm_lib.reports import driver as reports
 
     index = reports.write_book(make_report(tmp_path / "report"))
     port = browser.free_port()

@@ -6,9 +6,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from trm_lib import cache
-from trm_lib.datasets.synthetic import WorldConfig
-from trm_lib.pretrain_config import default_config, tinyclip_dir
+from trm_lib.synth.world import WorldConfig
+from trm_lib.tinyclip.config import default_config, tinyclip_dir
+from trm_lib.tools import cache
 
 
 def _write(path: Path, obj: dict, pad: int = 0) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trm_lib.__main__ import COMMANDS, main, one_line
-from trm_lib.errors import ConfigError
+from trm_lib.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trm_lib.config import ConfigError, RunConfig, load_config, parse_overrides, replace
+from trm_lib.config.run_config import ConfigError, RunConfig, load_config, parse_overrides, replace
 
 
 def test_yaml_round_trip(tmp_path):

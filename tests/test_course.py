@@ -1,4 +1,4 @@
-"""Course mode (trm_lib.course): the exercises marked in the notebooks, their checkers, the
+"""Course mode (trm_lib.reports.course): the exercises marked in the notebooks, their checkers, the
 student copies nbgrader's ClearSolutions makes, and grading."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from trm_lib import course
-from trm_lib.paths import notebooks_dir
+from trm_lib.reports import course
+from trm_lib.utils.paths import notebooks_dir
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ import pytest
 import torch
 from test_model import _batch, _cfg, _ctx
 
-from trm_lib.diagnostics import (
+from trm_lib.core.diagnostics import (
     gradient_norms,
     gradient_ratios,
     target_change,
     target_change_history,
 )
-from trm_lib.losses import soft_label_loss
-from trm_lib.model import TRMML
+from trm_lib.core.losses import soft_label_loss
+from trm_lib.core.model import TRMML
 
 
 def test_target_change_hand_computed():
@@ -128,7 +128,7 @@ def test_diagnostic_frames_carry_the_run_and_draw():
 
 def test_gains_vs_p_draws_one_line_per_component_with_bands():
     from trm_lib import viz
-    from trm_lib.stats import paired_differences
+    from trm_lib.experiments.stats import paired_differences
 
     rows = [dict(grid="g", method="trm_ml", variant=v, protocol="proportion", proportion=p,
                  seed=s, split="test", metric="mAP", value=0.6 + (0.0 if v == "full" else -d)
@@ -143,7 +143,7 @@ def test_gains_vs_p_draws_one_line_per_component_with_bands():
 
 
 def test_describe_diagnostics_states_the_last_epochs_numbers():
-    from trm_lib.diagnostics import describe_diagnostics
+    from trm_lib.core.diagnostics import describe_diagnostics
 
     hist = pd.DataFrame({"epoch": [1, 2, 1, 2], "run": ["a", "a", "b", "b"],
                          "train_grad_cls": [2.0, 4.0, 1.0, 1.0],
@@ -157,7 +157,7 @@ def test_describe_diagnostics_states_the_last_epochs_numbers():
 
 
 def test_precision_coverage_hand_computed():
-    from trm_lib.diagnostics import precision_coverage, threshold_for_precision
+    from trm_lib.core.diagnostics import precision_coverage, threshold_for_precision
 
     # unknown entries (mask) scored 0.9, 0.8, 0.8, 0.3 with truth 1, 1, 0, 1; the observed
     # entry (score 1.0) is left out
@@ -179,7 +179,7 @@ def test_precision_coverage_hand_computed():
         threshold_for_precision(curve.iloc[1:], 0.9)
     with pytest.raises(ValueError, match="shapes"):
         precision_coverage(scores, truth, [[True]])
-    from trm_lib.diagnostics import describe_precision_coverage
+    from trm_lib.core.diagnostics import describe_precision_coverage
 
     text = describe_precision_coverage(pd.concat([curve.assign(curve="A"),
                                                   curve.iloc[1:].assign(curve="B")]), 0.8)
@@ -193,7 +193,7 @@ def test_precision_coverage_draws_one_line_per_curve_and_marks_the_target():
     from matplotlib.figure import Figure
 
     from trm_lib import viz
-    from trm_lib.diagnostics import precision_coverage
+    from trm_lib.core.diagnostics import precision_coverage
 
     a = precision_coverage([0.9, 0.8, 0.2], [1, 1, 0]).assign(curve="protocol A")
     b = precision_coverage([0.9, 0.8, 0.2], [0, 1, 1]).assign(curve="protocol B")

@@ -8,7 +8,7 @@ run the real CLI entry points (``trm_lib features`` resuming a half-written stor
 TRM-ML run that one process stopped after epoch 1 and two processes resume) on a tiny world of
 64 px JPEGs through a random TinyCLIP-RN; this process computes the same things in one process.
 
-What "the same" means (see :mod:`trm_lib.distributed`): features bit-identical (rank r encodes
+What "the same" means (see :mod:`trm_lib.utils.distributed`): features bit-identical (rank r encodes
 exactly single-process batch ``round * 2 + r``); training identical up to float32 summation
 order (the global batch is preserved and the forward of each half runs on another rank, so
 gradient sums are added in another order) -- metrics, losses and parameters agree to ~1e-6, and
@@ -33,7 +33,7 @@ import pytest
 import torch
 from PIL import Image
 
-import trm_lib.distributed as D
+import trm_lib.utils.distributed as D
 
 CLASSES = fx.SQUARE_CLASSES
 # 33 training images = 25 train + 8 val rows; batch 8 -> global batches 8, 8, 8, 1, so rank 1's
@@ -68,7 +68,7 @@ def make_world(root: Path, seed: int = 0) -> Path:
 
 
 def run_config(world: Path, method: str):
-    from trm_lib.config import RunConfig
+    from trm_lib.config.run_config import RunConfig
 
     return RunConfig().with_overrides({
         "data.dataset": "folder", "data.root": str(world), "data.proportion": 0.5,
@@ -98,7 +98,7 @@ def _worker(local_rank: int, spec: dict, port: int) -> None:
     """Every rank: the features CLI, then one `trm_lib train` per run, stdout to a per-rank
     file; each rank also saves the final state of its method (captured from the trainer) so
     the ranks can be compared with each other."""
-    import trm_lib.trainer as TR
+    import trm_lib.train.trainer as TR
     from trm_lib.__main__ import main
 
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE="2",
@@ -131,10 +131,10 @@ def _worker(local_rank: int, spec: dict, port: int) -> None:
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     import trm_lib.train as T
-    import trm_lib.trainer as TR
-    from trm_lib.backbone import FrozenCLIP
+    import trm_lib.train.trainer as TR
+    from trm_lib.backbone.clip import FrozenCLIP
+    from trm_lib.backbone.features import compute_features, feature_key, store_dir
     from trm_lib.datasets import read_generic
-    from trm_lib.features import compute_features, feature_key, store_dir
 
     tmp = tmp_path_factory.mktemp("ddp")
     world = make_world(tmp / "world")
@@ -228,7 +228,7 @@ def test_launch_was_really_two_gloo_processes(launched):
 
 
 def test_sharded_features_resume_into_the_single_process_store(launched):
-    from trm_lib.features import FeatureStore
+    from trm_lib.backbone.features import FeatureStore
 
     ref = launched.reference
     store = FeatureStore(launched.tmp / "features-ddp" / "features" / ref.path.name)
@@ -383,7 +383,7 @@ def test_launch_environment_errors_name_the_variable(monkeypatch):
 
 
 def test_explicit_gpu_under_torchrun_is_a_config_error(monkeypatch):
-    from trm_lib.config import ConfigError
+    from trm_lib.config.run_config import ConfigError
     from trm_lib.train import resolve_device
 
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -426,7 +426,7 @@ def _pil_transform(size: int = 64):
 
 
 def test_tensor_decode_matches_pil(images):
-    from trm_lib.decode import decode_images, image_batches
+    from trm_lib.backbone.decode import decode_images, image_batches
 
     raw = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8)
            for p in images.image_paths]
@@ -454,8 +454,8 @@ def test_tensor_decode_matches_pil(images):
 
 
 def test_gpu_decode_request_without_cuda_falls_back_with_a_message(monkeypatch):
-    from trm_lib.config import ConfigError, RunConfig
-    from trm_lib.decode import use_gpu_decode
+    from trm_lib.backbone.decode import use_gpu_decode
+    from trm_lib.config.run_config import ConfigError, RunConfig
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="decoding JPEGs with PIL on the CPU"):
@@ -469,8 +469,8 @@ def test_gpu_decode_request_without_cuda_falls_back_with_a_message(monkeypatch):
 
 
 def test_decode_errors_name_the_file(images, tmp_path):
+    from trm_lib.backbone.decode import EncodedView, decode_images
     from trm_lib.datasets import DatasetError
-    from trm_lib.decode import EncodedView, decode_images
 
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff" + b"not a jpeg" * 10)
@@ -484,7 +484,7 @@ def test_decode_errors_name_the_file(images, tmp_path):
 
 
 def test_feature_key_names_the_decoder_only_when_it_differs(images):
-    from trm_lib.features import feature_key, key_hash
+    from trm_lib.backbone.features import feature_key, key_hash
 
     class FakeBackbone:
         image_size, grid = 64, (2, 2)

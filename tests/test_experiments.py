@@ -11,9 +11,9 @@ import pytest
 from test_train import make_world, tiny_config  # the tiny world of the trainer tests
 
 import trm_lib.experiments as E
-import trm_lib.grid_runner as G
+import trm_lib.experiments.runner as G
 import trm_lib.train as T
-from trm_lib.config import ConfigError
+from trm_lib.config.run_config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_fidelity_preset_expands_to_the_documented_grid():
     by_grid = pd.Series([r.grid for r in plan]).value_counts().to_dict()
     assert by_grid == {"main": 4 * 5, "ablation": 5 * 2, "single_positive": 4, "difficulty": 12}
     # the difficulty grid's worlds are the named settings of the world generator
-    from trm_lib.datasets.synth_config import DIFFICULTY
+    from trm_lib.synth.config import DIFFICULTY
 
     worlds = {r.variant: r.config.data.options for r in plan if r.grid == "difficulty"}
     assert all(worlds[f"{w}/{c}"] == DIFFICULTY[w] for w in ("easy", "default", "hard")
@@ -231,7 +231,7 @@ def test_cli_train_evaluate_experiment(world, tmp_path, capsys):
 def test_result_rows_carry_pseudo_label_quality_at_the_reported_epoch():
     from types import SimpleNamespace
 
-    from trm_lib.config import RunConfig
+    from trm_lib.config.run_config import RunConfig
 
     cfg = RunConfig()
     run = E.PlannedRun("main", "trm_ml", "default", "proportion", 0.1, 0, cfg)
@@ -301,7 +301,7 @@ def test_cli_experiment_prints_paired_differences_after_an_ablation(world, tmp_p
     assert "paired difference to `full`" in text
     row = next(line for line in text.splitlines() if line.split()[:3] == ["abl", "linear_probe",
                                                                          "bce"])
-    from trm_lib.stats import paired_differences
+    from trm_lib.experiments.stats import paired_differences
 
     want = paired_differences(pd.read_csv(csv)).iloc[0]
     assert int(want["n"]) == 2 and f"{100 * want['mean_diff']:.2f}" in row
@@ -328,7 +328,7 @@ def test_grid_method_overrides_apply_to_that_grid_only():
 
 
 def test_budget_notes_name_the_methods_trained_below_their_chosen_budget():
-    from trm_lib.config import RunConfig
+    from trm_lib.config.run_config import RunConfig
 
     rows = []
     for method, epochs in (("dualcoop", 6), ("trm_ml", 12), ("zero_shot", 12),

@@ -17,8 +17,8 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score
 
-import trm_lib.explorer as E
-from trm_lib.config import ConfigError
+import trm_lib.reports.explorer as E
+from trm_lib.config.run_config import ConfigError
 from trm_lib.train import predict
 
 CLASSES = fx.SQUARE_CLASSES

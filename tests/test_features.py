@@ -9,16 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from trm_lib.backbone import FrozenCLIP, register_model_configs
-from trm_lib.datasets import read_generic, write_generic
-from trm_lib.features import (
+from trm_lib.backbone.clip import FrozenCLIP, register_model_configs
+from trm_lib.backbone.features import (
     FeatureCacheError,
     FeatureStore,
     compute_features,
     feature_key,
     store_dir,
 )
-from trm_lib.features_cli import bench, cli
+from trm_lib.datasets import read_generic, write_generic
+from trm_lib.tools.features import bench, cli
 
 torch.set_num_threads(1)
 
@@ -181,7 +181,7 @@ def test_corrupt_or_foreign_manifest(backbone, dataset, tmp_path, capsys, counte
     manifest["key"]["raw"] = True
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(FeatureCacheError, match=r"manifest.json: manifest key does not match"):
-        from trm_lib.feature_store import read_manifest
+        from trm_lib.backbone.store import read_manifest
         read_manifest(store.path, feature_key(backbone, dataset))
     compute_features(backbone, dataset, cache_root=tmp_path, progress=False)
     assert "manifest key does not match" in capsys.readouterr().err

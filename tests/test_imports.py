@@ -94,15 +94,15 @@ def test_the_walk_sees_lazy_imports_and_cycles():
     """The walk itself: it finds the function-level edge pre-training has on the backbone, and a
     planted cycle."""
     graph = import_graph()
-    assert "trm_lib.backbone" in graph["trm_lib.pretrain"]  # imported inside functions only
-    assert "trm_lib.pretrain" not in graph["trm_lib.backbone"]
+    assert "trm_lib.backbone.clip" in graph["trm_lib.tinyclip.pretrain"]  # imported inside functions only
+    assert "trm_lib.tinyclip.pretrain" not in graph["trm_lib.backbone.clip"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_registries_do_not_import_their_implementations():
     graph = import_graph()
-    assert not graph["trm_lib.methods"] & {"trm_lib.model", "trm_lib.baselines",
-                                           "trm_lib.method_zoo"}
-    assert {"trm_lib.model", "trm_lib.baselines"} <= graph["trm_lib.method_zoo"]
-    assert "trm_lib.pretrain" not in graph["trm_lib.weights"]
+    assert not graph["trm_lib.core.methods"] & {"trm_lib.core.model", "trm_lib.core.baselines",
+                                           "trm_lib.core"}
+    assert {"trm_lib.core.model", "trm_lib.core.baselines"} <= graph["trm_lib.core"]
+    assert "trm_lib.tinyclip.pretrain" not in graph["trm_lib.backbone.weights"]

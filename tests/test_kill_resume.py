@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from trm_lib.config import RunConfig
+from trm_lib.config.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4

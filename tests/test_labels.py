@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trm_lib import labels as L
 from trm_lib.datasets import MultiLabelDataset
+from trm_lib.datasets import labels as L
 from trm_lib.datasets.classes import VOC_CLASSES
-from trm_lib.labels import LabelError
-from trm_lib.paths import PACKAGE_DIR
+from trm_lib.datasets.labels import LabelError
+from trm_lib.utils.paths import PACKAGE_DIR
 
 VOC = PACKAGE_DIR / "data" / "voc2007_labels"
 PEER_P01 = VOC / "partial-labels" / "train_proportion_0.1.txt"

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trm_lib.losses import (
+from trm_lib.core.losses import (
     distillation_loss,
     multimodal_contrastive_loss,
     partial_asl,
@@ -268,7 +268,7 @@ def _sig(x: float) -> float:
 
 
 def test_assume_negative_completes_targets_with_weak_weights():
-    from trm_lib.losses import assume_negative
+    from trm_lib.core.losses import assume_negative
 
     t = torch.tensor([[1.0, 0.0, -1.0]])
     targets, weights = assume_negative(t, neg_weight=0.25)
@@ -289,7 +289,7 @@ def test_label_smoothed_bce_hand_computed():
 
 
 def test_rejection_rate_schedule():
-    from trm_lib.losses import rejection_rate
+    from trm_lib.core.losses import rejection_rate
 
     assert rejection_rate(1, 0.1) == 0.0
     assert rejection_rate(3, 0.1) == pytest.approx(0.2)
@@ -297,7 +297,7 @@ def test_rejection_rate_schedule():
 
 
 def test_large_loss_rejection_drops_the_largest_assumed_negatives():
-    from trm_lib.losses import large_loss_rejection
+    from trm_lib.core.losses import large_loss_rejection
 
     loss = torch.tensor([[5.0, 0.1, 3.0], [0.2, 9.0, 0.3]])
     assumed = torch.tensor([[True, True, True], [True, False, True]])  # 9.0 is observed
@@ -310,7 +310,7 @@ def test_large_loss_rejection_drops_the_largest_assumed_negatives():
 
 
 def test_entropy_maximization_hand_computed_and_gradient():
-    from trm_lib.losses import entropy_maximization
+    from trm_lib.core.losses import entropy_maximization
 
     x = torch.tensor([[1.0, 0.5, -2.0]], requires_grad=True)
     t = torch.tensor([[1.0, 0.0, -1.0]])
@@ -325,8 +325,8 @@ def test_entropy_maximization_hand_computed_and_gradient():
 
 
 def test_classification_loss_dispatches_method_loss():
-    from trm_lib.config import MethodConfig
-    from trm_lib.model import classification_loss
+    from trm_lib.config.run_config import MethodConfig
+    from trm_lib.core.model import classification_loss
 
     x = torch.tensor([[2.0, 1.0, -1.0, 3.0]])
     t = torch.tensor([[1.0, 0.0, 0.0, 0.0]])  # protocol B: one positive
@@ -349,7 +349,7 @@ def test_classification_loss_dispatches_method_loss():
 
 
 def test_single_positive_loss_config_is_validated():
-    from trm_lib.config import ConfigError, MethodConfig
+    from trm_lib.config.run_config import ConfigError, MethodConfig
 
     for bad in ({"loss": "nope"}, {"label_smoothing": 0.1}, {"ll_delta": 2.0},
                 {"an_neg_weight": -1.0}):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
-from trm_lib.metrics import (
+from trm_lib.core.metrics import (
     MetricError,
     average_precision,
     evaluate_scores,

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
-from trm_lib.config import MethodConfig
-from trm_lib.losses import soft_label_loss
-from trm_lib.method_zoo import build_method
-from trm_lib.methods import MethodContext
-from trm_lib.model import TRMML, CategoryCrossAttention, RegionCalibrator
+from trm_lib.config.run_config import MethodConfig
+from trm_lib.core import build_method
+from trm_lib.core.losses import soft_label_loss
+from trm_lib.core.methods import MethodContext
+from trm_lib.core.model import TRMML, CategoryCrossAttention, RegionCalibrator
 
 torch.set_num_threads(1)
 

@@ -1,5 +1,5 @@
 """The teaching notebooks: conventions of the committed files, the parameter mapping they share
-(:func:`trm_lib.reports.notebook_overrides`), and one papermill smoke run of every notebook into
+(:func:`trm_lib.reports.driver.notebook_overrides`), and one papermill smoke run of every notebook into
 a temporary report folder, asserting on the figures and tables each one writes.
 
 The smoke run uses a private ``TRM_CACHE`` and ``TRM_RUNS``, so the tiny world, the feature
@@ -18,9 +18,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from trm_lib import experiments, notebook_files, reports
-from trm_lib.config import ConfigError, MethodConfig, RunConfig
-from trm_lib.paths import notebooks_dir
+from trm_lib import experiments
+from trm_lib.config.run_config import ConfigError, MethodConfig, RunConfig
+from trm_lib.reports import driver as reports
+from trm_lib.reports import notebooks as notebook_files
+from trm_lib.utils.paths import notebooks_dir
 
 NOTEBOOKS = sorted(notebooks_dir().glob("*.ipynb"))
 # Parameters every training notebook declares (the issue's common set).

@@ -9,7 +9,7 @@ import fixture_writers as fx
 import pytest
 import yaml
 
-from trm_lib.config import MethodConfig, RunConfig, load_preset, presets_dir
+from trm_lib.config.run_config import MethodConfig, RunConfig, load_preset, presets_dir
 from trm_lib.datasets import DatasetError, available, load
 
 DATASETS = ["voc2007", "coco2014", "nuswide", "vg200", "cub"]

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from sklearn.metrics import average_precision_score
 
-import trm_lib.pretrain as pt
-from trm_lib.backbone import register_model_configs
-from trm_lib.config import ConfigError
-from trm_lib.pretrain import PretrainConfig, multi_positive_clip_loss
+import trm_lib.tinyclip.pretrain as pt
+from trm_lib.backbone.clip import register_model_configs
+from trm_lib.config.run_config import ConfigError
+from trm_lib.tinyclip.pretrain import PretrainConfig, multi_positive_clip_loss
 
 torch.set_num_threads(1)
 
@@ -235,7 +235,7 @@ def test_cli_prints_the_cached_run(capsys):
 
 def test_zero_shot_map_matches_sklearn_on_open_clip_scores(trained):
     from trm_lib.datasets import load
-    from trm_lib.datasets.pictograms import prompt_name
+    from trm_lib.synth.pictograms import prompt_name
 
     out, _ = trained
     ds = load("synthscenes", split="test", image_size=64, n_train=1, n_test=24, progress=False)

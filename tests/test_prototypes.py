@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trm_lib.prototypes import InstanceMemory, PrototypeMemory, PseudoLabeler
+from trm_lib.core.prototypes import InstanceMemory, PrototypeMemory, PseudoLabeler
 
 torch.set_num_threads(1)
 

@@ -15,8 +15,7 @@ import fixture_writers as fx
 import numpy as np
 import pytest
 
-from trm_lib import labels
-from trm_lib.datasets import DatasetError, MultiLabelDataset, load
+from trm_lib.datasets import DatasetError, MultiLabelDataset, labels, load
 from trm_lib.datasets.classes import VOC2007_LABELS_DIR, VOC_CLASSES, voc2007_full_labels
 
 

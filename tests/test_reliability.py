@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trm_lib.io import DiskFullError, FileError, atomic_path, atomic_write, read_json
-from trm_lib.locks import LockedError, file_lock
+from trm_lib.utils.io import DiskFullError, FileError, atomic_path, atomic_write, read_json
+from trm_lib.utils.locks import LockedError, file_lock
 
 
 def _mode(path) -> int:
@@ -93,7 +93,7 @@ def test_file_lock_excludes_and_fails_fast(tmp_path):
             with file_lock(lock, blocking=False, what="run folder X"):
                 pass
         # another process sees the same lock
-        code = ("import sys; from trm_lib.locks import file_lock, LockedError\n"
+        code = ("import sys; from trm_lib.utils.locks import file_lock, LockedError\n"
                 "try:\n    with file_lock(sys.argv[1], blocking=False): pass\n"
                 "except LockedError: sys.exit(3)\n")
         assert subprocess.run([sys.executable, "-c", code, str(lock)]).returncode == 3
@@ -157,7 +157,7 @@ TINY_RN = {"embed_dim": 16, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1,
 def backbone(tmp_path_factory):
     import torch
 
-    from trm_lib.backbone import FrozenCLIP, register_model_configs
+    from trm_lib.backbone.clip import FrozenCLIP, register_model_configs
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("configs")
@@ -181,7 +181,7 @@ def _images(root, n=6, seed=0):
 
 @pytest.fixture()
 def store(backbone, tmp_path):
-    from trm_lib.features import compute_features
+    from trm_lib.backbone.features import compute_features
 
     dataset = _images(tmp_path / "data")
     return compute_features(backbone, dataset, cache_root=tmp_path / "cache", progress=False), \
@@ -192,7 +192,7 @@ def store(backbone, tmp_path):
 def test_garbage_in_a_store_is_detected_and_recomputed(backbone, store, capsys, garbage):
     """Bytes of dense.npy replaced (header kept): opening refuses it naming the file and rows;
     compute_features warns once and recomputes the right numbers."""
-    from trm_lib.features import FeatureCacheError, FeatureStore, compute_features
+    from trm_lib.backbone.features import FeatureCacheError, FeatureStore, compute_features
 
     good, dataset = store
     want = np.array(good.dense)
@@ -218,8 +218,8 @@ def test_garbage_in_a_store_is_detected_and_recomputed(backbone, store, capsys, 
 
 def test_a_rewritten_image_is_not_served_stale_features(backbone, store):
     """Same file name, same labels, new pixels: a new key, so the row is recomputed."""
+    from trm_lib.backbone.features import compute_features
     from trm_lib.datasets import read_generic
-    from trm_lib.features import compute_features
 
     old, dataset = store
     image = dataset.image_paths[2]
@@ -234,7 +234,7 @@ def test_a_rewritten_image_is_not_served_stale_features(backbone, store):
 
 
 def test_a_complete_read_only_cache_is_usable(backbone, store, capsys):
-    from trm_lib.features import compute_features
+    from trm_lib.backbone.features import compute_features
 
     good, dataset = store
     cache = good.path.parent.parent
@@ -248,7 +248,7 @@ def test_a_complete_read_only_cache_is_usable(backbone, store, capsys):
 
 def test_an_empty_read_only_cache_is_one_error_naming_trm_cache(backbone, store, tmp_path,
                                                                 monkeypatch):
-    from trm_lib.features import FeatureCacheError, compute_features
+    from trm_lib.backbone.features import FeatureCacheError, compute_features
 
     _, dataset = store
     empty = tmp_path / "empty-cache"
@@ -266,7 +266,7 @@ def test_an_empty_read_only_cache_is_one_error_naming_trm_cache(backbone, store,
 def test_simulated_disk_full_under_the_cache(backbone, tmp_path, monkeypatch, where):
     """ENOSPC when the arrays are reserved or when rows are written: one error naming the
     folder, and no store left behind (not even a half one)."""
-    from trm_lib.features import compute_features
+    from trm_lib.backbone.features import compute_features
 
     dataset = _images(tmp_path / "data")
     cache = tmp_path / "cache"
@@ -283,7 +283,7 @@ def test_simulated_disk_full_under_the_cache(backbone, tmp_path, monkeypatch, wh
 def test_a_tiny_tmpfs_cache_fills_up_cleanly(backbone, tmp_path):
     """The real thing where the sandbox can mount: a 64 KiB tmpfs is too small for the store
     (64 images x 4 tokens x 256 raw dims in float16 = 128 KiB)."""
-    from trm_lib.features import compute_features
+    from trm_lib.backbone.features import compute_features
 
     mnt = tmp_path / "tiny"
     mnt.mkdir()

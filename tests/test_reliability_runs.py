@@ -21,10 +21,10 @@ import torch
 import yaml
 
 import trm_lib.train as T
-from trm_lib.config import ConfigError, RunConfig
+from trm_lib.config.run_config import ConfigError, RunConfig
 from trm_lib.datasets import DatasetError
-from trm_lib.errors import DiskFullError, FileError, TrainingError
-from trm_lib.results_table import merge_results
+from trm_lib.experiments.table import merge_results
+from trm_lib.utils.errors import DiskFullError, FileError, TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"data.dataset": "folder", "data.proportion": 0.5, "data.val_fraction": 0.25,
@@ -125,8 +125,8 @@ def test_a_second_writer_of_a_run_folder_waits_for_the_first(world, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     go, released = tmp_path / "go", tmp_path / "released"
-    hold = ("import sys, time\nfrom pathlib import Path\nfrom trm_lib.locks import file_lock\n"
-            "from trm_lib.runs import run_lock_path\n"
+    hold = ("import sys, time\nfrom pathlib import Path\nfrom trm_lib.utils.locks import file_lock\n"
+            "from trm_lib.train.runs import run_lock_path\n"
             "with file_lock(run_lock_path(Path(sys.argv[1]))):\n"
             "    print('held', flush=True)\n"
             "    for _ in range(600):\n"
@@ -316,8 +316,8 @@ def test_damaged_backbone_weights_name_the_file(tmp_path, how):
     BackboneError naming it (was safetensors' / torch's header error naming nothing)."""
     import open_clip
 
-    from trm_lib.backbone import BackboneError, FrozenCLIP
-    from trm_lib.pretrain import WEIGHTS_FILE, _save_folder
+    from trm_lib.backbone.clip import BackboneError, FrozenCLIP
+    from trm_lib.tinyclip.pretrain import WEIGHTS_FILE, _save_folder
 
     FrozenCLIP("TinyCLIP-RN", None, 64)  # registers the model config with open_clip
     state = {k: v.contiguous()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trm_lib import report_schedule as rs
+from trm_lib.reports import schedule as rs
 
 NBS = [Path(f"notebooks/{n}") for n in ("01_data.ipynb", "02_train.ipynb", "03_grid.ipynb",
                                          "04_ablations.ipynb", "05_maps.ipynb", "06_explorer.ipynb",

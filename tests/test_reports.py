@@ -1,4 +1,4 @@
-"""trm_lib.reports: the papermill driver on throw-away notebooks, and the committed notebooks'
+"""trm_lib.reports.driver: the papermill driver on throw-away notebooks, and the committed notebooks'
 conventions (no outputs, one parameters cell with ``smoke`` and ``report_dir``)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from trm_lib import notebook_files, reports
-from trm_lib.paths import REPO_ROOT, notebooks_dir
+from trm_lib.reports import driver as reports
+from trm_lib.reports import notebooks as notebook_files
+from trm_lib.utils.paths import REPO_ROOT, notebooks_dir
 
 PARAMS = 'smoke: bool = False  # tiny run\nreport_dir: str = ""  # artifacts go here\n'
 

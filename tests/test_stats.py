@@ -1,4 +1,4 @@
-"""Paired multi-seed statistics (trm_lib.stats) against scipy on known data."""
+"""Paired multi-seed statistics (trm_lib.experiments.stats) against scipy on known data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from trm_lib.stats import component_gains, describe_gains, paired_differences, t_interval
+from trm_lib.experiments.stats import (
+    component_gains,
+    describe_gains,
+    paired_differences,
+    t_interval,
+)
 
 
 def _table(values: dict[str, list[float]], p: float = 0.1, split: str = "test",
@@ -104,7 +109,7 @@ def test_paired_differences_empty_and_missing_columns():
 
 
 def test_paired_table_per_grid_and_method():
-    from trm_lib.stats import paired_table
+    from trm_lib.experiments.stats import paired_table
 
     df = _table({"full": [0.60, 0.62, 0.58], "no_kd": [0.55, 0.57, 0.54]})
     table = paired_table(df)
@@ -127,7 +132,7 @@ def _floor_table(dualcoop: float, probe: float) -> pd.DataFrame:
 
 
 def test_a_baseline_below_zero_shot_is_flagged():
-    from trm_lib.stats import below_zero_shot
+    from trm_lib.experiments.stats import below_zero_shot
 
     bad = below_zero_shot(_floor_table(dualcoop=0.111, probe=0.55))
     assert list(bad["method"]) == ["dualcoop", "dualcoop"] and list(bad["seed"]) == [0, 1]
@@ -140,18 +145,18 @@ def test_a_baseline_below_zero_shot_is_flagged():
 
 
 def _grid(table):
-    """A :class:`~trm_lib.grid_runner.GridResult` whose plan is the table's one run."""
+    """A :class:`~trm_lib.experiments.runner.GridResult` whose plan is the table's one run."""
     from types import SimpleNamespace
 
-    from trm_lib.grid_runner import GridResult
+    from trm_lib.experiments.runner import GridResult
 
     run = SimpleNamespace(grid="single_positive", variant="default", hash="h")
     return GridResult(table, [run], "x.csv")
 
 
 def test_experiment_cli_fails_loudly_below_zero_shot(monkeypatch, capsys):
-    import trm_lib.experiment_cli as C
     import trm_lib.experiments as E
+    import trm_lib.experiments.cli as C
 
     table = _floor_table(dualcoop=0.111, probe=0.55)
     table["config_hash"], table["epoch"] = "h", 1
@@ -171,7 +176,7 @@ def test_world_gains_pair_each_world_with_its_own_full_and_draw():
     from matplotlib.figure import Figure
 
     from trm_lib import viz
-    from trm_lib.stats import world_gains
+    from trm_lib.experiments.stats import world_gains
 
     df = _table({"easy/full": [0.70, 0.72], "easy/no_kd": [0.69, 0.70],
                  "hard/full": [0.50, 0.54], "hard/no_kd": [0.45, 0.47],
@@ -193,8 +198,8 @@ def test_world_gains_pair_each_world_with_its_own_full_and_draw():
 
 
 def test_difficulty_options_are_validated_world_knobs():
-    from trm_lib.config import ConfigError
-    from trm_lib.datasets.synth_config import DIFFICULTY, WorldConfig, difficulty_options
+    from trm_lib.config.run_config import ConfigError
+    from trm_lib.synth.config import DIFFICULTY, WorldConfig, difficulty_options
 
     assert difficulty_options("default") == {}
     hard = difficulty_options("hard", n_train=40)

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trm_lib.config import ConfigError
-from trm_lib.datasets import DatasetError, load, read_generic, synth_files
-from trm_lib.datasets import synthetic as syn
+from trm_lib.config.run_config import ConfigError
+from trm_lib.datasets import DatasetError, load, read_generic
 from trm_lib.datasets.classes import VOC_CLASSES, voc2007_full_labels
-from trm_lib.datasets.pictograms import (
+from trm_lib.synth import files as synth_files
+from trm_lib.synth import world as syn
+from trm_lib.synth.pictograms import (
     DRAWERS,
     Rand,
     Sketch,
@@ -26,7 +27,7 @@ from trm_lib.datasets.pictograms import (
     prompt_name,
     render_object,
 )
-from trm_lib.io import read_json, sha256_file
+from trm_lib.utils.io import read_json, sha256_file
 
 TINY = syn.WorldConfig(image_size=64, n_train=24, n_test=24)
 

@@ -17,11 +17,11 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 import trm_lib.train as T
-import trm_lib.trainer as TR
-from trm_lib import metrics
-from trm_lib.config import ConfigError, RunConfig, TrainConfig
-from trm_lib.losses import partial_bce
-from trm_lib.methods import Method, MethodContext
+import trm_lib.train.trainer as TR
+from trm_lib.config.run_config import ConfigError, RunConfig, TrainConfig
+from trm_lib.core import metrics
+from trm_lib.core.losses import partial_bce
+from trm_lib.core.methods import Method, MethodContext
 
 CLASSES = fx.SQUARE_CLASSES
 
@@ -280,7 +280,7 @@ def test_history_has_one_column_per_declared_loss_term_and_the_figure_plots_them
     ``loss`` and one ``train_<term>`` per term TRM-ML logged (``train_pseudo`` included, no
     ``train_loss`` copy of the total), and the training-curves figure draws exactly those."""
     from trm_lib import viz
-    from trm_lib.model import TRMML
+    from trm_lib.core.model import TRMML
 
     cfg = tiny_config(world, **{"method.name": "trm_ml", "train.epochs": 2, "method.num_heads": 2,
                                 "method.pseudo_warmup": 1})
@@ -328,7 +328,7 @@ def test_predict_keeps_float64_probabilities():
 def test_probabilities_rank_like_the_logits_even_where_sigmoid_saturates():
     from sklearn.metrics import average_precision_score
 
-    from trm_lib.model import probabilities
+    from trm_lib.core.model import probabilities
 
     logits = torch.tensor([-60.0, -5.0, 0.0, 3.0, 38.0, 40.0, 45.0, 90.0], dtype=torch.float64)
     assert torch.sigmoid(logits)[-3:].eq(1.0).all()  # float64 sigmoid ties the confident ones
@@ -417,8 +417,8 @@ def test_resources_keep_worlds_with_the_same_labels_apart(monkeypatch):
     fingerprint): the in-process feature cache must still tell them apart by folder."""
     from types import SimpleNamespace
 
-    import trm_lib.features as features
-    from trm_lib.config import BackboneConfig
+    import trm_lib.backbone.features as features
+    from trm_lib.config.run_config import BackboneConfig
 
     calls = []
     monkeypatch.setattr(features, "compute_features",

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from trm_lib import viz
 from trm_lib.datasets.base import DatasetError
-from trm_lib.labels import cooccurrence, label_stats
+from trm_lib.datasets.labels import cooccurrence, label_stats
 
 CLASSES = [f"class_{i}" for i in range(6)]
 
@@ -244,7 +244,7 @@ def test_figures_stay_out_of_pyplot():
     """seaborn draws into the given axes: no figure is registered with pyplot's global state."""
     import matplotlib.pyplot as plt
 
-    from trm_lib.stats import paired_differences
+    from trm_lib.experiments.stats import paired_differences
 
     before = plt.get_fignums()
     df = _results()
@@ -260,7 +260,7 @@ def test_figures_stay_out_of_pyplot():
 def test_plot_forest_draws_gain_and_interval_per_component():
     from matplotlib.figure import Figure as Fig
 
-    from trm_lib.stats import paired_differences
+    from trm_lib.experiments.stats import paired_differences
 
     rows = [dict(grid="g", method="trm_ml", variant=v, protocol="proportion", proportion=0.1,
                  seed=s, split="test", metric="mAP", value=b + d)
@@ -339,7 +339,7 @@ _SAVE = textwrap.dedent("""
     import sys
     import numpy as np
     from trm_lib import viz
-    from trm_lib.labels import cooccurrence
+    from trm_lib.datasets.labels import cooccurrence
     Y = np.random.default_rng(0).choice([1, -1, 0], size=(30, 6))
     fig = viz.plot_mask(Y, [f"c{i}" for i in range(6)])
     viz.save_figure(fig, sys.argv[1], formats=("png", "svg", "pdf"))

@@ -15,26 +15,26 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # command: (module, function, one-line help)
-    "synth": ("trm_lib.datasets.synthetic", "cli", "generate / locate the SynthScenes world"),
-    "pretrain": ("trm_lib.pretrain", "cli", "pre-train (or locate) the cached TinyCLIP"),
-    "features": ("trm_lib.features_cli", "cli", "compute / inspect the frozen-feature cache"),
+    "synth": ("trm_lib.synth.world", "cli", "generate / locate the SynthScenes world"),
+    "pretrain": ("trm_lib.tinyclip.pretrain", "cli", "pre-train (or locate) the cached TinyCLIP"),
+    "features": ("trm_lib.tools.features", "cli", "compute / inspect the frozen-feature cache"),
     "train": ("trm_lib.experiments", "cli_train", "train one method from a config"),
     "evaluate": ("trm_lib.experiments", "cli_evaluate", "evaluate a checkpoint"),
     "experiment": ("trm_lib.experiments", "cli_experiment", "run a grid into a results CSV"),
-    "report": ("trm_lib.reports", "cli", "run the notebooks into reports/ with papermill"),
-    "course": ("trm_lib.course", "cli", "write course/student + course/solutions, or grade"),
-    "bench": ("trm_lib.bench", "cli", "benchmarks that print throughput figures"),
-    "cache": ("trm_lib.cache", "cli", "list the cache folders, their sizes and stale entries"),
+    "report": ("trm_lib.reports.driver", "cli", "run the notebooks into reports/ with papermill"),
+    "course": ("trm_lib.reports.course", "cli", "write course/student + course/solutions, or grade"),
+    "bench": ("trm_lib.tools.bench", "cli", "benchmarks that print throughput figures"),
+    "cache": ("trm_lib.tools.cache", "cli", "list the cache folders, their sizes and stale entries"),
 }
 
 
 #: (module, class) of the errors that mean "the input is wrong", not "the code is wrong"; looked up
 #: only in modules already imported (an error of a module never imported cannot have been raised)
 USER_ERRORS: tuple[tuple[str, str], ...] = (
-    ("trm_lib.errors", "ConfigError"), ("trm_lib.errors", "FileError"),
-    ("trm_lib.errors", "BackboneError"), ("trm_lib.errors", "TrainingError"),
-    ("trm_lib.datasets.base", "DatasetError"), ("trm_lib.labels", "LabelError"),
-    ("trm_lib.distributed", "DistributedError"), ("trm_lib.reports", "ReportError"),
+    ("trm_lib.utils.errors", "ConfigError"), ("trm_lib.utils.errors", "FileError"),
+    ("trm_lib.utils.errors", "BackboneError"), ("trm_lib.utils.errors", "TrainingError"),
+    ("trm_lib.datasets.base", "DatasetError"), ("trm_lib.datasets.labels", "LabelError"),
+    ("trm_lib.utils.distributed", "DistributedError"), ("trm_lib.reports.driver", "ReportError"),
     ("yaml", "YAMLError"), ("builtins", "FileNotFoundError"), ("builtins", "NotADirectoryError"),
     ("builtins", "IsADirectoryError"), ("builtins", "PermissionError"),
 )

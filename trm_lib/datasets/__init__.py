@@ -26,7 +26,7 @@ _REGISTRY: dict[str, Loader] = {}
 # name -> module that registers it (imported on demand so `import trm_lib` stays light)
 _MODULES = {
     "folder": "trm_lib.datasets",
-    "synthscenes": "trm_lib.datasets.synthetic",
+    "synthscenes": "trm_lib.synth.world",
     "voc2007": "trm_lib.datasets.voc",
     "coco2014": "trm_lib.datasets.coco",
     "nuswide": "trm_lib.datasets.nuswide",

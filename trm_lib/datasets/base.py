@@ -2,7 +2,7 @@
 
 Every loader (synthetic or real) returns a :class:`MultiLabelDataset`: absolute image paths, the
 *full* label matrix in {1, -1} (hidden labels are kept so pseudo-label precision can be measured;
-masking happens in :mod:`trm_lib.labels`, never here), class names and the split name.
+masking happens in :mod:`trm_lib.datasets.labels`, never here), class names and the split name.
 
 Generic format (written by SynthScenes, readable for any user data)::
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..io import atomic_write
+from trm_lib.utils.io import atomic_write
 
 
 class DatasetError(ValueError):

@@ -22,7 +22,7 @@ VOC2007_LABELS_DIR = Path(__file__).resolve().parent.parent / "data" / "voc2007_
 
 def voc2007_full_labels(split: str) -> np.ndarray:
     """Full {1,-1} VOC2007 labels: ``split`` is ``trainval``/``train`` or ``test``."""
-    from ..labels import read_peer_labels
+    from .labels import read_peer_labels
 
     name = {"train": "train_full.txt", "trainval": "train_full.txt", "test": "test_full.txt"}
     if split not in name:
@@ -32,7 +32,7 @@ def voc2007_full_labels(split: str) -> np.ndarray:
 
 def voc2007_peer_mask(proportion: float) -> np.ndarray:
     """The peers' protocol-A mask for trainval at ``proportion`` (0.1 ... 0.9), as {1,-1,0}."""
-    from ..labels import read_peer_labels
+    from .labels import read_peer_labels
 
     path = VOC2007_LABELS_DIR / "partial-labels" / f"train_proportion_{proportion:g}.txt"
     return read_peer_labels(path, num_classes=len(VOC_CLASSES))

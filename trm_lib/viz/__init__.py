@@ -20,13 +20,7 @@ Conventions:
 
 from __future__ import annotations
 
-from .attention import (
-    overlay_map,
-    plot_attention_rows,
-    pointing_game,
-    saliency_maps,
-    upsample_map,
-)
+from .attention import overlay_map, plot_attention_rows, pointing_game, saliency_maps, upsample_map
 from .common import HIDDEN_POSITIVE_COLOR, LABEL_COLORS, STYLE, SVG_HASHSALT
 from .data import (
     plot_cooccurrence,
@@ -47,11 +41,7 @@ from .results import (
     results_table,
 )
 from .saving import FORMATS, markdown_table, save_figure, save_table
-from .training import (
-    plot_precision_coverage,
-    plot_training_curves,
-    plot_training_diagnostic,
-)
+from .training import plot_precision_coverage, plot_training_curves, plot_training_diagnostic
 
 __all__ = [
     "COMPONENT_LABELS", "FORMATS", "HIDDEN_POSITIVE_COLOR", "LABEL_COLORS", "STYLE",

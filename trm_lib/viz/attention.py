@@ -12,7 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..labels import check_labels
+from trm_lib.datasets.labels import check_labels
+
 from .common import _as_rgb, _figure, _styled
 
 
@@ -146,7 +147,7 @@ def pointing_game(maps: np.ndarray | None, grid: tuple[int, int], labels: np.nda
     :func:`plot_attention_rows` peaks; ties go to the first cell in row-major order), and the
     pair is a *hit* if that point lies inside a box of that class (boxes ``[x0, y0, x1, y1]``,
     exclusive ends, as in the SynthScenes sidecar
-    :func:`trm_lib.datasets.synthetic.load_objects`). ``maps=None`` scores the *centre
+    :func:`trm_lib.synth.world.load_objects`). ``maps=None`` scores the *centre
     baseline* (always point at the image centre), the number a saliency map has to beat before
     it says anything.
 

@@ -65,7 +65,7 @@ def _require_columns(df: pd.DataFrame, cols: Sequence[str], where: str) -> None:
 def _as_rgb(image: Any, where: str = "image") -> np.ndarray:
     """Any image-like (PIL image, path, HxW / HxWx3 / HxWx4 array) as a float HxWx3 in [0, 1]."""
     if isinstance(image, str | os.PathLike):
-        from ..datasets.base import open_image  # names the file when it is missing or corrupt
+        from trm_lib.datasets.base import open_image  # names the file when it is missing or corrupt
 
         image = open_image(image)
     if isinstance(image, Image.Image):

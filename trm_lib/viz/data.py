@@ -14,7 +14,8 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..labels import check_labels
+from trm_lib.datasets.labels import check_labels
+
 from .common import (
     HIDDEN_POSITIVE_COLOR,
     LABEL_COLORS,
@@ -75,7 +76,7 @@ def sample_titles(Y_full: np.ndarray, class_names: Sequence[str],
 def plot_label_stats(stats_df: pd.DataFrame, title: str | None = None) -> Figure:
     """Per-class stacked bars of known positives, known negatives and unknown entries.
 
-    Input: the DataFrame of :func:`trm_lib.labels.label_stats` (class names as the index or a
+    Input: the DataFrame of :func:`trm_lib.datasets.labels.label_stats` (class names as the index or a
     ``class`` column; its ``total`` row is dropped). With ``hidden_positives`` (given full
     labels), the unknown bar is split into the hidden positives (what pseudo-labelling could
     recover) and the rest.
@@ -179,7 +180,7 @@ def plot_mask_comparison(masks: Mapping[Any, np.ndarray], class_names: Sequence[
 @_styled
 def plot_cooccurrence(matrix: np.ndarray, class_names: Sequence[str], title: str | None = None,
                       annot: bool | None = None, fmt: str = ".2f") -> Figure:
-    """Heat-map of a C x C co-occurrence matrix, e.g. :func:`trm_lib.labels.cooccurrence`
+    """Heat-map of a C x C co-occurrence matrix, e.g. :func:`trm_lib.datasets.labels.cooccurrence`
     (P(column class | row class); NaN rows, for classes without positives, stay blank).
 
     ``annot`` defaults to writing the values only when there are at most 12 classes.

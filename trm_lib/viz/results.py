@@ -11,16 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .common import (
-    STYLE,
-    _colors,
-    _figure,
-    _palette,
-    _pct,
-    _require_columns,
-    _seaborn,
-    _styled,
-)
+from .common import STYLE, _colors, _figure, _palette, _pct, _require_columns, _seaborn, _styled
 
 
 def _filter_results(results_df: pd.DataFrame, metric: str, split: str, protocol: str | None,
@@ -219,15 +210,15 @@ def plot_forest(diffs: pd.DataFrame, ax: Any = None, scale: float = 100.0,
     """Forest plot of component gains: per variant (row) and proportion (colour) the mean
     paired gain ``reference − variant`` over seeds with its 95 % t-interval, and a zero line.
 
-    ``diffs`` is the tidy frame of :func:`trm_lib.stats.paired_differences`; draws into ``ax``
+    ``diffs`` is the tidy frame of :func:`trm_lib.experiments.stats.paired_differences`; draws into ``ax``
     (a new figure if None) and returns its figure. A point whose bar misses the zero line is a
     gain beyond seed noise; rows with one seed have no bar (hollow marker).
 
     Drawn by seaborn's ``pointplot`` (``hue`` = proportion). seaborn computes intervals from
-    raw values, while the paired t-interval comes from :mod:`trm_lib.stats`; so each point is
+    raw values, while the paired t-interval comes from :mod:`trm_lib.experiments.stats`; so each point is
     handed over as its three values (low, gain, high), with ``estimator="median"`` (= the gain)
     and ``errorbar=("pi", 100)`` (= their range, the t-interval)."""
-    from ..stats import component_gains
+    from trm_lib.experiments.stats import component_gains
 
     _require_columns(diffs, ["variant", "proportion", "n", "mean_diff", "ci_low", "ci_high"],
                      "plot_forest")
@@ -282,8 +273,8 @@ def plot_gains_vs_p(diffs: pd.DataFrame, scale: float = 100.0,
                     labels: Mapping[str, str] | None = None) -> Figure:
     """Component gain (``reference − variant``, paired over seeds) against the label
     proportion, one line per component with its 95 % interval as a band; dashed zero line.
-    ``diffs``: :func:`trm_lib.stats.paired_differences` over several proportions."""
-    from ..stats import component_gains
+    ``diffs``: :func:`trm_lib.experiments.stats.paired_differences` over several proportions."""
+    from trm_lib.experiments.stats import component_gains
 
     _require_columns(diffs, ["variant", "proportion", "mean_diff", "ci_low", "ci_high"],
                      "plot_gains_vs_p")
@@ -317,8 +308,8 @@ def plot_gains_vs_world(gains: pd.DataFrame, scale: float = 100.0,
     """Component gain (``reference − variant``) per world difficulty, one marker line per
     component across the worlds (x, in the frame's order), whiskers = the paired 95 % interval
     where one exists (several seeds); dashed zero line. ``gains``:
-    :func:`trm_lib.stats.world_gains`."""
-    from ..stats import component_gains
+    :func:`trm_lib.experiments.stats.world_gains`."""
+    from trm_lib.experiments.stats import component_gains
 
     _require_columns(gains, ["world", "variant", "mean_diff", "ci_low", "ci_high", "n"],
                      "plot_gains_vs_world")
@@ -344,7 +335,7 @@ def plot_gains_vs_world(gains: pd.DataFrame, scale: float = 100.0,
                         ecolor=color, capsize=3)
     ax.axhline(0.0, color="0.3", lw=1, ls="--")
     ax.set_xticks(range(len(worlds)), worlds)
-    ax.set_xlabel("world difficulty (SynthScenes knobs, trm_lib.datasets.synth_config.DIFFICULTY)")
+    ax.set_xlabel("world difficulty (SynthScenes knobs, trm_lib.synth.config.DIFFICULTY)")
     ax.set_ylabel("gain of the component (mAP points)")
     seeds = int(g_all["n"].max())
     ax.set_title(f"Component gains vs world difficulty ({seeds} seed{'s' if seeds > 1 else ''}"

@@ -12,7 +12,8 @@ import matplotlib as mpl
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..io import atomic_path, atomic_write
+from trm_lib.utils.io import atomic_path, atomic_write
+
 from .common import SVG_HASHSALT
 
 FORMATS = ("png", "svg", "pdf")

@@ -16,7 +16,7 @@ def plot_training_curves(history_df: pd.DataFrame, title: str | None = None,
                          loss_terms: Sequence[str] | None = None) -> Figure:
     """One panel per family of history columns that exist: losses (the total ``loss`` and the
     trainer's ``train_<term>`` column of every loss term a method declares,
-    :attr:`trm_lib.methods.Method.loss_terms`; default: those of every registered method),
+    :attr:`trm_lib.core.methods.Method.loss_terms`; default: those of every registered method),
     mAP (``*mAP*``, drawn in %), pseudo-labels (``pseudo_*``: precision / recall / coverage),
     learning rate (``lr``). Counters such as ``train_n_pseudo_pos`` are not losses.
 
@@ -25,7 +25,7 @@ def plot_training_curves(history_df: pd.DataFrame, title: str | None = None,
     if history_df.empty:
         raise ValueError("plot_training_curves: empty history")
     if loss_terms is None:
-        from ..method_zoo import loss_terms as registered
+        from trm_lib.core import loss_terms as registered
 
         loss_terms = registered()
     cols = [c for c in history_df.columns if history_df[c].notna().any()]
@@ -63,7 +63,7 @@ def plot_training_curves(history_df: pd.DataFrame, title: str | None = None,
 def plot_training_diagnostic(frame: pd.DataFrame, y: str, hue: str, title: str,
                              ylabel: str, reference: float | None = None) -> Figure:
     """Lines of ``y`` over ``epoch``, one per ``hue`` value (and per ``run`` if the frame has
-    that column, e.g. one line per seed): the tidy frames of :mod:`trm_lib.diagnostics`
+    that column, e.g. one line per seed): the tidy frames of :mod:`trm_lib.core.diagnostics`
     (``gradient_ratios``: hue ``term``; ``target_change_history``: hue ``quantity``).
     ``reference`` draws a dashed horizontal line (e.g. 1 = as strong as the classification
     term)."""
@@ -94,10 +94,10 @@ def plot_precision_coverage(curves: pd.DataFrame, target: float | None = 0.9,
                             title: str = "pseudo-label precision vs coverage") -> Figure:
     """Precision (y) against coverage (x) of the positive pseudo-label rule ``score ≥ t``, one
     line per ``curve`` (e.g. ``protocol A``, ``protocol B``): stacked frames of
-    :func:`trm_lib.diagnostics.precision_coverage` with a ``curve`` column. ``target`` draws the
+    :func:`trm_lib.core.diagnostics.precision_coverage` with a ``curve`` column. ``target`` draws the
     precision a threshold must keep (dashed) and marks, per curve, the widest rule that keeps it
-    (:func:`trm_lib.diagnostics.threshold_for_precision`) with its threshold."""
-    from ..diagnostics import threshold_for_precision
+    (:func:`trm_lib.core.diagnostics.threshold_for_precision`) with its threshold."""
+    from trm_lib.core.diagnostics import threshold_for_precision
 
     _require_columns(curves, ["curve", "threshold", "precision", "coverage"],
                      "plot_precision_coverage")

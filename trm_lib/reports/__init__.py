@@ -1,0 +1,18 @@
+"""Rank 8: everything that turns runs into what people read and click — the papermill driver
+and its schedule, the notebooks' parameters, the HTML book, the browser driver, course mode and
+the explorer. ``from trm_lib import reports; reports.notebook_overrides(...)`` reads the driver."""
+
+from __future__ import annotations
+
+from .driver import (
+    NotebookFailed,
+    NotebookRun,
+    cli,
+    notebook_overrides,
+    run_notebooks,
+    write_book,
+    write_index,
+)
+
+__all__ = ["NotebookFailed", "NotebookRun", "cli", "notebook_overrides", "run_notebooks",
+           "write_book", "write_index"]

@@ -1,0 +1,560 @@
+"""The interactive explorer of notebook 06: a setting of the controls → its run → live metrics and
+the Figure-4 attention rows.
+
+Two layers, so that what a headless report shows is what an interactive session shows (headless,
+``ipywidgets.interact`` runs once and its output lives only in widget state):
+
+- :class:`Explorer` — plain Python, no widgets. A *setting* (label proportion, method, the TRM-ML
+  switches kd / mcl / pseudo and the pseudo-label thresholds) becomes a complete
+  :class:`~trm_lib.config.run_config.RunConfig`. Its run is trained on cached features by the one trainer
+  (:func:`trm_lib.train.train`) into a folder named by the config hash, or read back when that
+  folder already holds the finished run, and then kept in memory: revisiting a setting is
+  instant. Controls that cannot change what a run computes (a TRM-ML switch while a baseline is
+  selected, the thresholds while pseudo-labels are off, the picked image) do not change the key.
+- :func:`build_widgets` — ipywidgets controls that call the same :class:`Explorer`, and
+  :func:`static_figure` — the same figure for a headless report.
+
+Metrics are the trainer's own (:func:`trm_lib.core.metrics.evaluate_scores` on the full test labels at
+the epoch selected on the partially labelled validation split, as every run records them),
+pseudo-label precision / recall / coverage are the last epoch's pseudo-label statistics against
+the hidden full labels (with the default soft pseudo-labels the thresholds define which entries
+count as pseudo-positive / negative there; training learns the scores themselves), and the figure
+is :func:`trm_lib.viz.plot_attention_rows`.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from trm_lib import viz
+from trm_lib.config.run_config import ConfigError, MethodConfig, RunConfig, from_dict
+from trm_lib.datasets import MultiLabelDataset
+from trm_lib.core import list_methods, method_label
+from trm_lib.utils.paths import runs_dir
+from trm_lib.train import LoadedRun, Resources, RunResult, config_hash, default_out_dir, load_result, load_run, prepare_data, train
+
+__all__ = ["CONTROLS", "EXPLORER_OVERRIDES", "FIGURE_ROWS", "METHODS", "PROPORTIONS", "Explorer",
+           "ExplorerRun",
+           "ExplorerWidgets", "Setting", "View", "build_widgets", "explorer_config", "figure_png",
+           "static_figure", "tidy"]
+
+#: methods the explorer offers (every registered one), with their display names
+METHODS = {name: method_label(name) for name in list_methods()}
+#: the label proportions of the benchmark (protocol A)
+PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: rows of the attention figure: (row title, method) — the paper's Figure 4 order
+FIGURE_ROWS = ((f"{method_label('dualcoop')} (pixel)", "dualcoop"),
+               (f"{method_label('trm_ml')} (region)", "trm_ml"))
+#: the explorer's short schedule: a click on a new setting answers in seconds on a CPU
+#: (no warm-up epoch at 1e-5: in a 4-epoch run it would waste a quarter of the schedule)
+EXPLORER_OVERRIDES: dict[str, Any] = {"train.epochs": 4, "train.warmup_epochs": 0,
+                                      "method.pseudo_warmup": 2}
+
+Controls = dict[str, Any]
+
+
+def explorer_config(overrides: Mapping[str, Any] | None = None,
+                    base: RunConfig | None = None) -> RunConfig:
+    """The explorer's base config: ``base`` (default :class:`RunConfig`), then the short schedule
+    :data:`EXPLORER_OVERRIDES`, then ``overrides`` (dotted keys).
+
+    ``method.pseudo_warmup`` is capped at ``train.epochs`` so that pseudo-labels (and their
+    precision/recall) appear at least in the last epoch, even in a one-epoch smoke run."""
+    cfg = (base or RunConfig()).with_overrides({**EXPLORER_OVERRIDES, **(overrides or {})})
+    if cfg.method.pseudo_warmup > cfg.train.epochs:
+        cfg = cfg.with_overrides({"method.pseudo_warmup": max(1, cfg.train.epochs)})
+    return cfg
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One position of the run-determining controls (the picked image is not one of them).
+
+    Always *normalised* by :meth:`Explorer.setting`: switches of a baseline and thresholds of
+    a run without pseudo-labels hold the base config's values, so they cannot split one run
+    into several keys."""
+
+    proportion: float
+    method: str
+    kd: bool
+    mcl: bool
+    pseudo: bool
+    pseudo_high: float
+    pseudo_low: float
+
+    def variant(self) -> str:
+        """The switches as a name: ``"kd+mcl+pseudo(0.90/0.02)"`` for TRM-ML, ``"default"``
+        for a baseline (which has none)."""
+        if self.method != "trm_ml":
+            return "default"
+        parts = [s for s in ("kd", "mcl") if getattr(self, s)]
+        if self.pseudo:
+            parts.append(f"pseudo({self.pseudo_high:.2f}/{self.pseudo_low:.2f})")
+        return "+".join(parts) or "no kd/mcl/pseudo"
+
+    def label(self) -> str:
+        """``"TRM-ML, p=10%, kd+mcl+pseudo(0.90/0.02)"`` — names a row of the metrics table."""
+        name = f"{METHODS.get(self.method, self.method)}, p={self.proportion:.0%}"
+        return name if self.method != "trm_ml" else f"{name}, {self.variant()}"
+
+
+CONTROLS = tuple(f.name for f in fields(Setting))
+
+
+@dataclass
+class ExplorerRun:
+    """A finished run of one setting: its result (metrics, history) and the reloaded method."""
+
+    key: str  # config hash: the identity of the run
+    setting: Setting
+    config: RunConfig
+    result: RunResult
+    loaded: LoadedRun
+    source: str  # "trained" (by this explorer) | "read back" (finished run folder found)
+    seconds: float  # wall time of getting it (training or reading back)
+
+
+@dataclass
+class View:
+    """What one position of all controls shows: the metrics table and the attention figure."""
+
+    setting: Setting
+    image: int
+    table: pd.DataFrame
+    figure: Figure
+    seconds: float
+
+
+class Explorer:
+    """The explorer's state model: settings → runs (trained once, then cached) → metrics and
+    figures. See the module docstring.
+
+    ``base``: the run config every setting starts from (see :func:`explorer_config`); it is
+    forced onto cached features, label-proportion protocol and no progress bars. ``runs_root``:
+    where run folders go (default ``runs/explorer``); a folder is named like
+    :func:`trm_lib.train.default_out_dir`, i.e. by dataset, method, p, seed and config hash.
+    ``log`` receives the trainer's per-epoch lines (None: silent)."""
+
+    def __init__(self, base: RunConfig, runs_root: str | Path | None = None, *,
+                 resources: Resources | None = None, log: Callable[[str], None] | None = None):
+        self.base = from_dict(base.to_dict()).with_overrides({
+            "data.protocol": "proportion", "train.use_cache": True, "train.progress": False,
+            "train.resume": True, "train.out_dir": None})
+        self.runs_root = Path(runs_root) if runs_root is not None else runs_dir() / "explorer"
+        self.resources = resources or Resources()
+        self.log = log
+        self.trained: list[str] = []  # keys this explorer trained (the rest were read back)
+        self._runs: dict[str, ExplorerRun] = {}
+        self._test: MultiLabelDataset | None = None
+
+    # ----------------------------------------------------------------------------- settings
+    def setting(self, **controls: Any) -> Setting:
+        """The normalised :class:`Setting` of ``controls`` (any of :data:`CONTROLS`; missing
+        ones take the base config's values). Raises ConfigError naming a bad control."""
+        unknown = sorted(set(controls) - set(CONTROLS))
+        if unknown:
+            raise ConfigError(f"explorer: unknown control(s) {unknown} (known: "
+                              f"{', '.join(CONTROLS)}, image)")
+        m = self.base.method
+        defaults = Setting(proportion=self.base.data.proportion, method=m.name,
+                           kd=m.kd != "none", mcl=m.mcl, pseudo=m.pseudo,
+                           pseudo_high=m.pseudo_high, pseudo_low=m.pseudo_low)
+        s = replace(defaults, **controls)
+        if s.method not in METHODS:
+            raise ConfigError(f"explorer: method must be one of {list(METHODS)}, got "
+                              f"{s.method!r}")
+        for name in ("kd", "mcl", "pseudo"):
+            if not isinstance(getattr(s, name), bool | np.bool_):
+                raise ConfigError(f"explorer: {name} must be True/False, got "
+                                  f"{getattr(s, name)!r}")
+        for name in ("proportion", "pseudo_high", "pseudo_low"):
+            value = getattr(s, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value):
+                raise ConfigError(f"explorer: {name} must be a number, got {value!r}")
+        # Round the floats so that 0.1 from a slider and 0.1000000001 from arithmetic are one run.
+        s = replace(s, proportion=round(float(s.proportion), 4), kd=bool(s.kd), mcl=bool(s.mcl),
+                    pseudo=bool(s.pseudo), pseudo_high=round(float(s.pseudo_high), 4),
+                    pseudo_low=round(float(s.pseudo_low), 4))
+        if s.method != "trm_ml":
+            s = replace(s, kd=defaults.kd, mcl=defaults.mcl, pseudo=defaults.pseudo)
+        if s.method != "trm_ml" or not s.pseudo:
+            s = replace(s, pseudo_high=defaults.pseudo_high, pseudo_low=defaults.pseudo_low)
+        self._config(s)  # validates ranges (proportion, low < high) with the config's messages
+        return s
+
+    def _config(self, s: Setting) -> RunConfig:
+        from trm_lib.experiments import method_config
+
+        # the kd control switches the base's distillation form on or off (the default form when
+        # the base has none)
+        kd = self.base.method.kd if self.base.method.kd != "none" else MethodConfig().kd
+        flat = self.base.flat()
+        # a baseline's own settings as in the fidelity grid; the explorer's short schedule and the
+        # controls are the caller's overrides, which win (the grid's precedence)
+        return method_config(s.method, {
+            **{k: flat[k] for k in EXPLORER_OVERRIDES},
+            "data.proportion": s.proportion,
+            "method.kd": kd if s.kd else "none", "method.mcl": s.mcl, "method.pseudo": s.pseudo,
+            "method.pseudo_high": s.pseudo_high, "method.pseudo_low": s.pseudo_low},
+            base=self.base)
+
+    def config(self, **controls: Any) -> RunConfig:
+        """The complete run config of a setting."""
+        return self._config(self.setting(**controls))
+
+    def run_key(self, **controls: Any) -> str:
+        """The identity of a setting's run: the hash of its result-relevant config."""
+        return config_hash(self.config(**controls))
+
+    def run_dir(self, **controls: Any) -> Path:
+        return self.runs_root / default_out_dir(self.config(**controls)).name
+
+    # ---------------------------------------------------------------------------------- runs
+    def run(self, **controls: Any) -> ExplorerRun:
+        """The finished run of a setting: from memory, else read back from its folder, else
+        trained now (on cached features, by the one trainer)."""
+        return self._run(self.setting(**controls))
+
+    def _run(self, s: Setting) -> ExplorerRun:
+        cfg = self._config(s)
+        key = config_hash(cfg)
+        if key in self._runs:
+            return self._runs[key]
+        out = self.runs_root / default_out_dir(cfg).name
+        t0 = time.perf_counter()
+        if (out / "result.json").exists():
+            result, source = load_result(out), "read back"
+        else:
+            result, source = train(cfg, out, progress=False, resources=self.resources,
+                                   log=self.log), "trained"
+            self.trained.append(key)
+        loaded = load_run(out, resources=self.resources)
+        run = ExplorerRun(key, s, cfg, result, loaded, source, time.perf_counter() - t0)
+        self._runs[key] = run
+        return run
+
+    @property
+    def cached_keys(self) -> list[str]:
+        """Keys of the runs held in memory (answered without touching disk)."""
+        return list(self._runs)
+
+    # ------------------------------------------------------------------------------- metrics
+    def metrics(self, **controls: Any) -> dict[str, float]:
+        """Live numbers of a setting's run (fractions, NaN where not applicable): test ``mAP``,
+        ``CF1``, ``OF1`` at the selected epoch, ``mAP_oracle`` (best test epoch, the peers'
+        number), ``val_mAP`` (observed labels), the last epoch's ``pseudo_precision``,
+        ``pseudo_recall``, ``pseudo_coverage``, and ``best_epoch``, ``epochs``, ``wall_time``."""
+        return _run_metrics(self.run(**controls))
+
+    def compare(self, settings: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """One row of :meth:`metrics` per setting (each trained or read back once), with the
+        normalised controls as columns — a static tour of what the controls do."""
+        rows = []
+        for controls in settings:
+            s = self.setting(**controls)
+            run = self._run(s)
+            rows.append({**_controls(s), "variant": s.variant(), "label": s.label(),
+                         **_run_metrics(run), "seed": run.config.train.seed,
+                         "key": run.key[:12]})
+        return pd.DataFrame(rows)
+
+    def table(self, **controls: Any) -> pd.DataFrame:
+        """The metrics table of a view: the selected setting's run and the two runs the
+        attention figure compares (same proportion), one row per distinct run. Test metrics in %
+        at the selected epoch, ``mAP (oracle)`` at the best test epoch; pseudo-label precision,
+        recall and coverage (%) of the last epoch; ``train s``: the run's training wall time;
+        ``source``: trained by this explorer or read back from its run folder."""
+        rows: dict[str, dict[str, Any]] = {}
+        for role, s in self._view_settings(self.setting(**controls)):
+            run = self._run(s)
+            if run.key in rows:
+                rows[run.key]["role"] += f" + {role}"
+                continue
+            m = _run_metrics(run)
+            rows[run.key] = {
+                "run": s.label(), "role": role,
+                **{k: round(100 * m[k], 2) for k in ("mAP", "CF1", "OF1")},
+                "mAP (oracle)": round(100 * m["mAP_oracle"], 2),
+                **{f"pseudo {k}": round(100 * m[f"pseudo_{k}"], 2)
+                   for k in ("precision", "recall", "coverage")},
+                "epochs": int(m["epochs"]), "train s": round(m["wall_time"], 1),
+                "source": run.source}
+        return pd.DataFrame(list(rows.values())).set_index("run")
+
+    def pending(self, **controls: Any) -> list[Setting]:
+        """The settings a :meth:`view` of ``controls`` needs that are not in memory yet (each
+        will be read back from its folder or trained)."""
+        out: list[Setting] = []
+        for _, s in self._view_settings(self.setting(**controls)):
+            if config_hash(self._config(s)) not in self._runs and s not in out:
+                out.append(s)
+        return out
+
+    def _view_settings(self, s: Setting) -> list[tuple[str, Setting]]:
+        """(role, setting) of the selected run and the figure's runs."""
+        out = [("selected", s)]
+        for row, method in FIGURE_ROWS:
+            out.append((f"figure: {row}", self.setting(**{**_controls(s), "method": method})))
+        return out
+
+    # ------------------------------------------------------------------------------- figures
+    @property
+    def test_set(self) -> MultiLabelDataset:
+        """The test split the picked image indexes (the same for every setting: only the label
+        mask of the *training* split depends on the proportion)."""
+        if self._test is None:
+            self._test = prepare_data(self.base).test
+        return self._test
+
+    def n_images(self) -> int:
+        return len(self.test_set)
+
+    def image_labels(self, image: int) -> list[str]:
+        """Names of the classes present in test image ``image`` (full labels)."""
+        ds = self.test_set
+        idx = self._check_image(image, len(ds))
+        return [c for c, y in zip(ds.class_names, ds.labels[idx]) if y > 0]
+
+    @staticmethod
+    def _check_image(image: Any, n: int) -> int:
+        if isinstance(image, bool) or not isinstance(image, int | np.integer) \
+                or not 0 <= image < n:
+            raise ConfigError(f"explorer: image must be an integer test index in [0, {n - 1}], "
+                              f"got {image!r}")
+        return int(image)
+
+    def maps(self, image: int = 0, **controls: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(maps (C, L), scores (C,))`` of a setting's method on test image ``image``: the
+        method's spatial saliency (TRM-ML: region attention; DualCoOp: pixel weights) and its
+        class probabilities. Raises ValueError for methods without maps."""
+        return _image_maps(self.run(**controls), self._check_image(image, len(self.test_set)))
+
+    def figure(self, image: int = 0, **controls: Any) -> Figure:
+        """Figure 4 for the picked image at this setting: its top-3 classes by TRM-ML's scores,
+        DualCoOp's pixel maps (row 1) and TRM-ML's region maps (row 2). TRM-ML uses this
+        setting's switches; DualCoOp the same proportion."""
+        s = self.setting(**controls)
+        idx = self._check_image(image, len(self.test_set))
+        rows: dict[str, np.ndarray] = {}
+        scores: dict[str, np.ndarray] = {}
+        runs: dict[str, ExplorerRun] = {}
+        for title, method in FIGURE_ROWS:
+            runs[method] = self._run(self.setting(**{**_controls(s), "method": method}))
+            rows[title], scores[method] = _image_maps(runs[method], idx)
+        ds = self.test_set
+        fig = viz.plot_attention_rows(ds.load_image(idx), rows, ds.class_names, scores["trm_ml"],
+                                      tuple(runs["trm_ml"].loaded.session.ctx.grid), top_k=3)
+        truth = ", ".join(self.image_labels(idx)) or "none"
+        fig.suptitle(f"test image {idx} (true: {truth}); p = {s.proportion:.0%}; top-3 by "
+                     f"TRM-ML, scores in brackets", fontsize=9)
+        return fig
+
+    def view(self, image: int = 0, **controls: Any) -> View:
+        """Everything one position of the controls shows: metrics table and figure."""
+        t0 = time.perf_counter()
+        s = self.setting(**controls)
+        table = self.table(**_controls(s))
+        fig = self.figure(image, **_controls(s))
+        return View(s, int(image), table, fig, time.perf_counter() - t0)
+
+
+def _controls(s: Setting) -> Controls:
+    return {c: getattr(s, c) for c in CONTROLS}
+
+
+def _last(history: pd.DataFrame, column: str) -> float:
+    """The last non-NaN value of ``column`` (NaN if the column is absent or empty)."""
+    if column not in history.columns:
+        return math.nan
+    values = pd.to_numeric(history[column], errors="coerce").dropna()
+    return float(values.iloc[-1]) if len(values) else math.nan
+
+
+def _run_metrics(run: ExplorerRun) -> dict[str, float]:
+    r = run.result
+    test, oracle = r.metrics["test"], r.metrics["test_oracle"]
+    return {"mAP": float(test["mAP"]), "CF1": float(test["CF1"]), "OF1": float(test["OF1"]),
+            "mAP_oracle": float(oracle["mAP"]),
+            "val_mAP": float(r.metrics["val"].get("mAP", math.nan)),
+            "pseudo_precision": _last(r.history, "pseudo_precision"),
+            "pseudo_recall": _last(r.history, "pseudo_recall"),
+            "pseudo_coverage": _last(r.history, "pseudo_coverage"),
+            "best_epoch": float(r.best_epoch), "epochs": float(r.epochs_done),
+            "wall_time": float(r.wall_time)}
+
+
+@torch.no_grad()
+def _image_maps(run: ExplorerRun, idx: int) -> tuple[np.ndarray, np.ndarray]:
+    loaded = run.loaded
+    batch = next(iter(loaded.batches("test", indices=[idx], batch_size=1)))
+    batch = {k: v.to(loaded.session.device) for k, v in batch.items()}
+    method = loaded.method
+    method.eval()
+    out = method(batch)
+    if "maps" not in out:
+        raise ValueError(f"method {run.setting.method!r} returns no spatial maps (only "
+                         f"{', '.join(m for _, m in FIGURE_ROWS)} do)")
+    return (out["maps"][0].float().cpu().numpy(),
+            method.scores(out)[0].float().cpu().numpy())
+
+
+def tidy(compare_df: pd.DataFrame, metrics: Sequence[str] = ("mAP", "CF1", "OF1")
+         ) -> pd.DataFrame:
+    """:meth:`Explorer.compare` rows in the package's tidy results schema (``method, variant,
+    protocol, proportion, seed, split, metric, value``; test split), for the plots and tables of
+    :mod:`trm_lib.viz` (e.g. :func:`~trm_lib.viz.plot_ablation`)."""
+    missing = [c for c in ("method", "variant", "proportion", "seed", *metrics)
+               if c not in compare_df.columns]
+    if missing:
+        raise ValueError(f"tidy: compare table lacks column(s) {missing}")
+    rows = [{"method": r["method"], "variant": r["variant"], "protocol": "proportion",
+             "proportion": float(r["proportion"]), "seed": int(r["seed"]), "split": "test",
+             "metric": metric, "value": float(r[metric])}
+            for _, r in compare_df.iterrows() for metric in metrics]
+    return pd.DataFrame(rows)
+
+
+def static_figure(explorer: Explorer, **state: Any) -> Figure:
+    """The figure the widgets show for ``state`` (controls + ``image``), for headless reports."""
+    return explorer.figure(**state)
+
+
+# ------------------------------------------------------------------------------------- widgets
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The PNG bytes the widgets show for ``fig`` (fixed metadata, so equal figures give equal
+    bytes: the browser tests compare the page's image with the library's)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    note = ("<div style='font-size:85%;color:#555'>test metrics in % at the epoch selected on "
+            "validation (oracle: best test epoch); pseudo-labels of the last epoch, in %; "
+            "–: not applicable or none made</div>")
+    return note + df.reset_index().to_html(
+        index=False, na_rep="–", float_format=lambda v: f"{v:.2f}", border=0,
+        classes="trm-explorer-table")
+
+
+class ExplorerWidgets(widgets.VBox):
+    """The explorer's UI: every control change calls :meth:`Explorer.view` and shows its metrics
+    table (HTML) and figure (PNG image); trainer lines go to a log area.
+
+    Parts, for tests and customisation: ``controls`` (name → widget: ``proportion``, ``method``,
+    ``kd``, ``mcl``, ``pseudo``, ``pseudo_high``, ``pseudo_low``, ``image``), ``status``,
+    ``table`` (HTML), ``figure`` (PNG image), ``log_area`` (trainer lines), ``truth`` (the
+    image's true labels), ``last_view`` and ``updates`` (completed refreshes). The figure and table are set
+    as widget values (not printed into an Output), so they update the same way in a live
+    kernel, in a test and in a saved widget state."""
+
+    def __init__(self, explorer: Explorer, **state: Any):
+        self.explorer = explorer
+        image = int(state.pop("image", 0))
+        s = explorer.setting(**state)
+        n = explorer.n_images()
+        props = sorted({*PROPORTIONS, s.proportion})
+        slider = {"continuous_update": False, "style": {"description_width": "initial"}}
+        self.controls: dict[str, widgets.ValueWidget] = {
+            "proportion": widgets.SelectionSlider(
+                options=[(f"{p:.0%}", p) for p in props], value=s.proportion,
+                description="label proportion p", **slider),
+            "method": widgets.Dropdown(options=[(v, k) for k, v in METHODS.items()],
+                                       value=s.method, description="method"),
+            "kd": widgets.Checkbox(value=s.kd, description="knowledge distillation (kd)"),
+            "mcl": widgets.Checkbox(value=s.mcl, description="multimodal contrastive (mcl)"),
+            "pseudo": widgets.Checkbox(value=s.pseudo, description="pseudo-labels"),
+            "pseudo_high": widgets.FloatSlider(value=s.pseudo_high, min=0.5, max=0.99, step=0.01,
+                                               description="pseudo-positive ≥", **slider),
+            "pseudo_low": widgets.FloatSlider(value=s.pseudo_low, min=0.0, max=0.49, step=0.01,
+                                              description="pseudo-negative ≤", **slider),
+            "image": widgets.IntSlider(value=image, min=0, max=max(0, n - 1),
+                                       description=f"test image (of {n})", **slider),
+        }
+        self.truth = widgets.HTML()
+        self.status = widgets.HTML()
+        self.table = widgets.HTML()
+        self.figure = widgets.Image(format="png", layout={"max_width": "100%"})
+        self.log_area = widgets.Output(layout={"max_height": "12em", "overflow": "auto",
+                                          "border": "1px solid #ddd"})
+        self.last_view: View | None = None
+        self.updates = 0  # completed refreshes (figure and table set)
+        c = self.controls
+        rows = [widgets.HBox([c["proportion"], c["method"]]),
+                widgets.HBox([c["kd"], c["mcl"], c["pseudo"]]),
+                widgets.HBox([c["pseudo_high"], c["pseudo_low"]]),
+                widgets.HBox([c["image"], self.truth]),
+                self.status, self.table, self.figure,
+                widgets.Accordion(children=[self.log_area], titles=("training log",))]
+        super().__init__(children=rows)
+        for w in c.values():
+            w.observe(self._changed, names="value")
+        self.refresh()
+
+    def state(self) -> dict[str, Any]:
+        """The current control values (controls + ``image``)."""
+        return {name: w.value for name, w in self.controls.items()}
+
+    def _changed(self, _change: Mapping[str, Any]) -> None:
+        self.refresh()
+
+    @contextmanager
+    def _logging(self) -> Iterator[None]:
+        saved = self.explorer.log
+        self.explorer.log = lambda line: self.log_area.append_stdout(line + "\n")
+        try:
+            yield
+        finally:
+            self.explorer.log = saved
+
+    def refresh(self) -> None:
+        """Recompute the view of the current controls; errors (e.g. thresholds that cross) are
+        shown in the status line instead of raising inside a widget callback."""
+        state = self.state()
+        c = self.controls
+        is_trm = state["method"] == "trm_ml"
+        for name in ("kd", "mcl", "pseudo"):
+            c[name].disabled = not is_trm
+        for name in ("pseudo_high", "pseudo_low"):
+            c[name].disabled = not (is_trm and state["pseudo"])
+        controls = {k: v for k, v in state.items() if k != "image"}
+        try:
+            new = self.explorer.pending(**controls)
+        except ConfigError:
+            new = []  # reported below by view()
+        self.status.value = (f"<i>getting {len(new)} run(s) (trained on cached features unless "
+                             f"stored)…</i>" if new else "<i>updating…</i>")
+        try:
+            with self._logging():
+                view = self.explorer.view(**state)
+                labels = self.explorer.image_labels(state["image"])
+        except (ConfigError, ValueError) as err:
+            self.status.value = f"<b style='color:#b00020'>{html.escape(str(err))}</b>"
+            return
+        self.truth.value = f"true labels: <b>{html.escape(', '.join(labels) or 'none')}</b>"
+        self.table.value = _html_table(view.table)
+        self.figure.value = figure_png(view.figure)
+        self.last_view = view
+        self.updates += 1
+        self.status.value = (f"{html.escape(view.setting.label())}, image {view.image}: "
+                             f"{view.seconds:.1f} s ({len(new)} new run(s))")
+
+
+def build_widgets(explorer: Explorer, **state: Any) -> ExplorerWidgets:
+    """The explorer's widget tree, showing ``state`` (controls + ``image``) first."""
+    return ExplorerWidgets(explorer, **state)
