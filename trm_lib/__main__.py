@@ -28,22 +28,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-#: (module, class) of the errors that mean "the input is wrong", not "the code is wrong"; looked up
-#: only in modules already imported (an error of a module never imported cannot have been raised)
-USER_ERRORS: tuple[tuple[str, str], ...] = (
-    ("trm_lib.utils.errors", "ConfigError"), ("trm_lib.utils.errors", "FileError"),
-    ("trm_lib.utils.errors", "BackboneError"), ("trm_lib.utils.errors", "TrainingError"),
-    ("trm_lib.datasets.base", "DatasetError"), ("trm_lib.datasets.labels", "LabelError"),
-    ("trm_lib.utils.distributed", "DistributedError"), ("trm_lib.reports.driver", "ReportError"),
-    ("yaml", "YAMLError"), ("builtins", "FileNotFoundError"), ("builtins", "NotADirectoryError"),
-    ("builtins", "IsADirectoryError"), ("builtins", "PermissionError"),
-)
+#: what a user's mistake looks like besides :class:`~trm_lib.utils.errors.UserError` (every
+#: error class of the package derives from it): files the OS refuses, and malformed YAML
+OS_USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """The classes of :data:`USER_ERRORS` whose modules are loaded (importing none)."""
-    found = (getattr(sys.modules.get(module), name, None) for module, name in USER_ERRORS)
-    return tuple(cls for cls in found if isinstance(cls, type))
+    """The exception types that become one ``error:`` line (by type, never by module path)."""
+    from trm_lib.utils.errors import UserError
+
+    yaml = sys.modules.get("yaml")  # a YAML error can only come from a loaded yaml
+    return (UserError, *OS_USER_ERRORS, *((yaml.YAMLError,) if yaml is not None else ()))
 
 
 def one_line(err: BaseException) -> str:

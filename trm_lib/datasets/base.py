@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from trm_lib.utils.errors import UserError
 from trm_lib.utils.io import atomic_write
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Bad dataset input; the message names the file and field."""
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trm_lib.utils.errors import UserError
 from trm_lib.utils.io import atomic_write, sha256_bytes, sha256_file
 from trm_lib.utils.paths import cache_dir
 
@@ -45,7 +46,7 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng([_check_seed(seed), _STREAM[purpose]])
 
 
-class LabelError(ValueError):
+class LabelError(UserError, ValueError):
     """A label matrix or label file is malformed; the message names the file/field."""
 
 

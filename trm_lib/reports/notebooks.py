@@ -4,6 +4,8 @@ here."""
 
 from __future__ import annotations
 
+from trm_lib.utils.errors import UserError
+
 import os
 import re
 from collections.abc import Sequence
@@ -21,7 +23,7 @@ REQUIRED_PARAMETERS = ("smoke", "report_dir")
 META_KEY = "trm_report"  # the report driver's run record in an executed copy's metadata
 
 
-class ReportError(RuntimeError):
+class ReportError(UserError, RuntimeError):
     """A notebook is misnamed, malformed or failed; the message names the notebook (and cell)."""
 
 

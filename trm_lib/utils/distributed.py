@@ -37,6 +37,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trm_lib.utils.errors import UserError
+
 #: the variables ``torchrun`` sets for every worker (all needed for ``init_method="env://"``)
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -47,7 +49,7 @@ __all__ = ["DistInfo", "DistributedError", "ENV_KEYS", "all_gather_array", "all_
            "rank", "shard_batches", "shard_indices", "shard_sizes", "teardown", "world_size"]
 
 
-class DistributedError(RuntimeError):
+class DistributedError(UserError, RuntimeError):
     """The launch environment or a collective's input is inconsistent; the message says which."""
 
 
