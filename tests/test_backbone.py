@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 
 import numpy as np
 import open_clip
@@ -335,18 +337,25 @@ def test_local_dir_loading(config_dir, tmp_path):
 
 
 def test_tinyclip_goes_through_its_registered_provider(config_dir, tmp_path, monkeypatch):
-    """'tinyclip' resolves through the provider trm_lib.tinyclip.pretrain registers in trm_lib.backbone.weights
-    (the backbone never imports pre-training); unregistered, the error says what to import."""
-    monkeypatch.delitem(weights._PROVIDERS, "tinyclip", raising=False)
-    with pytest.raises(BackboneError, match="import trm_lib.tinyclip.pretrain"):
-        FrozenCLIP("test-RN", pretrained="tinyclip")
+    """'tinyclip' resolves through the provider trm_lib.tinyclip.pretrain registers in
+    trm_lib.backbone.weights; the backbone never imports pre-training, and nobody has to import
+    the provider first: the registry imports the declared module when the name is asked for."""
+    code = ("import sys\nfrom trm_lib.backbone.weights import WEIGHT_PROVIDERS\n"
+            "assert 'trm_lib.tinyclip.pretrain' not in sys.modules\n"
+            "provider = WEIGHT_PROVIDERS.get('tinyclip')\n"
+            "assert 'trm_lib.tinyclip.pretrain' in sys.modules\n"
+            "assert provider.__module__ == 'trm_lib.tinyclip.pretrain'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(BackboneError, match="provider 'nope' unknown .*tinyclip"):
+        weights.WEIGHT_PROVIDERS.get("nope")
     src = FrozenCLIP("test-RN", seed=7)
     folder = tmp_path / "tinyclip"
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": CONFIGS["test-RN"]}))
     torch.save(src.model.state_dict(), folder / "open_clip_pytorch_model.bin")
     calls = []
-    monkeypatch.setitem(weights._PROVIDERS, "tinyclip", lambda name: calls.append(name) or folder)
+    monkeypatch.setitem(weights.WEIGHT_PROVIDERS._items, "tinyclip",
+                        lambda name: calls.append(name) or folder)
     b = FrozenCLIP("test-RN", pretrained="tinyclip")
     assert calls == ["test-RN"]
     assert torch.equal(b.model.visual.conv1.weight, src.model.visual.conv1.weight)

@@ -108,7 +108,7 @@ def test_caller_overrides_beat_a_methods_own_settings():
     ({"grids": {"g": {"methods": ["trm_ml"], "bogus": 1}}}, "grids.g: unknown key(s) ['bogus']"),
     ({"grids": {"g": {"methods": ["trm_ml"], "switches": {"s": {"method.kd": "x"}}}}},
      "switch s: method.kd must be one of"),
-    ({"grids": {"g": {"methods": ["nope"]}}}, "method.name must be one of"),
+    ({"grids": {"g": {"methods": ["nope"]}}}, "grids.g: method.name 'nope' unknown"),
     ({"grids": {"g": {"methods": ["trm_ml"]}}, "extra": 1}, "unknown key(s) ['extra']"),
 ])
 def test_bad_specs_name_the_field(spec, fragment):

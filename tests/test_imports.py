@@ -1,4 +1,4 @@
-"""The import graph of ``trm_lib`` has no cycles.
+"""The import graph of ``trm_lib`` has no cycles and goes one way: down the ranks.
 
 Every ``import`` / ``from … import`` of a ``trm_lib`` module counts, at module level *and* inside
 functions (a lazy import is still a dependency: it only moves the cycle to call time); imports
@@ -106,3 +106,76 @@ def test_registries_do_not_import_their_implementations():
                                            "trm_lib.core"}
     assert {"trm_lib.core.model", "trm_lib.core.baselines"} <= graph["trm_lib.core"]
     assert "trm_lib.tinyclip.pretrain" not in graph["trm_lib.backbone.weights"]
+
+
+#: the house's ranks (README, docs/DESIGN.md): a package imports its own rank or lower
+RANKS = {"utils": 0, "config": 1, "datasets": 2, "backbone": 2, "core": 3, "synth": 4,
+         "tinyclip": 4, "train": 5, "experiments": 6, "viz": 7, "reports": 8, "tools": 8,
+         "__main__": 9}
+#: at most four modules besides __init__ / __main__ may sit at the top of the package
+TOP_LEVEL_ALLOWED = 4
+
+
+def rank_of(module: str) -> tuple[str, int]:
+    parts = module.split(".")
+    if len(parts) == 1:  # trm_lib/__init__: the version and lazy aliases only
+        return "trm_lib", -1
+    return parts[1], RANKS[parts[1]]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, targets in graph.items():
+        pkg, rank = rank_of(module)
+        for target in targets:
+            tpkg, trank = rank_of(target)
+            if trank > rank and module != "trm_lib":
+                bad.append(f"{module} (rank {rank}) imports {target} (rank {trank})")
+    return sorted(bad)
+
+
+def test_every_module_belongs_to_a_ranked_package():
+    tops = [p.stem for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__")]
+    assert len(tops) <= TOP_LEVEL_ALLOWED, tops
+    for module in import_graph():
+        rank_of(module)  # KeyError: a package missing from RANKS
+
+
+def test_imports_never_go_up_a_rank():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_rank_check_catches_a_planted_upward_import():
+    graph = {"trm_lib.core.model": {"trm_lib.train.trainer"}, "trm_lib.train.trainer": set()}
+    assert upward_imports(graph) == [
+        "trm_lib.core.model (rank 3) imports trm_lib.train.trainer (rank 5)"]
+    assert upward_imports({"trm_lib.core.model": {"trm_lib.utils.io"}}) == []
+
+
+def test_the_package_root_stays_light():
+    """``import trm_lib`` loads no subpackage (aliases resolve lazily)."""
+    assert import_graph()["trm_lib"] == set()
+
+
+def test_declared_plugins_exist_and_sit_above_their_registry():
+    """A registry may name a higher package's module by path (an entry point); it must exist."""
+    import importlib.util
+
+    from trm_lib.backbone.weights import WEIGHT_PROVIDERS
+    from trm_lib.datasets import DATASETS
+
+    for registry in (DATASETS, WEIGHT_PROVIDERS):
+        for name, module in registry._declared.items():
+            assert importlib.util.find_spec(module) is not None, (name, module)
+
+
+def test_the_names_users_import_keep_working():
+    import subprocess
+    import sys
+
+    code = ("from trm_lib import course, viz, train, experiments, reports, labels, metrics, stats\n"
+            "import trm_lib\n"
+            "assert course.__name__ == 'trm_lib.reports.course'\n"
+            "assert callable(reports.notebook_overrides) and callable(train.train)\n"
+            "assert trm_lib.metrics is metrics\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PKG.parent)

@@ -2,9 +2,10 @@
 
 ``pretrained`` is an open_clip tag (``"openai"``), a weights file, a ``local-dir:`` folder
 (open_clip_config.json + weights), ``None`` (random weights), or the name of a *provider*
-registered here (``"tinyclip"``: the project's cached TinyCLIP, registered by
-:mod:`trm_lib.tinyclip.pretrain`). The backbone asks this module; providers register into it, so the
-backbone never imports pre-training, which itself builds on the backbone.
+registered in :data:`WEIGHT_PROVIDERS` (``"tinyclip"``: the project's TinyCLIP, declared here and
+registered by :mod:`trm_lib.tinyclip.pretrain`, imported the first time the name is asked for).
+The backbone asks this module; providers register into it, so the backbone never imports
+pre-training, which itself builds on the backbone, and no caller has to import a provider first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import open_clip
 
 from trm_lib.utils.errors import BackboneError
 from trm_lib.utils.io import read_json, sha256_file
+from trm_lib.utils.registry import Registry
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 _WEIGHT_SUFFIXES = WEIGHT_SUFFIXES
@@ -26,20 +28,19 @@ _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
 #: a provider maps a model name to a ``local-dir`` folder holding its weights (building it once)
 Provider = Callable[[str], "str | os.PathLike[str]"]
-_PROVIDERS: dict[str, Provider] = {}
-#: names whose provider lives in a module that registers it on import (for the error message)
-_KNOWN_PROVIDERS = {"tinyclip": "trm_lib.tinyclip.pretrain"}
+WEIGHT_PROVIDERS: Registry[Provider] = Registry(
+    "backbone.pretrained provider", declared={"tinyclip": "trm_lib.tinyclip.pretrain"},
+    error=BackboneError)
 
 
 def register_weights(name: str, provider: Provider) -> Provider:
     """Make ``pretrained=name`` resolve to the folder ``provider(model_name)`` returns."""
-    _PROVIDERS[name] = provider
-    return provider
+    return WEIGHT_PROVIDERS.register(name, provider)
 
 
 def list_providers() -> list[str]:
-    """The registered provider names (``pretrained`` values beyond tags, files and folders)."""
-    return sorted(_PROVIDERS)
+    """The provider names (``pretrained`` values beyond tags, files and folders)."""
+    return sorted(WEIGHT_PROVIDERS.names())
 
 
 def hash_files(files: Sequence[Path]) -> str:
@@ -96,13 +97,9 @@ def resolve_weights(model_name: str, pretrained: str | None
         return f"local-dir:{folder}", None, _local_dir_files(folder)
     if pretrained is None or str(pretrained).lower() in ("", "none", "random"):
         return model_name, None, []
-    if pretrained in _PROVIDERS:
-        folder = Path(_PROVIDERS[pretrained](model_name))
+    if pretrained in WEIGHT_PROVIDERS:
+        folder = Path(WEIGHT_PROVIDERS.get(pretrained)(model_name))
         return f"local-dir:{folder}", None, _local_dir_files(folder)
-    if pretrained in _KNOWN_PROVIDERS:
-        raise BackboneError(f"backbone.pretrained={pretrained!r} is provided by "
-                            f"{_KNOWN_PROVIDERS[pretrained]}, which is not imported; "
-                            f"`import {_KNOWN_PROVIDERS[pretrained]}` first")
     if pretrained.startswith("local-dir:"):
         folder = Path(pretrained[len("local-dir:"):]).expanduser()
         return f"local-dir:{folder}", None, _local_dir_files(folder)
@@ -119,7 +116,7 @@ def resolve_weights(model_name: str, pretrained: str | None
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     raise BackboneError(
         f"backbone.pretrained={pretrained!r} is neither a file, a local-dir: folder, "
-        f"{' / '.join(repr(n) for n in sorted(_PROVIDERS | _KNOWN_PROVIDERS))}, nor an open_clip tag of {model_name!r} (tags: {', '.join(tags) or 'none'})")
+        f"{' / '.join(repr(n) for n in list_providers())}, nor an open_clip tag of {model_name!r} (tags: {', '.join(tags) or 'none'})")
 
 
 def raise_if_damaged_weights(name: str, pretrained: str | None, err: Exception) -> None:
@@ -139,5 +136,5 @@ def raise_if_damaged_weights(name: str, pretrained: str | None, err: Exception) 
                         f"again) or point backbone.pretrained elsewhere") from None
 
 
-__all__ = ["WEIGHT_SUFFIXES", "hash_files", "list_providers", "raise_if_damaged_weights",
+__all__ = ["WEIGHT_PROVIDERS", "WEIGHT_SUFFIXES", "hash_files", "list_providers", "raise_if_damaged_weights",
            "register_weights", "resolve_weights"]

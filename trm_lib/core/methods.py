@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
-from trm_lib.utils.errors import ConfigError
+from trm_lib.utils.registry import Registry
 
 if TYPE_CHECKING:
     from trm_lib.config.run_config import MethodConfig
@@ -106,8 +106,7 @@ class Method(nn.Module):
 # The registry: implementations register into it; it never imports them (trm_lib.core does)
 # ---------------------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, type[Method]] = {}
-_LABELS: dict[str, str] = {}
+METHODS: Registry[type[Method]] = Registry("method.name")
 
 M = TypeVar("M", bound=type[Method])
 
@@ -116,37 +115,30 @@ def register_method(name: str, label: str | None = None) -> Callable[[M], M]:
     """Class decorator: make ``method.name=name`` build this class; ``label`` is its display name
     (figures, the explorer)."""
     def deco(cls: M) -> M:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method {name!r} is registered twice ({_REGISTRY[name].__name__}, "
-                             f"{cls.__name__})")
+        METHODS.register(name, cls, label=label or name)
         cls.name = name
-        _REGISTRY[name] = cls
-        _LABELS[name] = label or name
         return cls
     return deco
 
 
 def list_methods() -> list[str]:
     """The registered method names, in registration order (see :mod:`trm_lib.core`)."""
-    return list(_REGISTRY)
+    return METHODS.names()
 
 
 def loss_terms() -> list[str]:
     """Every loss term a registered method declares (:attr:`Method.loss_terms`), in order."""
-    return list(dict.fromkeys(t for cls in _REGISTRY.values() for t in cls.loss_terms))
+    return list(dict.fromkeys(t for _, cls in METHODS.items() for t in cls.loss_terms))
 
 
 def method_label(name: str) -> str:
     """The display name of a registered method (its name when it has none)."""
-    return _LABELS.get(name, name)
+    return METHODS.meta(name).get("label", name)
 
 
 def method_class(name: str) -> type[Method]:
     """The class registered as ``name``; ConfigError naming the known ones otherwise."""
-    if name not in _REGISTRY:
-        known = ", ".join(_REGISTRY) or "none: import trm_lib.core to register the built-ins"
-        raise ConfigError(f"method.name {name!r} unknown (known: {known})")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
@@ -154,5 +146,5 @@ def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
     return method_class(cfg.name)(cfg, ctx)
 
 
-__all__ = ["Method", "MethodContext", "build_method", "list_methods", "loss_terms",
+__all__ = ["METHODS", "Method", "MethodContext", "build_method", "list_methods", "loss_terms",
            "method_class", "method_label", "register_method"]

@@ -7,10 +7,11 @@ themselves with :func:`register`; modules are imported lazily on first use.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from trm_lib.utils.registry import Registry
 
 from .base import (
     DatasetError,
@@ -22,38 +23,31 @@ from .base import (
 )
 
 Loader = Callable[..., MultiLabelDataset]
-_REGISTRY: dict[str, Loader] = {}
-# name -> module that registers it (imported on demand so `import trm_lib` stays light)
-_MODULES = {
-    "folder": "trm_lib.datasets",
+#: name -> loader; each loader module registers itself, the SynthScenes world (a higher-ranked
+#: package) is declared and imported on first use, so ``import trm_lib`` stays light
+DATASETS: Registry[Loader] = Registry("dataset", error=DatasetError, declared={
     "synthscenes": "trm_lib.synth.world",
     "voc2007": "trm_lib.datasets.voc",
     "coco2014": "trm_lib.datasets.coco",
     "nuswide": "trm_lib.datasets.nuswide",
     "vg200": "trm_lib.datasets.vg",
     "cub": "trm_lib.datasets.cub",
-}
+})
 
 
 def register(name: str) -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        _REGISTRY[name] = fn
-        return fn
-    return deco
+    """Decorator: make ``load(name, ...)`` call this loader."""
+    return DATASETS.register(name)
 
 
 def available() -> list[str]:
-    return sorted(set(_MODULES) | set(_REGISTRY))
+    return sorted(DATASETS.names())
 
 
 def load(name: str, root: str | Path | None = None, split: str = "train",
          **options: Any) -> MultiLabelDataset:
     """Load dataset ``name`` (see :func:`available`) from ``root`` for ``split``."""
-    if name not in _REGISTRY and name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    if name not in _REGISTRY:
-        raise DatasetError(f"unknown dataset {name!r} (known: {', '.join(available())})")
-    return _REGISTRY[name](root=root, split=split, **options)
+    return DATASETS.get(name)(root=root, split=split, **options)
 
 
 @register("folder")
@@ -63,5 +57,5 @@ def _load_folder(root: str | Path | None = None, split: str = "train") -> MultiL
     return read_generic(Path(root).expanduser(), split, name="folder")
 
 
-__all__ = ["DatasetError", "MultiLabelDataset", "TorchView", "available", "load", "open_image",
+__all__ = ["DATASETS", "DatasetError", "MultiLabelDataset", "TorchView", "available", "load", "open_image",
            "read_generic", "register", "write_generic"]

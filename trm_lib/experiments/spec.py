@@ -24,6 +24,7 @@ from trm_lib.config.run_config import (
     presets_dir,
     read_yaml,
 )
+from trm_lib.core import method_class
 from trm_lib.train import config_hash
 
 _GRID_KEYS = {"methods", "protocol", "proportions", "seeds", "overrides", "switches",
@@ -141,6 +142,11 @@ def expand(spec: dict[str, Any], *, grids: list[str] | None = None,
         if protocol != "proportion":
             props = [math.nan]
         grid_methods = [m for m in block["methods"] if methods is None or m in methods]
+        for method in grid_methods:  # one clear error before any run is planned
+            try:
+                method_class(method)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: grids.{gname}: {err}") from None
         switches = block.get("switches") or {"default": {}}
         for method, variant, p, seed in itertools.product(
                 grid_methods, switches, props, seeds or block.get("seeds") or [0]):

@@ -67,7 +67,7 @@ from torch import nn
 
 from trm_lib.config.run_config import ConfigError, RunConfig, TrainConfig, from_dict
 from trm_lib.core import build_method, metrics
-from trm_lib.core.methods import Method
+from trm_lib.core.methods import Method, method_class
 from trm_lib.utils import distributed
 from trm_lib.utils.errors import TrainingError
 from trm_lib.utils.io import atomic_path, write_json
@@ -185,6 +185,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
     "epoch 0".
     """
     cfg = from_dict(cfg.to_dict()).validate()  # private copy: callers may reuse theirs
+    method_class(cfg.method.name)  # an unknown method fails here, before any data is read
     main = distributed.init_distributed(cfg.train.device).is_main  # no-op without torchrun
     say = (log if main else None) or (lambda _msg: None)
     progress = (cfg.train.progress if progress is None else progress) and main
