@@ -79,3 +79,13 @@ def test_every_imported_package_is_declared():
                     assert dist in optional, f"{path.name} imports {top}: not in an extra"
                 else:
                     assert dist in declared, f"{path.name} imports {top}: not a dependency"
+
+
+def test_a_fresh_clone_has_the_reports_folder():
+    """reports/ is one of the six top-level folders: tracked (empty), its contents ignored."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    tracked = subprocess.run(["git", "ls-files", "reports"], cwd=root, capture_output=True,
+                             text=True).stdout.split()
+    assert "reports/.gitkeep" in tracked

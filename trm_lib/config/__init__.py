@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .run_config import (
     KD_FORMS,
+    PSEUDO_FORMS,
     SP_LOSSES,
     BackboneConfig,
     ConfigError,
@@ -24,7 +25,7 @@ from .run_config import (
     require,
 )
 
-__all__ = ["KD_FORMS", "SP_LOSSES", "BackboneConfig", "ConfigError", "DataConfig",
+__all__ = ["KD_FORMS", "PSEUDO_FORMS", "SP_LOSSES", "BackboneConfig", "ConfigError", "DataConfig",
            "MethodConfig", "RunConfig", "TrainConfig", "check_range", "check_ranges", "from_dict",
            "load_config", "load_preset", "parse_overrides", "presets_dir", "read_yaml", "replace",
            "require"]

@@ -29,7 +29,7 @@ from trm_lib.train import config_hash
 
 _GRID_KEYS = {"methods", "protocol", "proportions", "seeds", "overrides", "switches",
               "method_overrides"}
-_SPEC_KEYS = {"name", "preset", "base", "method_overrides", "grids", "description"}
+_SPEC_KEYS = {"name", "preset", "base", "method_overrides", "grids", "description", "smoke"}
 
 
 def load_spec(spec: str | Path | dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from .driver import (
     write_book,
     write_index,
 )
+from .parameters import check_parameters, validate_parameters
 
-__all__ = ["NotebookFailed", "NotebookRun", "cli", "notebook_overrides", "run_notebooks",
-           "write_book", "write_index"]
+__all__ = ["NotebookFailed", "NotebookRun", "check_parameters", "cli", "notebook_overrides", "run_notebooks",
+           "validate_parameters", "write_book", "write_index"]

@@ -36,8 +36,20 @@ from typing import Any
 
 from trm_lib.config.run_config import ConfigError, parse_overrides
 from trm_lib.utils.io import atomic_write
-from .notebooks import META_KEY, NOTEBOOK_NAME, REQUIRED_PARAMETERS, ReportError, _read, discover_notebooks, parameters_of, select_notebooks, strip_outputs
 from trm_lib.utils.paths import REPO_ROOT, git_revision, notebooks_dir, reports_dir
+
+from .notebooks import (
+    META_KEY,
+    NOTEBOOK_NAME,
+    REQUIRED_PARAMETERS,
+    ReportError,
+    _read,
+    discover_notebooks,
+    parameters_of,
+    select_notebooks,
+    strip_outputs,
+)
+from .parameters import check_parameters
 
 ARTIFACT_DIRS = ("figures", "tables")
 # ipykernel warns on every start that its local TCP sockets are unencrypted; cell errors still
@@ -285,6 +297,8 @@ def _plan(notebooks: str | os.PathLike | None, out_dir: str | os.PathLike | None
                           f"{[p.name for p in paths]}")
     values = {"report_dir": str(out), "smoke": smoke, **overrides}
     params = {p: {k: v for k, v in values.items() if k in declared[p]} for p in paths}
+    for p in paths:  # a bad value is one error now, not a failed cell minutes later
+        check_parameters(p, params[p])
     return _Plan(paths, out, params, str(cwd if cwd is not None else REPO_ROOT), smoke,
                  git_revision())
 
@@ -380,6 +394,7 @@ def _prerequisites(plan: _Plan, overrides: dict[str, Any], echo: Callable[..., N
     """The world, backbone weights and feature stores of the report's shared parameters, built
     once in the driver before notebooks start side by side."""
     from trm_lib.config.run_config import RunConfig
+
     from .schedule import build_prerequisites
 
     shared = ("dataset", "data_root", "model", "pretrained", "device")

@@ -42,10 +42,20 @@ from matplotlib.figure import Figure
 
 from trm_lib import viz
 from trm_lib.config.run_config import ConfigError, MethodConfig, RunConfig, from_dict
-from trm_lib.datasets import MultiLabelDataset
 from trm_lib.core import list_methods, method_label
+from trm_lib.datasets import MultiLabelDataset
+from trm_lib.train import (
+    LoadedRun,
+    Resources,
+    RunResult,
+    config_hash,
+    default_out_dir,
+    load_result,
+    load_run,
+    prepare_data,
+    train,
+)
 from trm_lib.utils.paths import runs_dir
-from trm_lib.train import LoadedRun, Resources, RunResult, config_hash, default_out_dir, load_result, load_run, prepare_data, train
 
 __all__ = ["CONTROLS", "EXPLORER_OVERRIDES", "FIGURE_ROWS", "METHODS", "PROPORTIONS", "Explorer",
            "ExplorerRun",

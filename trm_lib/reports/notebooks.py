@@ -4,14 +4,13 @@ here."""
 
 from __future__ import annotations
 
-from trm_lib.utils.errors import UserError
-
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trm_lib.utils.errors import UserError
 from trm_lib.utils.io import atomic_write
 from trm_lib.utils.paths import notebooks_dir
 

@@ -1,0 +1,93 @@
+"""Notebook 04's studies: the ``ablations`` spec file narrowed to what a report or a user asks.
+
+The studies themselves (which switch flips what) live in ``trm_lib/presets/ablations.yaml``, as
+big_vision keeps an experiment in a config file; this module only selects from it — studies,
+switches by name, seeds, proportions — applies the file's ``smoke`` trims, and adds the one study
+a file cannot list: component gains across world difficulties (worlds × components)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from trm_lib.config.run_config import ConfigError
+from trm_lib.synth.config import difficulty_options
+
+from .spec import load_spec
+from .stats import WORLD_SEP
+
+#: the studies that train TRM-ML at the tuning seeds (one seed unless asked)
+TUNING = ("kd_form", "pseudo_form", "loss_weights")
+
+
+def weights_name(alpha: float, beta: float) -> str:
+    """The ``loss_weights`` switch of (α, β), as the spec file names it."""
+    return f"α={alpha:g} β={beta:g}"
+
+
+def _keep(block: dict[str, Any], names: Sequence[str], study: str) -> None:
+    unknown = [n for n in names if n not in block["switches"]]
+    if unknown:
+        raise ConfigError(f"ablations: grids.{study} has no switch {unknown} "
+                          f"(known: {list(block['switches'])})")
+    block["switches"] = {n: block["switches"][n] for n in names}
+
+
+def study_spec(*, studies: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
+               tuning_seeds: Sequence[int] = (0,), proportions: Sequence[float] = (0.1,),
+               components: Sequence[str] | None = None, kd_forms: Sequence[str] | None = None,
+               pseudo_forms: Sequence[str] | None = None, alphas: Sequence[float] = (0.1, 1.0),
+               betas: Sequence[float] = (0.01,), sweep_proportion: float = 0.1,
+               worlds: Sequence[str] = (), world_size: dict[str, Any] | None = None,
+               smoke: bool = False, spec: str | dict[str, Any] = "ablations"
+               ) -> dict[str, Any]:
+    """The grid spec of the chosen ``studies`` (default: every grid of the file, plus
+    ``difficulty`` when ``worlds`` are given). Switch lists select by name, in the given order
+    (the first is the baseline a figure compares against); ``smoke`` trims every list by the
+    file's ``smoke`` block."""
+    base = load_spec(spec)
+    trim = dict(base.get("smoke") or {}) if smoke else {}
+
+    def cut(values: Sequence[Any], key: str) -> list[Any]:
+        return list(values)[: trim[key]] if key in trim else list(values)
+
+    seeds, tuning_seeds = cut(seeds, "seeds"), cut(tuning_seeds, "tuning_seeds")
+    proportions, worlds = cut(proportions, "proportions"), cut(worlds, "worlds")
+    chosen = list(studies) if studies is not None else [*base["grids"], "difficulty"]
+    grids: dict[str, Any] = {}
+    names = {"components": components, "kd_form": kd_forms, "pseudo_form": pseudo_forms}
+    sweep = {weights_name(a, b): {"method.kd_weight": float(a), "method.mcl_weight": float(b)}
+             for a in cut(alphas, "switches") for b in cut(betas, "betas")}
+    for study in chosen:
+        if study == "difficulty":
+            continue
+        if study not in base["grids"]:
+            raise ConfigError(f"ablations: unknown study {study!r} "
+                              f"(known: {[*base['grids'], 'difficulty']})")
+        block = copy.deepcopy(base["grids"][study])
+        if study in names:
+            _keep(block, cut(names[study] or list(block["switches"]), "switches"), study)
+        if study == "loss_weights":
+            block["switches"] = sweep
+        block["seeds"] = list(seeds) if study == "components" else \
+            list(tuning_seeds) if study in TUNING else list(seeds[:1])
+        if block.get("protocol", "proportion") == "proportion":
+            block["proportions"] = [sweep_proportion] if study == "loss_weights" \
+                else list(proportions)
+        grids[study] = block
+    if "difficulty" in chosen and worlds:
+        switches = base["grids"]["components"]["switches"]
+        parts = [c for c in cut(components or list(switches), "switches") if c != "text_image"]
+        size = world_size or {}
+        grids["difficulty"] = {
+            "methods": ["trm_ml"], "protocol": "proportion", "proportions": list(proportions[:1]),
+            "seeds": list(tuning_seeds), "switches": {
+                f"{w}{WORLD_SEP}{c}": {"data.options": difficulty_options(w, **size),
+                                       **switches[c]} for w in worlds for c in parts}}
+    if not grids:
+        raise ConfigError(f"ablations: no study left (studies={list(chosen)})")
+    return {"name": base["name"], "grids": grids}
+
+
+__all__ = ["TUNING", "study_spec", "weights_name"]
