@@ -526,3 +526,34 @@ def test_ll_r_never_drops_observed_entries_where_the_official_code_would():
     # ... ours rejects the one unknown and keeps every observed entry
     keep = large_loss_rejection(loss, labels == 0, 0.5)
     assert keep.tolist() == [[True, True, False, True]]
+
+
+def _miil_asl(x, y, gamma_neg=4, gamma_pos=1, clip=0.05, eps=1e-8):
+    """Alibaba-MIIL/ASL, src/loss_functions/losses.py: AsymmetricLoss.forward (y in {0, 1})."""
+    x_sigmoid = torch.sigmoid(x)
+    xs_pos = x_sigmoid
+    xs_neg = 1 - x_sigmoid
+    if clip is not None and clip > 0:
+        xs_neg = (xs_neg + clip).clamp(max=1)
+    los_pos = y * torch.log(xs_pos.clamp(min=eps))
+    los_neg = (1 - y) * torch.log(xs_neg.clamp(min=eps))
+    loss = los_pos + los_neg
+    if gamma_neg > 0 or gamma_pos > 0:
+        pt0 = xs_pos * y
+        pt1 = xs_neg * (1 - y)
+        pt = pt0 + pt1
+        one_sided_gamma = gamma_pos * y + gamma_neg * (1 - y)
+        one_sided_w = torch.pow(1 - pt, one_sided_gamma)
+        loss *= one_sided_w
+    return -loss.sum()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_asl_is_alibaba_miil_asl_divided_by_the_batch_size(seed):
+    logits, _ = _spml_case(seed, 6, 7, torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    y01 = (torch.rand(6, 7, generator=g) < 0.3).double()
+    for gn, gp, clip in ((2.0, 1.0, 0.05), (4.0, 0.0, 0.05), (0.0, 0.0, 0.0)):
+        theirs = float(_miil_asl(logits, y01, gn, gp, clip))
+        ours = float(partial_asl(logits, 2 * y01 - 1, gp, gn, clip))
+        assert ours * 6 == pytest.approx(theirs, rel=1e-6)  # theirs is the plain sum

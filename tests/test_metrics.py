@@ -289,3 +289,33 @@ def test_unknown_entry_quality_rejects_bad_input():
         unknown_entry_quality({"v": np.zeros((1, 3))}, np.zeros((1, 2)), full)
     with pytest.raises(MetricError, match="observed shape"):
         unknown_entry_quality({"v": np.zeros((1, 2))}, np.zeros((1, 3)), full)
+
+
+def _dualcoop_validate(output: np.ndarray, target: np.ndarray, thre: float = 0.5):
+    """sunxm2357/DualCoOp, utils/validations.py: validate()'s per-class and overall numbers
+    (in %), on the whole split at once."""
+    pred = (output > thre).astype(int)
+    tp = ((pred + target) == 2).sum(0)
+    fp = ((pred - target) == 1).sum(0)
+    fn = ((pred - target) == -1).sum(0)
+    p_c = [float(tp[i] / (tp[i] + fp[i])) * 100.0 if tp[i] > 0 else 0.0 for i in range(len(tp))]
+    r_c = [float(tp[i] / (tp[i] + fn[i])) * 100.0 if tp[i] > 0 else 0.0 for i in range(len(tp))]
+    f_c = [2 * p_c[i] * r_c[i] / (p_c[i] + r_c[i]) if tp[i] > 0 else 0.0 for i in range(len(tp))]
+    mean_p_c, mean_r_c, mean_f_c = sum(p_c) / len(p_c), sum(r_c) / len(r_c), sum(f_c) / len(f_c)
+    p_o = tp.sum() / (tp + fp).sum() * 100.0
+    r_o = tp.sum() / (tp + fn).sum() * 100.0
+    return mean_p_c, mean_r_c, mean_f_c, p_o, r_o, 2 * p_o * r_o / (p_o + r_o)
+
+
+def test_dualcoop_validation_is_not_our_convention():
+    # the metrics docstring: DualCoOp thresholds with '>' and reports the mean of per-class F1s
+    scores, targets = _random_case(4, n=200, c=6, decimals=1, neg=0)
+    theirs = _dualcoop_validate(scores, targets)
+    ours = prf_metrics(scores, targets, op_convention="pooled")
+    # 0.5 exactly: a positive for us (>=), a negative for DualCoOp (>)
+    at_half = prf_metrics(np.where(scores == 0.5, 0.49, scores), targets, op_convention="pooled")
+    assert (theirs[0], theirs[1]) == pytest.approx((100 * at_half["CP"], 100 * at_half["CR"]))
+    assert theirs[3] == pytest.approx(100 * at_half["OP"])
+    assert theirs[3] != pytest.approx(100 * ours["OP"])
+    # their class F1 is the mean of per-class F1s, ours the harmonic mean of CP and CR
+    assert theirs[2] != pytest.approx(100 * at_half["CF1"], abs=1e-3)

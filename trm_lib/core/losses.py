@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["LL_R_SHARES", "assume_negative", "distillation_loss", "entropy_maximization",
-           "large_loss_rejection",
-           "multimodal_contrastive_loss", "partial_asl", "partial_bce", "rejection_rate",
-           "soft_label_loss"]
+           "large_loss_rejection", "multimodal_contrastive_loss", "partial_asl", "partial_bce",
+           "rejection_rate", "soft_label_loss"]
 
 
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor, where: str) -> None:
