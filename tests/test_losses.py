@@ -278,11 +278,11 @@ def test_assume_negative_completes_targets_with_weak_weights():
 
 
 def test_label_smoothed_bce_hand_computed():
-    # one image, positive logit 2, negative logit -1, eps 0.2: targets 0.9 and 0.1
+    # one image, positive logit 2, negative logit -1, eps 0.2: Cole et al.'s targets 0.8 and 0.2
     x = torch.tensor([[2.0, -1.0]])
     got = partial_bce(x, torch.tensor([[1.0, -1.0]]), smoothing=0.2)
-    want = -(0.9 * math.log(_sig(2)) + 0.1 * math.log(1 - _sig(2))) \
-        - (0.1 * math.log(_sig(-1)) + 0.9 * math.log(1 - _sig(-1)))
+    want = -(0.8 * math.log(_sig(2)) + 0.2 * math.log(1 - _sig(2))) \
+        - (0.2 * math.log(_sig(-1)) + 0.8 * math.log(1 - _sig(-1)))
     assert float(got) == pytest.approx(want, rel=1e-6)
     per = partial_bce(x, torch.tensor([[1.0, 0.0]]), reduction="none")
     assert per[0, 1] == 0 and float(per[0, 0]) == pytest.approx(-math.log(_sig(2)), rel=1e-6)
@@ -301,7 +301,11 @@ def test_large_loss_rejection_drops_the_largest_assumed_negatives():
 
     loss = torch.tensor([[5.0, 0.1, 3.0], [0.2, 9.0, 0.3]])
     assumed = torch.tensor([[True, True, True], [True, False, True]])  # 9.0 is observed
-    keep = large_loss_rejection(loss, assumed, rate=0.4)  # ceil(0.4 * 5) = 2: drop 5.0 and 3.0
+    # official share of all 6 entries: ceil(0.4 * 6) = 3 assumed negatives, 5.0, 3.0 and 0.3
+    keep = large_loss_rejection(loss, assumed, rate=0.4)
+    assert keep.tolist() == [[False, True, False], [True, True, False]]
+    # share of the 5 assumed negatives: ceil(0.4 * 5) = 2, 5.0 and 3.0
+    keep = large_loss_rejection(loss, assumed, rate=0.4, share="assumed_negatives")
     assert keep.tolist() == [[False, True, False], [True, True, True]]
     assert large_loss_rejection(loss, assumed, 0.0).all()
     assert (large_loss_rejection(loss, assumed, 1.0) == ~assumed).all()
@@ -336,9 +340,13 @@ def test_classification_loss_dispatches_method_loss():
     cfg = MethodConfig(cls_loss="bce", loss="an", an_neg_weight=0.5)
     want = bce(2, 1) + 0.5 * (bce(1, -1) + bce(-1, -1) + bce(3, -1))
     assert float(classification_loss(cfg, x, t)) == pytest.approx(want, rel=1e-6)
-    # LL-R at epoch 3 with delta 0.3: rate 0.6, ceil(0.6 * 3) = 2 of 3 assumed negatives
-    # rejected: the two largest (logits 3 and 1)
-    cfg = MethodConfig(cls_loss="bce", loss="ll_r", ll_delta=0.3)
+    # LL-R at epoch 3 with delta 0.3 (max rate 1): rate 0.6. Official share of all B*C = 4
+    # entries: ceil(0.6 * 4) = 3, every assumed negative rejected
+    cfg = MethodConfig(cls_loss="bce", loss="ll_r", ll_delta=0.3, ll_max_rate=1.0)
+    assert float(classification_loss(cfg, x, t, epoch=3)) == pytest.approx(bce(2, 1), rel=1e-6)
+    # share of the 3 assumed negatives: ceil(0.6 * 3) = 2 rejected, the largest (logits 3 and 1)
+    cfg = MethodConfig(cls_loss="bce", loss="ll_r", ll_delta=0.3, ll_max_rate=1.0,
+                       ll_r_share="assumed_negatives")
     want = bce(2, 1) + bce(-1, -1)
     assert float(classification_loss(cfg, x, t, epoch=3)) == pytest.approx(want, rel=1e-6)
     assert float(classification_loss(cfg, x, t, epoch=1)) == pytest.approx(
@@ -352,7 +360,200 @@ def test_single_positive_loss_config_is_validated():
     from trm_lib.config.run_config import ConfigError, MethodConfig
 
     for bad in ({"loss": "nope"}, {"label_smoothing": 0.1}, {"ll_delta": 2.0},
-                {"an_neg_weight": -1.0}):
+                {"an_neg_weight": -1.0}, {"ll_r_share": "assumed"}):
         with pytest.raises(ConfigError, match="method."):
             MethodConfig(**bad).validate()
     MethodConfig(loss="an", cls_loss="bce", label_smoothing=0.1).validate()
+
+
+# ------------------------------------------------- the peers' own code, transcribed and compared
+# Each peer function below is transcribed from its repository (cited), only unpacked from the
+# batch / P dictionaries; ours must agree on seeded random inputs up to the peers' reduction
+# (a mean over all B*C entries; ours divides the sum by B, so ours = C * theirs).
+
+_COLE_LOG_EPSILON = 1e-5  # elijahcole/single-positive-multi-label losses.py: LOG_EPSILON
+
+
+def _cole_neg_log(x, log_epsilon=_COLE_LOG_EPSILON):
+    return - torch.log(x + log_epsilon)
+
+
+def _cole_an_ls(preds, observed_labels, ls_coef, log_epsilon=_COLE_LOG_EPSILON):
+    """elijahcole/single-positive-multi-label, losses.py: loss_an_ls, then compute_batch_loss's
+    ``(loss_mtx / loss_denom_mtx).sum()`` with ``loss_denom_mtx = B * C``."""
+    def neg_log(x):
+        return _cole_neg_log(x, log_epsilon)
+    assert torch.min(observed_labels) >= 0
+    loss_mtx = torch.zeros_like(observed_labels)
+    loss_mtx[observed_labels == 1] = (1.0 - ls_coef) * neg_log(preds[observed_labels == 1]) + ls_coef * neg_log(1.0 - preds[observed_labels == 1])  # noqa: E501
+    loss_mtx[observed_labels == 0] = (1.0 - ls_coef) * neg_log(1.0 - preds[observed_labels == 0]) + ls_coef * neg_log(preds[observed_labels == 0])  # noqa: E501
+    batch_size, num_classes = int(preds.size(0)), int(preds.size(1))
+    loss_denom_mtx = (num_classes * batch_size) * torch.ones_like(preds)
+    return (loss_mtx / loss_denom_mtx).sum()
+
+
+def _spml_case(seed: int, b: int, c: int, dtype=torch.float32):
+    """Seeded logits and single-positive labels (one observed positive per image, 0 elsewhere)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = (2.0 * torch.randn(b, c, generator=g)).to(dtype)
+    labels = torch.zeros(b, c, dtype=dtype)
+    labels[torch.arange(b), torch.randint(c, (b,), generator=g)] = 1.0
+    return logits, labels
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("eps", [0.1, 0.2, 0.45])
+def test_an_ls_equals_cole_loss_an_ls(seed, eps):
+    from trm_lib.config.run_config import MethodConfig
+    from trm_lib.core.model import classification_loss
+
+    b, c = 3 + seed, 4 + seed % 3
+    logits, labels = _spml_case(seed, b, c, torch.float64)
+    cfg = MethodConfig(cls_loss="bce", loss="an", label_smoothing=eps)
+    ours = float(classification_loss(cfg, logits, labels))
+    preds = torch.sigmoid(logits)
+    # exact logs: identical up to the reduction
+    assert ours == pytest.approx(c * float(_cole_an_ls(preds, labels, eps, 0.0)), rel=1e-6)
+    # their eps-shifted log only moves each entry by ~1e-5 / p
+    assert ours == pytest.approx(c * float(_cole_an_ls(preds, labels, eps)), rel=2e-3)
+
+
+def test_an_ls_hand_computed_b1_c3():
+    # B = 1, C = 3, eps = 0.2, positive logit 1.5, assumed negatives 0.5 and -2: targets 0.8 / 0.2
+    x = torch.tensor([[1.5, 0.5, -2.0]])
+    bce = lambda v, y: -(y * math.log(_sig(v)) + (1 - y) * math.log(1 - _sig(v)))  # noqa: E731
+    want = bce(1.5, 0.8) + bce(0.5, 0.2) + bce(-2.0, 0.2)  # sum / B
+    from trm_lib.config.run_config import MethodConfig
+    from trm_lib.core.model import classification_loss
+
+    cfg = MethodConfig(cls_loss="bce", loss="an", label_smoothing=0.2)
+    got = float(classification_loss(cfg, x, torch.tensor([[1.0, 0.0, 0.0]])))
+    assert got == pytest.approx(want, rel=1e-6)
+    assert want == pytest.approx(3.0 * float(_cole_an_ls(torch.sigmoid(x.double()),
+                                                          torch.tensor([[1.0, 0.0, 0.0]]).double(),
+                                                          0.2, 0.0)), rel=1e-9)
+    # the old 1 - eps/2, eps/2 targets give a different loss (the issue's discrepancy)
+    old = bce(1.5, 0.9) + bce(0.5, 0.1) + bce(-2.0, 0.1)
+    assert abs(got - old) > 0.1
+
+
+def _llm_compute_batch_loss(preds, label_vec, clean_rate):
+    """snucml/LargeLossMatters, losses.py (commit 5025d16): loss_an + compute_batch_loss with
+    ``P['mod_scheme'] = 'LL-R'``; ``preds`` are logits. Returns (main_loss, final_loss_matrix)."""
+    batch_size = int(preds.size(0))
+    num_classes = int(preds.size(1))
+    unobserved_mask = (label_vec == 0)
+    observed_labels = label_vec.clip(0)
+    loss_matrix = F.binary_cross_entropy_with_logits(preds, observed_labels, reduction='none')
+    if clean_rate == 1:  # if epoch is 1, do not modify losses
+        final_loss_matrix = loss_matrix
+    else:
+        k = math.ceil(batch_size * num_classes * (1 - clean_rate))
+        unobserved_loss = unobserved_mask.bool() * loss_matrix
+        topk = torch.topk(unobserved_loss.flatten(), k)
+        topk_lossvalue = topk.values[-1]
+        zero_loss_matrix = torch.zeros_like(loss_matrix)
+        final_loss_matrix = torch.where(unobserved_loss < topk_lossvalue, loss_matrix,
+                                        zero_loss_matrix)
+    main_loss = final_loss_matrix.mean()
+    return main_loss, final_loss_matrix
+
+
+def _llm_clean_rate(epoch: int, delta_rel: float) -> float:
+    """snucml/LargeLossMatters train.py: ``clean_rate = 1``, ``-= delta_rel`` after each epoch."""
+    clean_rate = 1
+    for _ in range(1, epoch):
+        clean_rate -= delta_rel
+    return clean_rate
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ll_r_equals_large_loss_matters(seed):
+    from trm_lib.config.run_config import MethodConfig
+    from trm_lib.core.model import classification_loss
+
+    rng = torch.Generator().manual_seed(100 + seed)
+    b, c = 2 + seed % 5, 3 + seed % 7
+    logits, labels = _spml_case(seed, b, c)
+    if seed % 2:  # partial labels: some observed negatives too
+        neg = (torch.rand(b, c, generator=rng) < 0.3) & (labels == 0)
+        labels[neg] = -1.0
+    n_unobserved = int((labels == 0).sum())
+    compared = 0
+    for delta in (0.01, 0.05, 0.1, 0.2):
+        for epoch in range(1, 9):
+            clean_rate = _llm_clean_rate(epoch, delta)
+            if math.ceil(b * c * (1 - clean_rate)) > n_unobserved:
+                continue  # theirs then drops observed entries too (test below)
+            theirs, _ = _llm_compute_batch_loss(logits, labels, clean_rate)
+            cfg = MethodConfig(cls_loss="bce", loss="ll_r", ll_delta=delta, ll_max_rate=1.0)
+            ours = classification_loss(cfg, logits, labels, epoch=epoch)
+            assert float(ours) == pytest.approx(c * float(theirs), rel=1e-5, abs=1e-7), \
+                (delta, epoch)
+            compared += 1
+    assert compared >= 16
+
+
+def test_ll_r_issue_case_b4_c5_delta005_epoch7():
+    from trm_lib.core.losses import large_loss_rejection, rejection_rate
+
+    logits, labels = _spml_case(7, 4, 5)
+    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    assumed = labels == 0  # 16 unknowns
+    rate = rejection_rate(7, 0.05)
+    assert rate == 1 - _llm_clean_rate(7, 0.05)
+    # official: ceil(20 * 0.30000000000000027) = 7 (float drift of clean_rate -= 0.05; exact: 6)
+    keep = large_loss_rejection(loss, assumed, rate)
+    assert int((~keep).sum()) == 7
+    _, final = _llm_compute_batch_loss(logits, labels, _llm_clean_rate(7, 0.05))
+    assert torch.equal(~keep, final == 0)
+    # the earlier rule, a share of the 16 assumed negatives: ceil(0.3 * 16) = 5
+    old = large_loss_rejection(loss, assumed, rate, share="assumed_negatives")
+    assert int((~old).sum()) == 5
+    with pytest.raises(ValueError, match="share"):
+        large_loss_rejection(loss, assumed, rate, share="nope")
+
+
+def test_ll_r_never_drops_observed_entries_where_the_official_code_would():
+    from trm_lib.core.losses import large_loss_rejection
+
+    logits = torch.tensor([[2.0, -1.0, 0.5, 1.0]])
+    labels = torch.tensor([[1.0, -1.0, 0.0, -1.0]])  # one unknown of 4 entries
+    loss = F.binary_cross_entropy_with_logits(logits, labels.clip(0), reduction="none")
+    # rate 0.5 of 4 entries = 2 > 1 unknown: the official threshold becomes 0 ...
+    _, final = _llm_compute_batch_loss(logits, labels, 0.5)
+    assert bool((final == 0).all())
+    # ... ours rejects the one unknown and keeps every observed entry
+    keep = large_loss_rejection(loss, labels == 0, 0.5)
+    assert keep.tolist() == [[True, True, False, True]]
+
+
+def _miil_asl(x, y, gamma_neg=4, gamma_pos=1, clip=0.05, eps=1e-8):
+    """Alibaba-MIIL/ASL, src/loss_functions/losses.py: AsymmetricLoss.forward (y in {0, 1})."""
+    x_sigmoid = torch.sigmoid(x)
+    xs_pos = x_sigmoid
+    xs_neg = 1 - x_sigmoid
+    if clip is not None and clip > 0:
+        xs_neg = (xs_neg + clip).clamp(max=1)
+    los_pos = y * torch.log(xs_pos.clamp(min=eps))
+    los_neg = (1 - y) * torch.log(xs_neg.clamp(min=eps))
+    loss = los_pos + los_neg
+    if gamma_neg > 0 or gamma_pos > 0:
+        pt0 = xs_pos * y
+        pt1 = xs_neg * (1 - y)
+        pt = pt0 + pt1
+        one_sided_gamma = gamma_pos * y + gamma_neg * (1 - y)
+        one_sided_w = torch.pow(1 - pt, one_sided_gamma)
+        loss *= one_sided_w
+    return -loss.sum()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_asl_is_alibaba_miil_asl_divided_by_the_batch_size(seed):
+    logits, _ = _spml_case(seed, 6, 7, torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    y01 = (torch.rand(6, 7, generator=g) < 0.3).double()
+    for gn, gp, clip in ((2.0, 1.0, 0.05), (4.0, 0.0, 0.05), (0.0, 0.0, 0.0)):
+        theirs = float(_miil_asl(logits, y01, gn, gp, clip))
+        ours = float(partial_asl(logits, 2 * y01 - 1, gp, gn, clip))
+        assert ours * 6 == pytest.approx(theirs, rel=1e-6)  # theirs is the plain sum

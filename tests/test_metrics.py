@@ -33,7 +33,8 @@ def _sk_ap(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def _mlgcn(scores: np.ndarray, targets: np.ndarray, k: int | None = None) -> dict[str, float]:
-    """Loop port of ML-GCN's AveragePrecisionMeter.evaluation / overall_topk on logits.
+    """Loop port of ML-GCN's AveragePrecisionMeter.evaluation / overall_topk on logits
+    (Megvii-Nanjing/ML-GCN, util.py, commit 5517d6f): ``Np[Np == 0] = 1`` before pooling.
 
     ``scores`` are logits (threshold 0); with ``k`` only the row's top-k may be positive.
     """
@@ -173,8 +174,14 @@ def test_prf_class_without_prediction_and_without_positive():
     got = prf_metrics(scores, targets)
     # class 0: P=1, R=1; class 1: no prediction -> P=0, R=0; class 2: no positive -> excluded
     assert got["CP"] == pytest.approx(0.5) and got["CR"] == pytest.approx(0.5)
-    # overall pools everything, including class 2's two false positives
-    assert got["OP"] == pytest.approx(2 / 4) and got["OR"] == pytest.approx(2 / 4)
+    # overall pools everything, including class 2's two false positives; ML-GCN (default) counts
+    # one prediction for class 1, which has none: OP = 2 / (4 + 1)
+    assert got["OP"] == pytest.approx(2 / 5) and got["OR"] == pytest.approx(2 / 4)
+    assert got["OF1"] == pytest.approx(2 * 0.4 * 0.5 / 0.9)
+    pooled = prf_metrics(scores, targets, op_convention="pooled")
+    assert pooled["OP"] == pytest.approx(2 / 4) and pooled["OF1"] == pytest.approx(0.5)
+    assert {k: pooled[k] for k in ("CP", "CR", "CF1", "OR")} == \
+        {k: got[k] for k in ("CP", "CR", "CF1", "OR")}
     sk = precision_recall_fscore_support(targets == 1, scores >= 0.5, labels=[0, 1],
                                          average="macro", zero_division=0)
     assert (got["CP"], got["CR"]) == pytest.approx(sk[:2])
@@ -182,6 +189,29 @@ def test_prf_class_without_prediction_and_without_positive():
     assert nothing["OP"] == 0.0 and nothing["OF1"] == 0.0 and nothing["CF1"] == 0.0
     with pytest.raises(MetricError, match="top_k"):
         prf_metrics(scores, targets, top_k=0)
+    with pytest.raises(MetricError, match="op_convention"):
+        prf_metrics(scores, targets, op_convention="micro")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_op_of1_follow_mlgcn_when_a_class_has_no_prediction(seed):
+    # N = 20, C = 8 (the issue's size): every class has a positive, two classes never reach 0.5
+    rng = np.random.default_rng(seed)
+    targets = np.where(rng.random((20, 8)) < 0.3, 1, -1)
+    targets[0, :] = 1
+    scores = np.round(rng.random((20, 8)), 3)
+    scores[:, [2, 5]] *= 0.4  # classes 2 and 5: no predicted positive
+    logits = np.log(scores + 1e-12) - np.log1p(-scores + 1e-12)
+    logits[scores == 0.5] = 0.0
+    got = prf_metrics(scores, targets)
+    assert got == pytest.approx(_mlgcn(logits, targets), abs=1e-12)
+    pooled = prf_metrics(scores, targets, op_convention="pooled")
+    micro = precision_recall_fscore_support(targets == 1, scores >= 0.5, average="micro",
+                                            zero_division=0)
+    assert (pooled["OP"], pooled["OR"], pooled["OF1"]) == pytest.approx(micro[:3], abs=1e-12)
+    assert got["OP"] < pooled["OP"] and got["OF1"] < pooled["OF1"]  # the two conventions differ
+    top3 = prf_metrics(scores, targets, top_k=3)
+    assert top3 == pytest.approx(_mlgcn(logits, targets, k=3), abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------ evaluate
@@ -202,6 +232,9 @@ def test_evaluate_scores_keys_and_consistency():
     assert out["mAP"] == pytest.approx(mean_average_precision(s32, targets).value, abs=1e-12)
     assert out["mAP_zero_empty"] == pytest.approx(out["mAP"] * 5 / 6, abs=1e-12)
     assert out["CP_top3"] == pytest.approx(prf_metrics(s32, targets, top_k=3)["CP"])
+    assert out["OP"] == pytest.approx(prf_metrics(s32, targets)["OP"])
+    pooled = evaluate_scores(s32, targets, op_convention="pooled")
+    assert pooled["OP"] == pytest.approx(prf_metrics(s32, targets, op_convention="pooled")["OP"])
     with pytest.raises(MetricError, match="sigmoid"):
         evaluate_scores(scores * 4 - 2, targets)
     with pytest.raises(MetricError, match="class_names"):
@@ -256,3 +289,33 @@ def test_unknown_entry_quality_rejects_bad_input():
         unknown_entry_quality({"v": np.zeros((1, 3))}, np.zeros((1, 2)), full)
     with pytest.raises(MetricError, match="observed shape"):
         unknown_entry_quality({"v": np.zeros((1, 2))}, np.zeros((1, 3)), full)
+
+
+def _dualcoop_validate(output: np.ndarray, target: np.ndarray, thre: float = 0.5):
+    """sunxm2357/DualCoOp, utils/validations.py: validate()'s per-class and overall numbers
+    (in %), on the whole split at once."""
+    pred = (output > thre).astype(int)
+    tp = ((pred + target) == 2).sum(0)
+    fp = ((pred - target) == 1).sum(0)
+    fn = ((pred - target) == -1).sum(0)
+    p_c = [float(tp[i] / (tp[i] + fp[i])) * 100.0 if tp[i] > 0 else 0.0 for i in range(len(tp))]
+    r_c = [float(tp[i] / (tp[i] + fn[i])) * 100.0 if tp[i] > 0 else 0.0 for i in range(len(tp))]
+    f_c = [2 * p_c[i] * r_c[i] / (p_c[i] + r_c[i]) if tp[i] > 0 else 0.0 for i in range(len(tp))]
+    mean_p_c, mean_r_c, mean_f_c = sum(p_c) / len(p_c), sum(r_c) / len(r_c), sum(f_c) / len(f_c)
+    p_o = tp.sum() / (tp + fp).sum() * 100.0
+    r_o = tp.sum() / (tp + fn).sum() * 100.0
+    return mean_p_c, mean_r_c, mean_f_c, p_o, r_o, 2 * p_o * r_o / (p_o + r_o)
+
+
+def test_dualcoop_validation_is_not_our_convention():
+    # the metrics docstring: DualCoOp thresholds with '>' and reports the mean of per-class F1s
+    scores, targets = _random_case(4, n=200, c=6, decimals=1, neg=0)
+    theirs = _dualcoop_validate(scores, targets)
+    ours = prf_metrics(scores, targets, op_convention="pooled")
+    # 0.5 exactly: a positive for us (>=), a negative for DualCoOp (>)
+    at_half = prf_metrics(np.where(scores == 0.5, 0.49, scores), targets, op_convention="pooled")
+    assert (theirs[0], theirs[1]) == pytest.approx((100 * at_half["CP"], 100 * at_half["CR"]))
+    assert theirs[3] == pytest.approx(100 * at_half["OP"])
+    assert theirs[3] != pytest.approx(100 * ours["OP"])
+    # their class F1 is the mean of per-class F1s, ours the harmonic mean of CP and CR
+    assert theirs[2] != pytest.approx(100 * at_half["CF1"], abs=1e-3)

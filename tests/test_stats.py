@@ -10,10 +10,13 @@ import pytest
 from scipy import stats as sps
 
 from trm_lib.experiments.stats import (
+    claim_sentence,
     component_gains,
     describe_gains,
+    describe_paired,
     paired_differences,
     t_interval,
+    to_percent,
 )
 
 
@@ -73,7 +76,8 @@ def test_paired_differences_drops_unmatched_seeds_and_handles_n1():
     assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
     gains = component_gains(out)
     assert gains["verdict"].iloc[0] == "n < 2"
-    assert "one seed" in describe_gains(out)
+    text = describe_gains(out)
+    assert "n = 1 seed" in text and "cannot be told from seed noise" in text and "±" not in text
     # a NaN value on one seed is left out of the pairs
     df2 = _table({"full": [0.6, 0.7, 0.8], "no_mcl": [0.5, math.nan, 0.7]})
     assert int(paired_differences(df2)["n"].iloc[0]) == 2
@@ -98,8 +102,9 @@ def test_component_gains_verdicts_and_text():
     assert gains.loc["text_image", "verdict"] == "hurts"
     assert gains.loc["no_kd", "gain"] > 0 and gains.loc["no_kd", "gain_low"] > 0
     text = describe_gains(paired_differences(df), labels={"no_kd": "distillation"})
-    assert "distillation (p = 0.1, n = 5 paired seeds)" in text
-    assert "helps beyond seed noise" in text and "includes 0" in text
+    assert "p = 10%, distillation helps: +" in text and "n = 5 seeds" in text
+    assert "p = 10%, no_pseudo is within noise" in text and "crosses 0" in text
+    assert "p = 10%, text_image hurts" in text
 
 
 def test_paired_differences_empty_and_missing_columns():
@@ -209,3 +214,65 @@ def test_difficulty_options_are_validated_world_knobs():
         difficulty_options("nightmare")
     with pytest.raises(ConfigError, match="WorldConfig.clutter"):
         difficulty_options("easy", clutter=9.0)
+
+
+# ---------------------------------------------------------------- sentences computed from tables
+
+def test_claim_sentence_formats_the_issue_example():
+    text = claim_sentence("distillation", 2.04, 1.16, 2.92, 5)
+    assert text == "distillation helps: +2.04 points [95% CI +1.16, +2.92], n = 5 seeds."
+    worse = claim_sentence("x", -1.5, -2.0, -1.0, 3, unit="mAP points")
+    assert worse.startswith("x hurts: -1.50 mAP points [95% CI -2.00, -1.00]")
+
+
+@pytest.mark.parametrize("low,high", [(-0.56, 1.08), (0.0, 1.0), (-1.0, 0.0)])
+def test_an_interval_crossing_zero_is_within_noise(low, high):
+    text = claim_sentence("distillation", 0.26, low, high, 3, std=0.4)
+    assert "within noise" in text and "helps" not in text and "hurts" not in text
+    assert "mean ± std +0.26 ± 0.40" in text
+
+
+def test_one_seed_never_says_mean_pm_std():
+    text = claim_sentence("pseudo-labels", 0.75, math.nan, math.nan, 1, std=0.3)
+    assert "±" not in text and "std" not in text and "n = 1 seed" in text
+    assert "helps" not in text and "within noise" not in text
+    # the same through a table: one seed per side, std requested
+    df = _table({"full": [0.60], "no_pseudo": [0.5925]})
+    (line,) = describe_paired(paired_differences(df), std=True)
+    assert "±" not in line and "+0.75 mAP points" in line
+
+
+def test_describe_paired_numbers_come_from_the_table_in_points():
+    df = _table({"full": [0.60, 0.62, 0.58, 0.61, 0.63],
+                 "no_kd": [0.55, 0.57, 0.54, 0.555, 0.58]})
+    diffs = paired_differences(df)
+    gain = np.subtract([0.60, 0.62, 0.58, 0.61, 0.63],
+                                    [0.55, 0.57, 0.54, 0.555, 0.58])
+    mean, lo, hi, n = t_interval(gain)
+    (line,) = describe_paired(diffs, {"no_kd": "distillation"}, std=True)
+    want = (f"p = 10%, distillation helps: {100 * mean:+.2f} mAP points "
+            f"[95% CI {100 * lo:+.2f}, {100 * hi:+.2f}], n = 5 seeds; mean ± std "
+            f"{100 * mean:+.2f} ± {100 * np.std(gain, ddof=1):.2f}.")
+    assert line == want
+    # variant - reference view: the same numbers, sign flipped, and its own verbs
+    (raw,) = describe_paired(diffs, gain=False, better="is higher", worse="is lower")
+    assert f"no_kd is lower: {-100 * mean:+.2f} mAP points" in raw
+    # a table already in percent points is not scaled twice
+    assert describe_paired(to_percent(diffs), {"no_kd": "distillation"}, std=True) == [line]
+    assert describe_paired(diffs.iloc[:0]) == []
+
+
+def test_to_percent_converts_every_value_column_once():
+    df = _table({"full": [0.60, 0.62], "no_kd": [0.55, 0.57]})
+    diffs = paired_differences(df)
+    pct = to_percent(diffs)
+    for c in ("mean_diff", "ci_low", "ci_high", "std_diff", "mean_variant", "mean_reference"):
+        assert pct[c].iloc[0] == pytest.approx(100 * diffs[c].iloc[0])
+    assert pct["proportion"].iloc[0] == 0.1 and pct["n"].iloc[0] == 2  # settings stay
+    assert diffs["mean_diff"].iloc[0] == pytest.approx(-0.05)  # the input is untouched
+    with pytest.raises(ValueError, match="already"):
+        to_percent(pct)
+    gains = to_percent(component_gains(diffs), digits=2)
+    assert gains["gain"].iloc[0] == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="no columns"):
+        to_percent(diffs, columns=["nope"])

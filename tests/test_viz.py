@@ -160,6 +160,18 @@ def test_plot_proportion_curves_mean_and_std_over_seeds():
         viz.plot_proportion_curves(df, metric="CF1")
 
 
+def test_titles_promise_mean_pm_std_only_where_there_are_two_seeds():
+    df = _results()
+    assert "mean ± std over 3 seeds" in viz.plot_proportion_curves(df).axes[0].get_title()
+    one = df[df["seed"] == 0]
+    for fig in (viz.plot_proportion_curves(one), viz.plot_ablation(one, method="trm_ml")):
+        title = fig.axes[0].get_title()
+        assert "one seed, no spread" in title and "±" not in title
+    mixed = df[(df["seed"] == 0) | (df["method"] == "dualcoop")]
+    assert "over 1–3 seeds; a single seed has none" in \
+        viz.plot_proportion_curves(mixed).axes[0].get_title()
+
+
 def test_results_table_matches_hand_computation():
     df = _results()
     table = viz.results_table(df, digits=2)

@@ -116,9 +116,13 @@ class MethodConfig:
     # with weight em_weight (Zhou et al. 2022; BCE whatever cls_loss says)
     loss: str = "partial"
     an_neg_weight: float = 1.0  # 1: AN; 1/(C-1): weak negatives (WAN)
-    label_smoothing: float = 0.0  # epsilon of label smoothing (cls_loss=bce only)
-    ll_delta: float = 0.01  # LL-R: fraction of the assumed negatives rejected per epoch
+    label_smoothing: float = 0.0  # epsilon: targets 1-eps / eps as Cole et al.'s AN-LS (bce only)
+    ll_delta: float = 0.01  # LL-R: rejection rate added per epoch (a share as ll_r_share says)
     ll_max_rate: float = 0.5  # LL-R: at most this fraction rejected
+    # LL-R: the rate is a share of all | assumed_negatives. all = snucml/LargeLossMatters:
+    # ceil(rate * B * C) entries, taken among the unknown ones; assumed_negatives = ceil(rate *
+    # n_unknown) (this package's earlier rule; docs/METHOD_CHOICES.md)
+    ll_r_share: str = "all"
     em_weight: float = 0.1  # EM: alpha of the entropy term
     # [choice] ensemble | cosine | mse | kl | none (KD_FORMS). ensemble: on unknown entries the
     # query branch learns the mean of its own and the calibrated region branch's probabilities;
@@ -195,6 +199,7 @@ class MethodConfig:
         _choice("method.inference", self.inference, ("query", "query+region"))
         _choice("method.cls_loss", self.cls_loss, ("asl", "bce"))
         _choice("method.loss", self.loss, SP_LOSSES)
+        _choice("method.ll_r_share", self.ll_r_share, ("all", "assumed_negatives"))
         if self.label_smoothing > 0 and self.cls_loss != "bce":
             raise ConfigError("method.label_smoothing needs method.cls_loss=bce")
         _choice("method.kd", self.kd, KD_FORMS)

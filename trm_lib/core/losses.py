@@ -5,9 +5,13 @@ Pure functions, no method logic and no state: the methods (:mod:`trm_lib.core.mo
 :mod:`trm_lib.core.baselines`) decide *what* to feed them. Label convention everywhere: targets in
 {1, -1, 0} with 0 = unknown; an unknown entry contributes exactly zero loss and zero gradient.
 
-Classification losses are *summed* over observed entries and divided by the batch size (the
-convention of the ASL / DualCoOp lineage), not averaged over observed entries, so the loss scale
-grows with the label proportion exactly as in the peers' code.
+Reduction: classification losses are *summed* over the observed entries and divided by the batch
+size B. The peers differ only by a constant factor, which no per-entry comparison hides:
+Alibaba-MIIL/ASL's ``AsymmetricLoss`` and DualCoOp's ASL return the plain sum (ours is theirs ÷ B);
+Cole et al.'s ``compute_batch_loss`` (AN, AN-LS, WAN), Zhou et al.'s (EM) and LargeLossMatters'
+(LL-R) take the mean over all B·C entries (ours is theirs × C). Dividing by B keeps the loss
+independent of the batch size; like the peers' conventions, the sum (not a mean over observed
+entries) lets the loss scale grow with the label proportion.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["assume_negative", "distillation_loss", "entropy_maximization", "large_loss_rejection",
-           "multimodal_contrastive_loss", "partial_asl", "partial_bce", "rejection_rate",
-           "soft_label_loss"]
+__all__ = ["LL_R_SHARES", "assume_negative", "distillation_loss", "entropy_maximization",
+           "large_loss_rejection", "multimodal_contrastive_loss", "partial_asl", "partial_bce",
+           "rejection_rate", "soft_label_loss"]
 
 
 def _check_targets(logits: torch.Tensor, targets: torch.Tensor, where: str) -> None:
@@ -41,10 +45,12 @@ def partial_asl(logits: torch.Tensor, targets: torch.Tensor, gamma_pos: float = 
         negative (y = -1): -(p_m)^gamma_neg     * log(1 - p_m)
         unknown  (y = 0):  0
 
-    summed and divided by the batch size. Logs come from ``logsigmoid`` (exact, no eps clamp as
-    in the lineage's ``log(p.clamp(min=1e-8))``, which only differs for logits below -18). The focal factors are computed without gradient (the
-    lineage's ``disable_torch_grad_focal_loss=True``): they re-weight entries, they are not a
-    target to optimise. The margin ``clip`` makes easy negatives (p < clip) cost exactly nothing,
+    summed and divided by the batch size (Alibaba-MIIL/ASL and DualCoOp return the plain sum: the
+    ÷ B is ours, a constant scale factor). Logs come from ``logsigmoid`` (exact, no eps clamp as
+    in the lineage's ``log(p.clamp(min=1e-8))``, which only differs for logits below -18). The
+    focal factors are computed without gradient (the lineage's
+    ``disable_torch_grad_focal_loss=True``): they re-weight entries, they are not a target to
+    optimise. The margin ``clip`` makes easy negatives (p < clip) cost exactly nothing,
     which is what protects against the many false negatives of partial labels.
     ``weights`` (same shape, >= 0) scales each entry, e.g. to down-weight pseudo-labels.
 
@@ -91,14 +97,21 @@ def partial_bce(logits: torch.Tensor, targets: torch.Tensor,
                 reduction: str = "sum") -> torch.Tensor:
     """Binary cross-entropy on the observed entries only, summed and divided by the batch size
     (same convention as :func:`partial_asl`, so switching ``method.cls_loss`` changes only the
-    per-entry loss, not its scale). ``smoothing`` ε: label smoothing, targets 1 − ε/2 for a
-    positive and ε/2 for a negative (AN-LS of Cole et al. 2021)."""
+    per-entry loss, not its scale).
+
+    ``smoothing`` ε: label smoothing as Cole et al. 2021 compute it (elijahcole/
+    single-positive-multi-label ``losses.py``, ``loss_an_ls`` / ``loss_bce_ls``): a positive costs
+    ``(1 − ε)·(−log p) + ε·(−log(1 − p))`` and a negative the mirror image, i.e. BCE against the
+    targets **1 − ε and ε**. After :func:`assume_negative` this is their AN-LS. (Their sum is
+    divided by B·C, ours by B, and their ``−log(x + 1e-5)`` differs from the exact log by
+    < 1e-4 for p in [0.1, 0.9].) The symmetric two-class form 1 − ε/2, ε/2 that this function
+    used before is the same loss at ε/2, so it needs no switch of its own."""
     _check_targets(logits, targets, "partial_bce")
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"partial_bce: smoothing must lie in [0, 1), got {smoothing}")
     x = logits.float()
     observed = targets != 0
-    y = (targets > 0).to(x.dtype) * (1.0 - smoothing) + smoothing / 2.0
+    y = torch.where(targets > 0, 1.0 - smoothing, smoothing).to(x.dtype)
     per = F.binary_cross_entropy_with_logits(x, y, reduction="none")
     loss = torch.where(observed, per, torch.zeros_like(per))
     if weights is not None:
@@ -121,32 +134,62 @@ def assume_negative(targets: torch.Tensor, weights: torch.Tensor | None = None,
             torch.where(unknown, torch.full_like(w, float(neg_weight)), w))
 
 
+#: ``method.ll_r_share``: what LL-R's rate is a share of (docs/METHOD_CHOICES.md)
+LL_R_SHARES = ("all", "assumed_negatives")
+
+
 def rejection_rate(epoch: int, delta: float, max_rate: float = 1.0) -> float:
-    """LL-R's schedule (Kim et al. 2022): no rejection in epoch 1, then ``delta`` more of the
-    assumed negatives rejected per epoch, at most ``max_rate``."""
-    return float(min(max_rate, max(0.0, delta * (epoch - 1))))
+    """LL-R's schedule (Kim et al. 2022): no rejection in epoch 1, then ``delta`` more per
+    epoch, at most ``max_rate``.
+
+    Computed as snucml/LargeLossMatters does (``clean_rate = 1``, ``clean_rate -= delta_rel``
+    after every epoch, rate = ``1 - clean_rate``), float rounding included, so that the number of
+    rejected entries matches theirs exactly: e.g. δ = 0.05 at epoch 7 gives 0.30000000000000027,
+    and ceil(20 · rate) = 7 where the exact 0.3 would give 6."""
+    clean = 1.0
+    for _ in range(max(0, int(epoch) - 1)):
+        clean -= delta
+    return float(min(max_rate, max(0.0, 1.0 - clean)))
 
 
-def large_loss_rejection(entry_loss: torch.Tensor, assumed: torch.Tensor,
-                         rate: float) -> torch.Tensor:
-    """Bool keep-mask of "large loss matters" rejection (LL-R, Kim et al. CVPR 2022): of the
-    ``assumed`` (unknown-as-negative) entries of the batch, the ``ceil(rate · n_assumed)`` with
-    the largest loss are dropped — a large loss on an assumed negative is most likely a missed
-    positive that the model has started to recognise. Ties at the cut are dropped together
-    (ranking is on the detached loss)."""
+def large_loss_rejection(entry_loss: torch.Tensor, assumed: torch.Tensor, rate: float,
+                         share: str = "all") -> torch.Tensor:
+    """Bool keep-mask of "large loss matters" rejection (LL-R, Kim et al. CVPR 2022): the
+    ``assumed`` (unknown-as-negative) entries of the batch with the largest loss are dropped — a
+    large loss on an assumed negative is most likely a missed positive that the model has
+    started to recognise. Ranking is on the detached loss; ties at the cut are dropped together.
+
+    How many, ``k``:
+
+    - ``share="all"`` (default; snucml/LargeLossMatters ``losses.py``, ``compute_batch_loss``):
+      ``k = ceil(B·C · rate)``, a share of *all* B·C entries of the batch, taken among the
+      unobserved ones. Where k exceeds the number of unobserved entries the official code's
+      threshold falls to 0 and drops observed entries too (it only ran single-positive labels,
+      where that cannot happen below rate (C−1)/C); here k stops at the unobserved count and an
+      observed entry is never dropped.
+    - ``share="assumed_negatives"`` (this package's earlier rule): ``k = ceil(rate ·
+      n_assumed)``, a share of the assumed negatives. Under partial labels the two differ by the
+      factor 1 / (1 − p): at p = 0.9 ``all`` rejects ten times as many unknowns.
+    """
     if entry_loss.shape != assumed.shape:
         raise ValueError(f"large_loss_rejection: loss {tuple(entry_loss.shape)} and mask "
                          f"{tuple(assumed.shape)} must have the same shape")
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"large_loss_rejection: rate must lie in [0, 1], got {rate}")
+    if share not in LL_R_SHARES:
+        raise ValueError(f"large_loss_rejection: share must be one of {LL_R_SHARES} "
+                         f"(method.ll_r_share), got {share!r}")
     keep = torch.ones_like(assumed, dtype=torch.bool)
     n = int(assumed.sum())
-    k = min(n, math.ceil(rate * n - 1e-9))
+    if share == "all":
+        k = min(n, math.ceil(assumed.numel() * rate))  # the official count, float rounding too
+    else:
+        k = min(n, math.ceil(rate * n - 1e-9))
     if k <= 0:
         return keep
-    values = entry_loss.detach().float()[assumed]
-    cut = torch.topk(values, k).values[-1]
-    return keep & ~(assumed & (entry_loss.detach().float() >= cut))
+    loss = entry_loss.detach().float()
+    cut = torch.topk(loss[assumed], k).values[-1]
+    return keep & ~(assumed & (loss >= cut))
 
 
 def entropy_maximization(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.1,

@@ -12,19 +12,27 @@ Conventions (README 'Conventions'; the peers disagree, so we state ours):
   (recall increase) x precision, tied scores forming one threshold. Scores may be logits.
 - **Classes without a positive** in the evaluated targets have no AP. ``mAP`` excludes them and
   reports how many (``n_empty_classes``); ``mAP_zero_empty`` scores them 0 like the peers do.
-- **CP/CR/OP/OR** follow the ML-GCN evaluation code used by the ASL/DualCoOp line: an entry is
-  predicted positive when ``score >= threshold`` (0.5 on probabilities = logit 0); top-k
+- **CP/CR/OP/OR** follow ML-GCN's evaluation code (Megvii-Nanjing/ML-GCN ``util.py``,
+  ``AveragePrecisionMeter.evaluation``), behind the published tables of the ASL line: an entry
+  is predicted positive when ``score >= threshold`` (0.5 on probabilities = logit 0); top-k
   variants predict an entry positive when it is among the k highest scores of its image *and*
   ``score >= threshold`` (ML-GCN's ``overall_topk``; ties go to the lower class index). A class
-  with no prediction has precision 0 (ML-GCN sets its prediction count to 1). Classes without a
-  positive are left out of the per-class averages CP and CR, as for mAP (ML-GCN divides by zero
-  there); overall OP/OR pool every entry. Empty denominators give 0 for precision and NaN for
-  recall only when no class has a positive at all.
+  with no prediction gets a prediction count of 1 (ML-GCN's ``Np[Np == 0] = 1``), so its
+  precision is 0 and — ``op_convention="mlgcn"``, the default — the 1 also enters the pooled
+  denominator of OP: ``OP = ΣNc / ΣNp`` after the fix. ``op_convention="pooled"`` pools the
+  raw counts instead (sklearn's micro precision); the two differ whenever a class has no
+  predicted positive. Classes without a positive are left out of the per-class averages CP and
+  CR, as for mAP (ML-GCN divides by zero there, and its CR becomes NaN); OR pools every entry.
+  Empty denominators give 0 for precision and NaN for recall only when no class has a positive.
+- **Not DualCoOp's validation**: DualCoOp (``utils/validations.py``) thresholds with ``>``
+  (not ``>=``), averages per-class precision / recall over *all* classes, reports the mean of
+  per-class F1s as its class F1 and pools OP without ML-GCN's fix. Its numbers are not ours.
 - **Correspondence with sklearn** ``precision_recall_fscore_support(T, P, zero_division=0,
   labels=<classes with a positive>)``: CP = macro precision, CR = macro recall,
-  OP / OR / OF1 = micro precision / recall / F1 (``labels=None``). CF1 is the harmonic mean
-  ``2 CP CR / (CP + CR)`` of the macro averages, *not* sklearn's macro F1 (the mean of
-  per-class F1s).
+  OR = micro recall; OP / OF1 = micro precision / F1 (``labels=None``) under
+  ``op_convention="pooled"``, or by default when every class has a predicted positive. CF1 is
+  the harmonic mean ``2 CP CR / (CP + CR)`` of the macro averages, *not* sklearn's macro F1 (the
+  mean of per-class F1s).
 """
 
 from __future__ import annotations
@@ -143,10 +151,17 @@ def mean_average_precision(scores: Any, targets: Any, empty: str = "exclude") ->
     return MAPResult(value, ap, int(missing.size), missing.astype(np.int64))
 
 
-def prf_metrics(scores: Any, targets: Any, threshold: float = 0.5, top_k: int | None = None
-                ) -> dict[str, float]:
+#: how OP pools the per-class prediction counts (module docstring)
+OP_CONVENTIONS = ("mlgcn", "pooled")
+
+
+def prf_metrics(scores: Any, targets: Any, threshold: float = 0.5, top_k: int | None = None,
+                op_convention: str = "mlgcn") -> dict[str, float]:
     """CP, CR, CF1, OP, OR, OF1 at ``score >= threshold`` (optionally also within the top-k
-    scores of each image); see the module docstring for the exact convention."""
+    scores of each image); see the module docstring for the exact convention and
+    ``op_convention``."""
+    if op_convention not in OP_CONVENTIONS:
+        raise MetricError(f"op_convention must be one of {OP_CONVENTIONS}, got {op_convention!r}")
     S, T, _ = _check(scores, targets)
     pred = S >= threshold
     if top_k is not None:
@@ -165,6 +180,8 @@ def prf_metrics(scores: Any, targets: Any, threshold: float = 0.5, top_k: int | 
     nan = float("nan")
     cp = float(class_p[has_pos].mean()) if has_pos.any() else nan
     cr = float(class_r[has_pos].mean()) if has_pos.any() else nan
+    if op_convention == "mlgcn":
+        n_pred = np.maximum(n_pred, 1.0)  # ML-GCN: Np[Np == 0] = 1, before pooling
     op = float(tp.sum() / n_pred.sum()) if n_pred.sum() > 0 else 0.0
     orr = float(tp.sum() / n_pos.sum()) if n_pos.sum() > 0 else nan
     return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": orr, "OF1": _f1(op, orr)}
@@ -176,14 +193,14 @@ def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 
-def evaluate_scores(scores: Any, targets: Any, class_names: Sequence[str] | None = None
-                    ) -> dict[str, float]:
+def evaluate_scores(scores: Any, targets: Any, class_names: Sequence[str] | None = None,
+                    op_convention: str = "mlgcn") -> dict[str, float]:
     """Every reported number for one set of predictions.
 
     ``scores`` are probabilities in [0, 1] (apply a sigmoid to logits first: the 0.5 threshold
     is on probability). Keys: ``mAP``, ``mAP_zero_empty``, ``n_empty_classes``, ``CP`` … ``OF1``
     at 0.5, ``CP_top3`` … ``OF1_top3``, and ``AP/<class>`` per class when ``class_names`` is
-    given (NaN for a class without positives).
+    given (NaN for a class without positives). ``op_convention``: see :func:`prf_metrics`.
     """
     S, T, flat = _check(scores, targets)
     if flat:
@@ -200,8 +217,9 @@ def evaluate_scores(scores: Any, targets: Any, class_names: Sequence[str] | None
         "mAP_zero_empty": mean_average_precision(S, T, empty="zero").value,
         "n_empty_classes": float(res.n_excluded),
     }
-    out.update(prf_metrics(S, T, threshold=0.5))
-    out.update({f"{k}_top3": v for k, v in prf_metrics(S, T, threshold=0.5, top_k=3).items()})
+    out.update(prf_metrics(S, T, threshold=0.5, op_convention=op_convention))
+    top3 = prf_metrics(S, T, threshold=0.5, top_k=3, op_convention=op_convention)
+    out.update({f"{k}_top3": v for k, v in top3.items()})
     if class_names is not None:
         out.update({f"AP/{name}": float(ap) for name, ap in zip(class_names, res.per_class)})
     return out

@@ -99,7 +99,8 @@ def classification_loss(cfg: MethodConfig, logits: torch.Tensor, targets: torch.
         per = partial_bce(logits, targets, weights, cfg.label_smoothing, reduction="none")
     if cfg.loss == "ll_r":
         rate = rejection_rate(epoch, cfg.ll_delta, cfg.ll_max_rate)
-        per = torch.where(large_loss_rejection(per, assumed, rate), per, torch.zeros_like(per))
+        keep = large_loss_rejection(per, assumed, rate, cfg.ll_r_share)
+        per = torch.where(keep, per, torch.zeros_like(per))
     return per.sum() / per.shape[0]
 
 

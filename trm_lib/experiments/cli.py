@@ -22,7 +22,7 @@ from trm_lib.utils.distributed import is_main
 
 from .runner import auto_jobs, run_grid
 from .spec import is_grid_spec, load_spec
-from .stats import component_gains, paired_table, world_gains
+from .stats import component_gains, paired_table, to_percent, world_gains
 from .table import floor_messages, pivot_table
 
 
@@ -185,15 +185,12 @@ def cli_experiment(argv: list[str]) -> int:
             print(paired.to_string(index=False))
         worlds = world_gains(mine)
         if not worlds.empty:
-            gains = component_gains(worlds)
+            gains = to_percent(component_gains(worlds), digits=2)
             print("\ntest mAP (%): component gain (full − variant) per world difficulty, paired "
                   "over seeds, 95 % t-interval, n:")
-            print(pd.DataFrame({
-                "world": gains["world"], "variant": gains["variant"], "n": gains["n"],
-                "gain": (100 * gains["gain"]).round(2),
-                "ci_low": (100 * gains["gain_low"]).round(2),
-                "ci_high": (100 * gains["gain_high"]).round(2),
-                "verdict": gains["verdict"]}).to_string(index=False))
+            print(gains[["world", "variant", "n", "gain", "gain_low", "gain_high", "verdict"]]
+                  .rename(columns={"gain_low": "ci_low", "gain_high": "ci_high"})
+                  .to_string(index=False))
     print(f"wall time: {wall:.1f}s")
     print(f"results: {grid.path}")
     return _fail_below_zero_shot(mine)

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-__all__ = ["PAIR_KEYS", "WORLD_SEP", "below_zero_shot", "component_gains", "describe_gains",
-           "paired_differences", "paired_table", "t_interval", "world_gains"]
+__all__ = ["PAIR_KEYS", "VALUE_COLUMNS", "WORLD_SEP", "below_zero_shot", "claim_sentence",
+           "component_gains", "describe_gains", "describe_paired", "paired_differences",
+           "paired_table", "t_interval", "to_percent", "world_gains"]
 
 #: what pairs a variant's run with the reference run (seed sets train.seed and data.mask_seed)
 PAIR_KEYS = ("grid", "method", "protocol", "proportion", "seed")
@@ -113,29 +114,107 @@ def component_gains(diffs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def describe_gains(diffs: pd.DataFrame, scale: float = 100.0, unit: str = "mAP points",
-                   labels: dict[str, str] | None = None) -> str:
-    """One sentence per (variant, proportion) saying whether the component helps beyond seed
-    noise, computed from :func:`paired_differences` (so notebooks state no hand-typed number)."""
-    gains = component_gains(diffs)
-    if gains.empty:
-        return "No paired runs: the table holds no variant with a matching reference run."
+#: the columns of the paired tables that hold metric values (fractions until
+#: :func:`to_percent`); settings (``proportion``) and counts (``n``) are not among them
+VALUE_COLUMNS = ("mean_diff", "ci_low", "ci_high", "std_diff", "mean_variant", "mean_reference",
+                 "gain", "gain_low", "gain_high", "value", "mean", "std")
+PERCENT = "percent points"
+
+
+def to_percent(df: pd.DataFrame, columns: Iterable[str] | None = None,
+               digits: int | None = None) -> pd.DataFrame:
+    """A copy of a fraction table in percent points: every value column (:data:`VALUE_COLUMNS`
+    present in ``df``, or ``columns``) × 100 at once, so no column of a table is left in the
+    other unit; settings and counts are left alone. The copy is marked
+    (``attrs["unit"] = "percent points"``): converting it again raises instead of scaling twice,
+    and :func:`describe_paired` reads it as already in points. ``digits`` rounds."""
+    if df.attrs.get("unit") == PERCENT:
+        raise ValueError("to_percent: the table is already in percent points")
+    cols = [c for c in (VALUE_COLUMNS if columns is None else columns) if c in df.columns]
+    missing = [] if columns is None else sorted(set(columns) - set(df.columns))
+    if missing:
+        raise ValueError(f"to_percent: no columns {missing} in the table")
+    out = df.copy()
+    for c in cols:
+        out[c] = 100.0 * out[c].astype(float)
+        if digits is not None:
+            out[c] = out[c].round(digits)
+    out.attrs["unit"] = PERCENT
+    return out
+
+
+def _points(df: pd.DataFrame) -> float:
+    """Factor that takes ``df``'s value columns to percent points."""
+    return 1.0 if df.attrs.get("unit") == PERCENT else 100.0
+
+
+def claim_sentence(name: str, mean: float, low: float, high: float, n: int,
+                   std: float | None = None, *, unit: str = "points", better: str = "helps",
+                   worse: str = "hurts", confidence: float = 0.95) -> str:
+    """One sentence stating a paired difference (already in percent points) and what it
+    supports: ``better`` / ``worse`` where the interval excludes 0, "within noise" where it
+    crosses 0, no verdict for one seed. ``std`` (the per-seed spread) is added as
+    "mean ± std" only where n ≥ 2: one value has no spread.
+
+    ``distillation helps: +2.04 points [95% CI +1.16, +2.92], n = 5 seeds``"""
+    level = f"{100 * confidence:g}% CI"
+    if n < 1 or not np.isfinite(mean):
+        return f"{name}: no paired seeds, nothing to claim."
+    if n == 1 or not (np.isfinite(low) and np.isfinite(high)):
+        return (f"{name}: {mean:+.2f} {unit}, n = {n} seed — no interval, so it cannot be told "
+                "from seed noise (run more seeds).")
+    if low > 0:
+        verdict = f"{name} {better}"
+    elif high < 0:
+        verdict = f"{name} {worse}"
+    else:
+        verdict = f"{name} is within noise"
+    text = f"{verdict}: {mean:+.2f} {unit} [{level} {low:+.2f}, {high:+.2f}], n = {n} seeds"
+    if std is not None and np.isfinite(std):
+        text += f"; mean ± std {mean:+.2f} ± {std:.2f}"
+    if low <= 0 <= high:
+        text += " — the interval crosses 0"
+    return text + "."
+
+
+def describe_paired(diffs: pd.DataFrame, labels: dict[str, str] | None = None, *,
+                    gain: bool = True, std: bool = False, unit: str = "mAP points",
+                    better: str = "helps", worse: str = "hurts",
+                    confidence: float = 0.95) -> list[str]:
+    """The sentences a notebook prints for a table of :func:`paired_differences` (or
+    :func:`world_gains`), one per row, in percent points, every number computed from the table.
+
+    ``gain=True`` states the component view ``reference − variant`` (:func:`component_gains`:
+    "distillation helps" when removing it costs mAP); False states ``variant − reference``.
+    ``labels`` names the variants. Rows are prefixed with their setting (p or protocol B, and
+    the world of a difficulty grid). ``std=True`` adds the per-seed mean ± std where n ≥ 2."""
+    if diffs.empty:
+        return []
+    k = _points(diffs)
+    rows = component_gains(diffs) if gain else diffs.assign(
+        gain=diffs["mean_diff"], gain_low=diffs["ci_low"], gain_high=diffs["ci_high"])
     labels = labels or {}
-    lines = []
-    for _, r in gains.iterrows():
-        name = labels.get(r["variant"], r["variant"])
-        where = f"p = {r['proportion']:g}" if np.isfinite(r["proportion"]) else "protocol B"
-        head = (f"{name} ({where}, n = {int(r['n'])} paired seeds): gain "
-                f"{scale * r['gain']:+.2f} {unit}")
-        if r["verdict"] == "n < 2":
-            lines.append(f"{head}; one seed, no interval — run more seeds to tell it from noise.")
-            continue
-        ci = f"95 % CI [{scale * r['gain_low']:+.2f}, {scale * r['gain_high']:+.2f}]"
-        says = {"helps": "helps beyond seed noise",
-                "hurts": "hurts beyond seed noise",
-                "within noise": "the interval includes 0: not distinguishable from noise"}
-        lines.append(f"{head}, {ci} — {says[r['verdict']]}.")
-    return "\n".join(lines)
+    out = []
+    for _, r in rows.iterrows():
+        p = float(r["proportion"])
+        where = f"p = {100 * p:g}%" if np.isfinite(p) else "protocol B"
+        if "world" in rows.columns:
+            where = f"{r['world']} world, {where}"
+        name = f"{where}, {labels.get(r['variant'], r['variant'])}"
+        spread = k * float(r["std_diff"]) if std and "std_diff" in rows.columns else None
+        out.append(claim_sentence(name, k * float(r["gain"]), k * float(r["gain_low"]),
+                                  k * float(r["gain_high"]), int(r["n"]), spread, unit=unit,
+                                  better=better, worse=worse, confidence=confidence))
+    return out
+
+
+def describe_gains(diffs: pd.DataFrame, unit: str = "mAP points",
+                   labels: dict[str, str] | None = None) -> str:
+    """:func:`describe_paired` in the component view, as one text: whether each component
+    helps beyond seed noise (so notebooks state no hand-typed number)."""
+    lines = describe_paired(diffs, labels, unit=unit, std=True)
+    return "\n".join(lines) or ("No paired runs: the table holds no variant with a matching "
+                                "reference run.")
 
 
 #: separates world and component in a difficulty grid's variant names ("hard/no_kd")
@@ -166,23 +245,21 @@ def world_gains(df: pd.DataFrame, reference: str = "full", *, split: str = "test
 
 
 def paired_table(df: pd.DataFrame, reference: str = "full", split: str = "test",
-                 metric: str = "mAP", scale: float = 100.0) -> pd.DataFrame:
+                 metric: str = "mAP") -> pd.DataFrame:
     """Printable per (method, variant, p) table of :func:`paired_differences` for every
     (grid, method) of ``df`` that holds ``reference`` runs: the difference to the reference
-    and its 95 % CI in ``scale`` units (% for mAP), n and the verdict. Empty if none."""
+    and its 95 % CI in percent points (:func:`to_percent`), n and the verdict. Empty if none."""
     parts = []
     for (grid, method), g in df.groupby(["grid", "method"], sort=False):
         diffs = paired_differences(g, reference, split=split, metric=metric)
         if diffs.empty:
             continue
-        gains = component_gains(diffs)
+        gains = to_percent(component_gains(diffs), digits=2)
         parts.append(pd.DataFrame({
             "grid": grid, "method": method, "variant": gains["variant"],
             "p": gains["proportion"], "n": gains["n"].astype(int),
-            f"diff to {reference}": (scale * gains["mean_diff"]).round(2),
-            "ci_low": (scale * gains["ci_low"]).round(2),
-            "ci_high": (scale * gains["ci_high"]).round(2),
-            "verdict (component)": gains["verdict"]}))
+            f"diff to {reference}": gains["mean_diff"], "ci_low": gains["ci_low"],
+            "ci_high": gains["ci_high"], "verdict (component)": gains["verdict"]}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

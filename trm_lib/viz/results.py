@@ -52,6 +52,18 @@ def _aggregate(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return out
 
 
+def _over_seeds(counts: pd.Series, spread: str = "mean ± std") -> str:
+    """How many seeds a figure's points average: "mean ± std over 3 seeds" only where every
+    point has n ≥ 2, "one seed, no spread" where none has (the title never promises a spread
+    the figure cannot show)."""
+    lo, hi = int(counts.min()), int(counts.max())
+    if hi <= 1:
+        return "one seed, no spread"
+    if lo == hi:
+        return f"{spread} over {hi} seeds"
+    return f"{spread} over {lo}–{hi} seeds; a single seed has none"
+
+
 @_styled
 def plot_proportion_curves(results_df: pd.DataFrame, metric: str = "mAP", split: str = "test",
                            protocol: str | None = "proportion", scale: float = 100.0) -> Figure:
@@ -73,8 +85,8 @@ def plot_proportion_curves(results_df: pd.DataFrame, metric: str = "mAP", split:
     ax.set_xticks(props, [_pct(p) for p in props])
     ax.set_xlabel("proportion of known labels")
     ax.set_ylabel(_axis_label(metric, split, scale))
-    seeds = int(df.groupby(["label", "proportion"])["value"].count().max())
-    ax.set_title(f"{metric} vs label proportion (mean ± std over up to {seeds} seed(s))")
+    seeds = _over_seeds(df.groupby(["label", "proportion"])["value"].count())
+    ax.set_title(f"{metric} vs label proportion ({seeds})")
     ax.legend(fontsize=8)
     return fig
 
@@ -154,7 +166,8 @@ def plot_ablation(results_df: pd.DataFrame, baseline_variant: str = "full", metr
     ax.set_xticks(np.arange(len(props)), [_pct(p) for p in props])
     ax.set_xlabel("proportion of known labels")
     ax.set_ylabel(_axis_label(metric, split, scale))
-    ax.set_title(f"Ablation vs '{baseline_variant}' (bars: mean, whiskers: ±1 std over seeds)")
+    seeds = _over_seeds(agg["count"], "bars: mean, whiskers: ± 1 std")
+    ax.set_title(f"Ablation vs '{baseline_variant}' ({seeds})")
     ax.legend(fontsize=8, ncols=min(4, len(variants)))
     return fig
 
@@ -194,7 +207,8 @@ def plot_per_class_ap(results_df: pd.DataFrame, proportion: float | None = None,
     ax.set_ylabel("")
     ax.set_xlabel(f"AP (%, {split})" if scale == 100 else f"AP ({split})")
     p = float(df["proportion"].iloc[0])
-    ax.set_title(f"Per-class AP at p = {_pct(p)} (mean ± std over seeds)")
+    seeds = _over_seeds(df.groupby(["label", "cls"])["value"].count())
+    ax.set_title(f"Per-class AP at p = {_pct(p)} ({seeds})")
     ax.legend(fontsize=8)
     return fig
 
