@@ -26,3 +26,21 @@ def test_module_table_names_every_module_and_only_existing_ones():
 def test_readme_links_and_picture_exist():
     for target in re.findall(r"\]\(((?:docs|notebooks)/[^)#]+)\)", README):
         assert (ROOT / target).exists(), target
+
+
+def test_docs_name_only_modules_and_files_that_exist():
+    """After a move, a doc naming ``trm_lib.old_module`` or ``trm_lib/old.py`` is caught here."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    package = ROOT / "trm_lib"
+    missing = []
+    for doc in docs:
+        text = doc.read_text()
+        for path in re.findall(r"\btrm_lib/[\w/]+\.(?:py|yaml|json)\b", text):
+            if not (ROOT / path).exists():
+                missing.append(f"{doc.name}: {path}")
+        for dotted in re.findall(r"\btrm_lib((?:\.[a-z_][a-z0-9_]*)+)", text):
+            parts = dotted.strip(".").split(".")
+            first = package / parts[0]
+            if not (first.is_dir() or first.with_suffix(".py").exists()):
+                missing.append(f"{doc.name}: trm_lib.{dotted.strip('.')}")
+    assert missing == []
