@@ -288,6 +288,28 @@ def test_image_matching_ablation_gives_one_feature_for_all_classes():
     assert out["logits"].std(dim=1).min() > 0
 
 
+def test_image_matching_starts_as_zero_shot_clip_and_learns():
+    """Figure 1's text-image matching: untrained, its logits are λ·cos(global, t_c) -- zero-shot
+    CLIP exactly -- and the image MLP gets a gradient, so training moves it from there."""
+    torch.manual_seed(0)
+    ctx = _ctx()
+    m = TRMML(_cfg(matching="image"), ctx)
+    b = _batch()
+    out = m(b)
+    zero_shot = m.scale() * F.normalize(b["global"], dim=-1) @ ctx.text_embeddings.t()
+    torch.testing.assert_close(out["logits"], zero_shot, rtol=1e-5, atol=1e-5)
+    loss, _ = m.loss(out, b, 0)
+    loss.backward()
+    assert m.image_mlp[-1].weight.grad.abs().sum() > 0
+    # the other settings build the same weights as before (the image MLP is drawn last)
+    torch.manual_seed(0)
+    region = TRMML(_cfg(), ctx)
+    torch.manual_seed(0)
+    image = TRMML(_cfg(matching="image"), ctx)
+    for (name, a), (_, b2) in zip(region.state_dict().items(), image.state_dict().items()):
+        assert torch.equal(a, b2), name
+
+
 def test_raw_keys_and_values():
     torch.manual_seed(0)
     m = TRMML(_cfg(kv_source="raw"), _ctx())

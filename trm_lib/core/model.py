@@ -198,10 +198,13 @@ class TRMML(Method):
     ``kv_source`` (projected F̃ | raw F for keys/values; R always uses F̃), ``matching``,
     ``inference``, ``learn_logit_scale``, ``learn_text_context``, the loss and prototype switches.
 
-    ``matching="image"`` is the **text-image ablation**: the attention is replaced by uniform
-    pooling over all L tokens, so every class sees the same whole-image feature — there are no
-    category-aware regions, Z is identical for all classes and s_c = λ cos(z, t_c) compares one
-    image vector with every class text. The queries are then unused.
+    ``matching="image"`` is the **text-image ablation** (the paper's Figure 1, left): one
+    image-level feature — CLIP's own global embedding g — is matched with every class text,
+    ``z = g + MLP_img(g)`` with the MLP's last layer starting at zero, so the untrained head *is*
+    zero-shot CLIP and training can only move it from there; there are no category-aware regions
+    and the queries are unused (the region branch R is the uniform mean of the dense tokens).
+    Before this, the ablation pooled the head's value projections through the region MLP and
+    started far below zero-shot: it measured a broken model, not image-level matching.
 
     Initialisation switches: ``attn_init="clip"`` (default) starts the attention as
     CLIP's text-pixel similarity (see :class:`CategoryCrossAttention`); ``mlp_residual=True``
@@ -267,6 +270,12 @@ class TRMML(Method):
                 # the k-NN score is a difference of cosines: the same 1-D calibration as the
                 # region branch turns it into a probability fitted on the observed labels
                 self.memory_calibrator = RegionCalibrator(num_classes)
+        self.image_mlp = None  # built last: the other settings draw the same initial weights
+        if cfg.matching == "image":
+            self.image_mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(),
+                                           nn.Dropout(cfg.dropout), nn.Linear(hidden, dim))
+            nn.init.zeros_(self.image_mlp[-1].weight)
+            nn.init.zeros_(self.image_mlp[-1].bias)
 
     # ------------------------------------------------------------------ text side
     def class_text(self) -> torch.Tensor:
@@ -304,11 +313,10 @@ class TRMML(Method):
         else:
             kv = dense
         b, L, _ = dense.shape
-        if self.cfg.matching == "image":
-            # text-image ablation: one uniformly pooled image feature shared by all classes
-            layer = self.layers[-1]
-            pooled = layer.values(kv).mean(1, keepdim=True)  # (B, 1, D)
-            q_hat = layer.out_proj(pooled).expand(-1, self.num_classes, -1)
+        if self.image_mlp is not None:
+            # text-image ablation: CLIP's global image embedding, shared by all classes
+            g = F.normalize(batch_key(batch, "global").float(), dim=-1).unsqueeze(1)  # (B, 1, D)
+            z = (g + self.image_mlp(g)).expand(-1, self.num_classes, -1)
             maps = dense.new_full((b, self.num_classes, L), 1.0 / L)
         else:
             queries = self.queries
@@ -317,7 +325,7 @@ class TRMML(Method):
                 if i + 1 < len(self.layers):
                     queries = queries + q_hat
             maps = attn.mean(1)  # (B, C, L), average over heads
-        z = q_hat + self.mlp(q_hat) if self.mlp_residual else self.mlp(q_hat)
+            z = q_hat + self.mlp(q_hat) if self.mlp_residual else self.mlp(q_hat)
         # The matching itself runs in float32 even under autocast: a bf16 cosine has ~3
         # significant digits, which would make many images tie in the ranking.
         with torch.autocast(dense.device.type, enabled=False):
