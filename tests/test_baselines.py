@@ -196,6 +196,25 @@ def test_dualcoop_negative_context_can_start_as_the_positive_one(ctx, words):
         _cfg("dualcoop", neg_ctx_init="zero").validate()
 
 
+def test_dualcoop_zero_shot_prior_starts_at_zero_shot_clip_and_learns_the_pair(ctx):
+    """With t- = t+ the logits start at 0 (a tie); the zero-shot prior starts them at zero-shot
+    CLIP's λ cos(g, t_c) exactly, and the prompt pair still gets its opposite gradients."""
+    torch.manual_seed(0)
+    cfg = _cfg("dualcoop", n_ctx=4, ctx_init="a photo of a", neg_ctx_init="positive",
+               dualcoop_prior="zero_shot")
+    m = DualCoOp(cfg, ctx)
+    zs = ZeroShotCLIP(_cfg("zero_shot"), ctx)
+    b = _batch(ctx)
+    out = m(b)
+    torch.testing.assert_close(out["logits"], zs(b)["logits"], rtol=1e-5, atol=1e-5)
+    m.loss(out, b, 1)[0].backward()
+    g_pos, g_neg = m.prompt_pos.ctx.grad, m.prompt_neg.ctx.grad
+    assert g_pos.abs().sum() > 0
+    torch.testing.assert_close(g_neg, -g_pos, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="method.dualcoop_prior"):
+        _cfg("dualcoop", dualcoop_prior="global").validate()
+
+
 def test_dualcoop_starts_at_zero_shot_for_every_class_with_prompt_names(backbone):
     """Class names that are not words ("diningtable") are prompted with the dataset's prompt
     names, exactly as the fixed text embeddings were encoded: DualCoOp's positive branch starts

@@ -174,6 +174,10 @@ class MethodConfig:
     # then separate the pair along each class's attended region features)
     neg_ctx_init: str = "random"
     class_specific_ctx: bool = True
+    # [choice] DualCoOp's logit = s+ - s- (lineage: none) or, with zero_shot, plus lambda times
+    # zero-shot CLIP's cosine cos(global, t_c): with t- = t+ every logit otherwise starts at 0 (a
+    # tie, chance-level mAP) and the prompts first climb back to the zero-shot ranking
+    dualcoop_prior: str = "none"
 
     RANGES: ClassVar[dict[str, str]] = {
         "num_heads": "[1, inf)", "num_layers": "[1, inf)", "mlp_hidden": "[1, inf)",
@@ -207,6 +211,7 @@ class MethodConfig:
         _choice("method.pseudo_score", self.pseudo_score, ("softmax_mean", "cosine_mean"))
         _choice("method.pseudo_source", self.pseudo_source, ("memory", "prototype"))
         _choice("method.neg_ctx_init", self.neg_ctx_init, ("random", "positive"))
+        _choice("method.dualcoop_prior", self.dualcoop_prior, ("none", "zero_shot"))
         if not (0.0 <= self.pseudo_low < self.pseudo_high <= 1.0):
             raise ConfigError(
                 f"method.pseudo_low < method.pseudo_high required in [0, 1], got "

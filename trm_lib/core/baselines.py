@@ -124,7 +124,12 @@ class DualCoOp(_Baseline):
     (``"positive"``): then t⁻ = t⁺, every logit starts at 0, the spatial weights start as
     zero-shot text–pixel maps, and since ∂logit/∂t⁻ = −∂logit/∂t⁺ the first steps pull the pair
     apart along what distinguishes each class's attended regions -- no random offset
-    λ·cos(F̃, t⁻) to unlearn first.
+    λ·cos(F̃, t⁻) to unlearn first. But then every logit starts at exactly 0: the ranking starts
+    as a tie (chance-level mAP) and the first epochs spend themselves climbing back to what
+    zero-shot CLIP already knew. ``method.dualcoop_prior="zero_shot"`` adds zero-shot CLIP's
+    logit, ``logit_c += λ cos(g, t_c)`` with g the global image embedding and t_c the fixed class
+    text, so the untrained model *is* zero-shot CLIP and the prompt pair learns a correction to it
+    (as the linear probe starts from the zero-shot weights).
     """
 
     #: spatial softmax temperature of the lineage (their ``spatial_T`` init 3.0 = ln 20)
@@ -144,6 +149,8 @@ class DualCoOp(_Baseline):
         self.spatial_scale = nn.Parameter(torch.tensor(self.SPATIAL_SCALE_INIT),
                                           requires_grad=learn)
         self._text_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        if cfg.dualcoop_prior == "zero_shot":  # the fixed class texts of zero-shot CLIP
+            self.register_buffer("zero_shot_text", text_features(ctx))
 
     def texts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised (t⁺, t⁻), each (C, D); cached in eval mode without grad (cleared by
@@ -168,7 +175,12 @@ class DualCoOp(_Baseline):
         dense = F.normalize(batch_key(batch, "dense").float(), dim=-1)  # (B, L, D)
         t_pos, t_neg = self.texts()
         with torch.autocast(dense.device.type, enabled=False):  # float32 cosines, see TRMML
-            return self._pixel_logits(dense, t_pos.float(), t_neg.float())
+            out = self._pixel_logits(dense, t_pos.float(), t_neg.float())
+            if self.cfg.dualcoop_prior == "zero_shot":
+                g = F.normalize(batch_key(batch, "global").float(), dim=-1)
+                lam = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+                out["logits"] = out["logits"] + lam * g @ self.zero_shot_text.float().t()
+            return out
 
     def _pixel_logits(self, dense: torch.Tensor, t_pos: torch.Tensor, t_neg: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
