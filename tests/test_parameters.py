@@ -89,3 +89,15 @@ def test_study_spec_errors_name_the_study_and_the_switch():
         ablations.study_spec(studies=["nope"])
     with pytest.raises(ConfigError, match="grids.kd_form has no switch"):
         ablations.study_spec(kd_forms=["nope"])
+
+
+def test_the_tuning_studies_run_by_default_on_a_gpu_only():
+    assert ablations.resolve_studies("auto", "cpu") == ["components", "pseudo_b"]
+    every = ablations.resolve_studies("auto", "cuda")  # a fake device: the switch logic only
+    assert every[:2] == ["components", "kd_form"] and "difficulty" in every
+    assert ablations.resolve_studies("all", "cpu") == every
+    assert ablations.resolve_studies("core", "cuda") == ["components", "pseudo_b"]
+    assert ablations.resolve_studies("auto", "cpu", smoke=True) == every  # plumbing: all
+    with pytest.raises(ConfigError, match="studies must be one of"):
+        ablations.resolve_studies("some", "cpu")
+    assert "-p studies=all" in ablations.skipped("kd_form")

@@ -269,6 +269,22 @@ def test_figures_stay_out_of_pyplot():
     assert plt.get_fignums() == before
 
 
+def test_plot_forest_draws_the_matching_gain_apart_on_its_own_scale():
+    from trm_lib.experiments.stats import paired_differences
+
+    rows = [dict(grid="g", method="trm_ml", variant=v, protocol="proportion", proportion=0.1,
+                 seed=s, split="test", metric="mAP", value=b + d)
+            for v, b in (("full", 0.70), ("no_kd", 0.68), ("text_image", 0.40))
+            for s, d in enumerate((0.0, 0.01, -0.005))]
+    fig = viz.plot_forest(paired_differences(pd.DataFrame(rows)))
+    top, bottom = fig.axes[:2]
+    assert [t.get_text() for t in top.get_yticklabels()] == [viz.COMPONENT_LABELS["no_kd"]]
+    assert [t.get_text() for t in bottom.get_yticklabels()] == \
+        [viz.COMPONENT_LABELS["text_image"]]
+    assert top.get_xlim()[1] < 10 < bottom.get_xlim()[1]  # +2 and +30 points, each readable
+    assert "own scale" in bottom.get_title()
+
+
 def test_plot_forest_draws_gain_and_interval_per_component():
     from matplotlib.figure import Figure as Fig
 

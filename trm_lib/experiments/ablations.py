@@ -19,6 +19,30 @@ from .stats import WORLD_SEP
 
 #: the studies that train TRM-ML at the tuning seeds (one seed unless asked)
 TUNING = ("kd_form", "pseudo_form", "loss_weights")
+#: the studies the report's claims rest on; the tuning and exploration studies (their results
+#: are in docs/METHOD_CHOICES.md) are added by ``studies="all"``
+CORE = ("components", "pseudo_b")
+STUDY_SETS = ("auto", "core", "all")
+
+
+def resolve_studies(studies: str, device_type: str, smoke: bool = False) -> list[str]:
+    """``"core"`` (the components and protocol B's pseudo-labels), ``"all"`` (plus the
+    distillation and pseudo-label forms, the α/β sweep and the difficulty worlds), or ``"auto"``:
+    all on a GPU, core on a CPU, where the tuning studies would double the report's time for
+    one-seed results that do not carry its claims. A ``smoke`` run checks every study's plumbing,
+    so it runs all."""
+    if studies not in STUDY_SETS:
+        raise ConfigError(f"studies must be one of {list(STUDY_SETS)}, got {studies!r}")
+    if studies == "auto":
+        studies = "all" if device_type == "cuda" or smoke else "core"
+    return list(CORE) if studies == "core" else [*load_spec("ablations")["grids"], "difficulty"]
+
+
+def skipped(study: str) -> str:
+    """What a notebook prints for a study this run left out, and how to run it."""
+    return (f"study {study!r} not run here (studies='core', the CPU default): run it with "
+            f"-p studies=all, or `python -m trm_lib experiment --preset ablations --grid {study}`; "
+            f"its results are in docs/METHOD_CHOICES.md")
 
 
 def weights_name(alpha: float, beta: float) -> str:
@@ -90,4 +114,5 @@ def study_spec(*, studies: Sequence[str] | None = None, seeds: Sequence[int] = (
     return {"name": base["name"], "grids": grids}
 
 
-__all__ = ["TUNING", "study_spec", "weights_name"]
+__all__ = ["CORE", "STUDY_SETS", "TUNING", "resolve_studies", "skipped", "study_spec",
+           "weights_name"]

@@ -93,10 +93,10 @@ def _grid_methods() -> list[str]:
     return list(load_spec("fidelity")["grids"]["main"]["methods"])
 
 
-def _ablation_studies() -> list[str]:
-    from trm_lib.experiments import load_spec
+def _study_sets() -> list[str]:
+    from trm_lib.experiments.ablations import STUDY_SETS
 
-    return [*load_spec("ablations")["grids"], "difficulty"]
+    return list(STUDY_SETS)
 
 
 def _explorer_methods() -> list[str]:
@@ -133,7 +133,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "alphas": _each(_number(0, math.inf)), "betas": _each(_number(0, math.inf)),
     "methods": _names(_grid_methods), "components": _names(_component_switches, first="full"),
     "kd_forms": _names(_kd_forms), "pseudo_forms": _names(_pseudo_forms),
-    "worlds": _names(_worlds, empty=True), "studies": _names(_ablation_studies, empty=True),
+    "worlds": _names(_worlds, empty=True), "studies": _names(_study_sets),
     "method": _names(_explorer_methods), "image_paths": _files,
     "run_dir": _run_folder, "dualcoop_run_dir": _run_folder,
 }

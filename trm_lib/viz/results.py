@@ -3,7 +3,7 @@ proportion curves, the results table, ablation bars, component-gain forest plots
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib as mpl
@@ -220,7 +220,8 @@ COMPONENT_LABELS = {"no_kd": "distillation (full − no_kd)", "no_mcl": "contras
 
 
 def plot_forest(diffs: pd.DataFrame, ax: Any = None, scale: float = 100.0,
-                labels: Mapping[str, str] | None = None, unit: str = "mAP points") -> Figure:
+                labels: Mapping[str, str] | None = None, unit: str = "mAP points",
+                apart: Sequence[str] = ("text_image",)) -> Figure:
     """Forest plot of component gains: per variant (row) and proportion (colour) the mean
     paired gain ``reference − variant`` over seeds with its 95 % t-interval, and a zero line.
 
@@ -231,13 +232,26 @@ def plot_forest(diffs: pd.DataFrame, ax: Any = None, scale: float = 100.0,
     Drawn by seaborn's ``pointplot`` (``hue`` = proportion). seaborn computes intervals from
     raw values, while the paired t-interval comes from :mod:`trm_lib.experiments.stats`; so each point is
     handed over as its three values (low, gain, high), with ``estimator="median"`` (= the gain)
-    and ``errorbar=("pi", 100)`` (= their range, the t-interval)."""
+    and ``errorbar=("pi", 100)`` (= their range, the t-interval).
+
+    Variants in ``apart`` (region vs image *matching*, tens of points) get their own panel
+    below, on their own scale, so the components' few points stay readable."""
     from trm_lib.experiments.stats import component_gains
 
     _require_columns(diffs, ["variant", "proportion", "n", "mean_diff", "ci_low", "ci_high"],
                      "plot_forest")
     if diffs.empty:
         raise ValueError("plot_forest: no paired differences to draw")
+    split = diffs["variant"].astype(str).isin(list(apart))
+    if ax is None and split.any() and not split.all():
+        n_props = max(1, diffs["proportion"].nunique(dropna=False))
+        rows = [diffs.loc[~split, "variant"].nunique(), diffs.loc[split, "variant"].nunique()]
+        fig, axes = _figure(2, 1, (6.4, 0.55 * sum(rows) * n_props + 3.0),
+                            gridspec_kw={"height_ratios": rows})
+        plot_forest(diffs[~split], axes[0, 0], scale, labels, unit, apart=())
+        plot_forest(diffs[split], axes[1, 0], scale, labels, unit, apart=())
+        axes[1, 0].set_title("Text-region against text-image matching (its own scale)")
+        return fig
     gains = component_gains(diffs)
     names = {**COMPONENT_LABELS, **(labels or {})}
     variants = list(pd.unique(gains["variant"].astype(str)))
