@@ -269,6 +269,17 @@ def test_figures_stay_out_of_pyplot():
     assert plt.get_fignums() == before
 
 
+def test_results_table_shows_full_labels_as_the_ceiling_outside_avg():
+    rows = [dict(method=m, variant="default", protocol="proportion", proportion=p, seed=0,
+                 split="test", metric="mAP", value=v)
+            for m, base in (("trm_ml", 0.6), ("zero_shot", 0.5))
+            for p, v in ((0.1, base), (0.9, base + 0.1), (1.0, base + 0.3))]
+    table = viz.results_table(pd.DataFrame(rows))
+    assert list(table.columns) == ["10%", "90%", "avg", "100% (full labels)"]
+    assert table.loc["trm_ml", "avg"] == "65.0"  # mean of 10 % and 90 % only
+    assert table.loc["trm_ml", "100% (full labels)"] == "90.0"
+
+
 def test_plot_forest_draws_the_matching_gain_apart_on_its_own_scale():
     from trm_lib.experiments.stats import paired_differences
 

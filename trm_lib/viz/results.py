@@ -82,7 +82,7 @@ def plot_proportion_curves(results_df: pd.DataFrame, metric: str = "mAP", split:
                         palette=_palette(labels), estimator="mean", errorbar="sd", marker="o",
                         err_kws={"alpha": 0.2, "linewidth": 0}, ax=ax)
     props = sorted(df["proportion"].unique())
-    ax.set_xticks(props, [_pct(p) for p in props])
+    ax.set_xticks(props, [_pct(p) + ("\n(full)" if p >= 1 else "") for p in props])
     ax.set_xlabel("proportion of known labels")
     ax.set_ylabel(_axis_label(metric, split, scale))
     seeds = _over_seeds(df.groupby(["label", "proportion"])["value"].count())
@@ -97,7 +97,8 @@ def results_table(results_df: pd.DataFrame, metric: str = "mAP", split: str = "t
     """Method x proportion table of ``"mean ± std"`` strings (in % with the default ``scale``)
     plus an ``avg`` column, as in the paper. ``avg`` is the mean of the per-proportion means,
     left blank unless the row has every proportion (an average over fewer proportions would not
-    be comparable). A single seed shows the mean alone."""
+    be comparable). A single seed shows the mean alone. Runs at p = 1 (every label known) are
+    the **ceiling**: their column is labelled ``100% (full labels)`` and kept out of ``avg``."""
     df = _with_labels(_filter_results(results_df, metric, split, protocol, scale))
     agg = _aggregate(df, ["label", "proportion"])
     props = sorted(agg["proportion"].unique())
@@ -110,10 +111,11 @@ def results_table(results_df: pd.DataFrame, metric: str = "mAP", split: str = "t
     agg["cell"] = agg.apply(fmt, axis=1)
     table = agg.pivot(index="label", columns="proportion", values="cell").reindex(columns=props)
     means = agg.pivot(index="label", columns="proportion", values="mean").reindex(columns=props)
-    table.columns = [_pct(p) for p in props]
-    complete = means.notna().all(axis=1)
-    table["avg"] = [f"{m:.{digits}f}" if ok else "" for m, ok in
-                    zip(means.mean(axis=1), complete)]
+    table.columns = [_pct(p) + (" (full labels)" if p >= 1 else "") for p in props]
+    partial = [p for p in props if p < 1]
+    complete = means[partial].notna().all(axis=1)
+    table.insert(len(partial), "avg", [f"{m:.{digits}f}" if ok and partial else "" for m, ok in
+                                       zip(means[partial].mean(axis=1), complete)])
     table.index.name = "method"
     return table.fillna("")
 
