@@ -83,6 +83,7 @@ from .config import (
     tinyclip_dir,
 )
 from .data import augment, load_corpus
+from .shipped import corpus_texts, export, has_shipped, shipped_file, shipped_folder
 
 # ---------------------------------------------------------------------------------------------
 # Loss
@@ -373,13 +374,19 @@ def _lock(target: Path) -> contextlib.AbstractContextManager[Path]:
 
 def ensure_tinyclip(model_name: str = "TinyCLIP-RN", *, force: bool = False,
                     progress: bool = True, config: PretrainConfig | None = None,
-                    evaluate: bool = True) -> Path:
-    """The cached pre-trained folder for ``model_name`` (``local-dir:`` loadable), pre-training
-    it first if it is missing (or ``force``). ``config`` overrides the shipped default recipe;
-    ``evaluate=False`` skips the zero-shot evaluation of a fresh pre-training (no world needed)."""
+                    evaluate: bool = True, shipped: bool = True) -> Path:
+    """The ``local-dir`` folder of ``model_name``'s TinyCLIP.
+
+    Default (``shipped``, the shipped recipe, no ``force``): the weights that ship in the package
+    (:mod:`trm_lib.tinyclip.shipped`), checksum-verified, never pre-trained here, so every
+    machine has the same model. Otherwise the recipe's cached folder, pre-training it first if it
+    is missing (or ``force``); ``config`` overrides the recipe; ``evaluate=False`` skips the
+    zero-shot evaluation of a fresh pre-training (no world needed)."""
     cfg = config or default_config(model_name)
     if config is not None and config.model != model_name:
         cfg = replace(config, model=model_name)
+    if shipped and not force and cfg == default_config(model_name) and has_shipped(model_name):
+        return shipped_folder(model_name)
     folder = tinyclip_dir(cfg)
     with _lock(folder):
         if folder.exists() and not force:
@@ -408,8 +415,10 @@ def _check_cached(folder: Path, cfg: PretrainConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def cli(argv: list[str] | None = None) -> int:
-    """``python -m trm_lib pretrain``: pre-train (or locate) the cached TinyCLIP and print its
-    per-epoch losses, zero-shot mAP on the SynthScenes test split and wall/CPU time."""
+    """``python -m trm_lib pretrain``: the recipe that produced the shipped TinyCLIP weights.
+    Pre-trains (or locates) the recipe's cached folder and prints its per-epoch losses, zero-shot
+    mAP on the SynthScenes test split and wall/CPU time; ``--export`` then writes the compact
+    shipped file (default: the package's own) and its checksum."""
     p = argparse.ArgumentParser(prog="python -m trm_lib pretrain", description=cli.__doc__)
     p.add_argument("--model", default="TinyCLIP-RN", help="model config name")
     p.add_argument("--force", action="store_true", help="re-train even if cached")
@@ -417,6 +426,9 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the zero-shot evaluation (needs no SynthScenes world)")
+    p.add_argument("--export", nargs="?", const="", default=None, metavar="FILE",
+                   help="write the compact weights file (default: the package's shipped file "
+                        "of --model) and its SHA-256 into SHA256SUMS beside it")
     overridable = [f.name for f in fields(PretrainConfig) if f.name != "model"]
     for name in overridable:
         kind = type(getattr(PretrainConfig(), name))
@@ -432,7 +444,7 @@ def cli(argv: list[str] | None = None) -> int:
     cached = folder.exists() and not a.force
     t0, c0 = time.perf_counter(), time.process_time()
     folder = ensure_tinyclip(a.model, force=a.force, progress=not a.quiet, config=cfg,
-                             evaluate=not a.no_eval)
+                             evaluate=not a.no_eval, shipped=False)
     m = read_json(folder / MANIFEST)
     print(folder)
     if cached:
@@ -446,6 +458,10 @@ def cli(argv: list[str] | None = None) -> int:
     w, c = m["wall_seconds"], m["cpu_seconds"]
     print(f"  pre-training: {w['corpus'] + w['train']:.1f} s wall ({w['corpus']:.1f} s corpus), "
           f"{c['corpus_and_train']:.1f} s CPU, {m['threads']} threads; eval {w['eval']:.1f} s")
+    if a.export is not None:
+        out = Path(a.export) if a.export else shipped_file(a.model)
+        digest = export(folder, out, corpus_texts(cfg))
+        print(f"  exported {out} ({out.stat().st_size / 1e6:.2f} MB), sha256 {digest}")
     if cached:
         print(f"  (cached; this call took {time.perf_counter() - t0:.1f} s, "
               f"{time.process_time() - c0:.1f} s CPU)")
