@@ -160,12 +160,12 @@ def test_the_shipped_file_is_the_recorded_one():
 
 
 def test_shipped_file_covers_every_prompt_of_the_embedded_world():
-    from trm_lib.synth.world import WorldConfig
+    from trm_lib.datasets.classes import VOC_CLASSES  # the embedded world's classes
 
     state, _ = sh._read(sh.shipped_file("TinyCLIP-RN"))
     kept = set(state[sh.IDS].tolist())
     tokenizer = FrozenCLIP("TinyCLIP-RN").tokenizer
-    used = set(sh.token_ids(tokenizer, sh.prompt_texts(WorldConfig().class_names)).tolist())
+    used = set(sh.token_ids(tokenizer, sh.prompt_texts(VOC_CLASSES)).tolist())
     assert used <= kept
 
 

@@ -237,6 +237,11 @@ class TrainConfig:
     use_cache: bool = True  # train on cached frozen features (no augmentation) or live images
     augment: str = "crop_flip"  # live images only: crop_flip | cutout | none
     amp: bool = True  # autocast on CUDA only
+    # [choice] fp32 | bf16: bf16 autocasts the training steps on the CPU for the methods whose
+    # `cpu_bf16` is set, those measured faster under it (`python -m trm_lib bench train`:
+    # TRM-ML 1.45x on an AVX-512-BF16 EPYC, DualCoOp 0.75x, so not it); off by default so fp32
+    # numbers stay reproducible. On CUDA `amp` decides.
+    precision: str = "fp32"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     num_workers: int = 0
@@ -267,6 +272,7 @@ class TrainConfig:
         _choice("train.scheduler", self.scheduler, ("cosine", "constant"))
         _choice("train.select", self.select, ("val", "last"))
         _choice("train.augment", self.augment, ("crop_flip", "cutout", "none"))
+        _choice("train.precision", self.precision, ("fp32", "bf16"))
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ConfigError(f"train.device must be auto, cpu, mps, cuda or cuda:N, got "
                               f"{self.device!r}")

@@ -221,6 +221,9 @@ class TRMML(Method):
 
     # soft pseudo-labels, distillation, the contrastive loss and its two halves
     loss_terms = ("cls", "pseudo", "kd", "mcl", "mcl_proto", "mcl_feat")
+    #: train.precision=bf16 autocasts its CPU training steps: measured 1.45x faster a step on
+    #: an AVX-512-BF16 CPU (`python -m trm_lib bench train`); the matching stays fp32 (forward)
+    cpu_bf16 = True
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)

@@ -39,6 +39,9 @@ from .session import Batch, Resources, Session, seed_everything
 # Config fields that do not change what a run computes: a resumed run may differ in these.
 NON_RESULT_FIELDS = ("train.out_dir", "train.resume", "train.progress", "train.num_workers",
                      "backbone.batch_size", "train.test_every")
+# fields added after runs were recorded leave the hash alone at the value that was implicit
+# before them, so existing run folders keep their names
+HASH_OMITTED_DEFAULTS = {"train.precision": "fp32"}
 # train.test_every only decides on which extra epochs the test split is *scored*: training, the
 # selected epoch and its test numbers are the same for every value (the selected epoch is always
 # scored); only test_oracle's resolution changes. So runs that differ in it share a run folder.
@@ -277,7 +280,8 @@ def default_out_dir(cfg: RunConfig) -> Path:
 def config_hash(cfg: RunConfig) -> str:
     """:func:`~trm_lib.utils.io.stable_hash` of the result-relevant config (what
     :data:`NON_RESULT_FIELDS` leaves out): runs that would give the same results share it."""
-    return stable_hash({k: v for k, v in cfg.flat().items() if k not in NON_RESULT_FIELDS})
+    return stable_hash({k: v for k, v in cfg.flat().items() if k not in NON_RESULT_FIELDS
+                        and not (k in HASH_OMITTED_DEFAULTS and v == HASH_OMITTED_DEFAULTS[k])})
 
 
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:

@@ -48,10 +48,13 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"train.device: {err}") from None
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``enabled``; a no-op elsewhere."""
+def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False
+             ) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``enabled``, on the CPU when ``cpu_bf16``; else a no-op."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu_bf16 and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
