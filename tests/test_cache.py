@@ -62,3 +62,19 @@ def test_scan_marks_exactly_the_stale_entries_and_prune_removes_them(tmp_path, c
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in (world, tiny, keep, unfinished))
     assert not [e for e in cache.scan(base) if e.stale]
+
+
+def test_folders_rebuilt_from_shipped_weights_are_current_while_the_package_ships_them(tmp_path):
+    from trm_lib.tinyclip.shipped import read_checksums, shipped_dir
+
+    base = tmp_path / "cache"
+    digest = read_checksums()["TinyCLIP-RN.safetensors"]
+    record = {"config": asdict(default_config()), "model": "TinyCLIP-RN",
+              "shipped": {"sha256": digest}}
+    current = _write(base / "tinyclip" / shipped_dir("TinyCLIP-RN", digest).name
+                     / "pretrain.json", record)
+    old = _write(base / "tinyclip" / "TinyCLIP-RN-shipped-000000000000" / "pretrain.json",
+                 {**record, "shipped": {"sha256": "0" * 64}})
+    entries = {e.path: e for e in cache.scan(base)}
+    assert entries[current].stale is None
+    assert "now ships" in entries[old].stale

@@ -157,6 +157,7 @@ def export(folder: str | os.PathLike, out: str | os.PathLike, texts: Iterable[st
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     save_file(state, str(tmp), metadata=meta)
+    tmp.chmod(0o644)  # package data: readable by everyone (safetensors writes 0600)
     os.replace(tmp, out)
     return _write_checksum(out)
 

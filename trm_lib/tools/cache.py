@@ -70,11 +70,26 @@ def keyed_staleness(kind: str, folder: Path) -> str | None:
     record = _record(folder / KEYED[kind])
     if record is None or not isinstance(record.get("config"), dict):
         return f"no readable {KEYED[kind]} (damaged or unfinished)"
+    if kind == "tinyclip" and isinstance(record.get("shipped"), dict):
+        return _shipped_staleness(folder, record)
     try:
         name = expected_name(kind, record["config"])
     except (TypeError, ValueError) as err:  # a field the current config no longer has
         return f"config the current code cannot read ({err})"
     return None if name == folder.name else f"the current code names this config {name}"
+
+
+def _shipped_staleness(folder: Path, record: dict[str, Any]) -> str | None:
+    """A folder rebuilt from the package's shipped TinyCLIP weights is current while the package
+    still ships that file (the folder is named by its checksum)."""
+    from trm_lib.tinyclip.shipped import read_checksums, shipped_dir
+
+    model = str(record.get("model") or folder.name.split("-shipped-")[0])
+    digest = read_checksums().get(f"{model}.safetensors")
+    if digest is None:
+        return f"the package ships no {model} weights any more"
+    name = shipped_dir(model, digest).name
+    return None if name == folder.name else f"the package now ships {name}"
 
 
 def feature_staleness(store: Path, stale_roots: set[str], stale_weights: set[str]) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -134,16 +134,18 @@ def _head_step(rig: _Rig, feats: Batch) -> None:
         rig.optimizer.step()
 
 
-def _timed_epoch(rig: _Rig, batches: Iterable[Batch]) -> float:
-    """Seconds to train one epoch over ``batches`` (reading / computing them included)."""
+def _timed_epoch(rig: _Rig, batches: Iterable[Batch],
+                 now: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds (of ``now``) to train one epoch over ``batches`` (reading / computing them
+    included)."""
     if rig.device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0 = now()
     for feats in batches:
         _head_step(rig, feats)
     if rig.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    return now() - t0
 
 
 def _head_throughput(rig: _Rig, batches: list[Batch], steps: int) -> dict[str, Any]:
@@ -152,9 +154,9 @@ def _head_throughput(rig: _Rig, batches: list[Batch], steps: int) -> dict[str, A
     for feats in batches[:2]:
         _head_step(rig, feats)
     gemms = hardware.record_gemms(lambda: _head_step(rig, batches[0]))
-    best = float("inf")
-    for _ in range(2):
-        t = _timed_epoch(rig, (batches[i % len(batches)] for i in range(steps)))
+    best, now = float("inf"), hardware.clock(rig.device)[0]
+    for _ in range(3):
+        t = _timed_epoch(rig, (batches[i % len(batches)] for i in range(steps)), now)
         best = min(best, t / steps)
     return {"step": best, "gemms": gemms, "flops": hardware.step_flops(gemms)}
 
@@ -181,7 +183,8 @@ def _print_throughput(args: argparse.Namespace, rig: _Rig, batches: list[Batch])
         line += f", bf16 {pb['peak'] / 1e9:.1f} GFLOP/s"
     print(line)
     print(f"head training steps on cached features, batch {args.batch}, {rig.ctx.grid[0]}x"
-          f"{rig.ctx.grid[1]} tokens, {len(rig.ctx.class_names)} classes:")
+          f"{rig.ctx.grid[1]} tokens, {len(rig.ctx.class_names)} classes (timed by "
+          f"{hardware.clock(rig.device)[1]}, best of 3 x {args.steps} steps):")
     print(f"  {'method':<12} {'ms/step':>8} {'img/s':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} "
           f"{'% fp32 peak':>11} {'GEMM share':>10}" + (f" {'bf16 ms':>8} {'bf16 x':>6}"
                                                         if bf16 else ""))
