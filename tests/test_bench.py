@@ -1,5 +1,7 @@
 """``python -m trm_lib bench``: ``bench all`` writes every benchmark's output under a machine
-line; ``bench train`` prints a cached and a live epoch time and their ratio."""
+line and keeps the recorded figures; ``bench train`` prints a cached and a live epoch time and
+their ratio, each method's share of the GEMM peak (its FLOP count checked against torch's own
+counter) and peak resident memory."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from trm_lib.tools import bench
 from trm_lib.utils.errors import ConfigError
 
 TINY = {"synth": ["--size", "64", "--n", "3"],
-        "train": ["--images", "8", "--batch", "4", "--classes", "5", "--jpeg-size", "96x64"]}
+        "train": ["--images", "8", "--batch", "4", "--classes", "5", "--jpeg-size", "96x64",
+                  "--steps", "2"]}
 
 
 def test_bench_all_writes_the_file_with_a_machine_line(tmp_path, monkeypatch, capsys):
@@ -31,6 +34,45 @@ def test_bench_all_writes_the_file_with_a_machine_line(tmp_path, monkeypatch, ca
     ratio = float(re.search(r"live / cached epoch time: ([\d.]+)x", text).group(1))
     assert ratio == pytest.approx(live / cached, rel=0.1, abs=0.1)
     assert "wrote" in capsys.readouterr().out
+    # the head's share of the fp32 peak measured in the same run, and peak memory
+    peak = float(re.search(r"fp32 ([\d.]+) GFLOP/s", text).group(1))
+    row = re.search(r"\n  trm_ml +([\d.]+) +(\d+) +([\d.]+) +([\d.]+) +([\d.]+)%", text)
+    assert row and "dualcoop" in text and peak > 0
+    ms, flops, rate, share = (float(row.group(i)) for i in (1, 3, 4, 5))
+    assert rate == pytest.approx(flops / ms * 1e3, rel=0.02, abs=0.2)
+    assert share == pytest.approx(100 * rate / peak, rel=0.02, abs=0.2)
+    assert re.search(r"peak resident memory: cached-feature epoch (\d+ MiB|n/a)", text)
+
+
+def test_bench_all_keeps_the_recorded_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "ALL_ARGS", TINY)
+    out = tmp_path / "BENCHMARKS.md"
+    kept = f"{bench.RECORDED}\n\n## Recorded\n\nshipped figure: 1.23\n"
+    out.write_text(f"# old generated part\n\n{kept}")
+    bench.cli(["all", "--out", str(out), "--only", "synth"])
+    text = out.read_text()
+    assert "old generated part" not in text and "## synth" in text
+    assert text.endswith(kept) and text.count(bench.RECORDED) == 1
+
+
+def test_gemm_flops_match_torch_flop_counter():
+    """The step's matrix-product FLOPs as hardware.record_gemms counts them equal torch's
+    FlopCounterMode on a forward + backward of matmul, linear and bmm."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trm_lib.train import hardware
+
+    lin = torch.nn.Linear(24, 40)
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    w = torch.randn(3, 40, 5)
+
+    def step():
+        (torch.bmm(lin(x), w).square().sum() + (x[0] @ x[0].T).sum()).backward()
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    assert hardware.step_flops(hardware.record_gemms(step)) == counter.get_total_flops()
 
 
 def test_bench_all_names_an_unknown_benchmark(tmp_path):

@@ -90,9 +90,23 @@ def run_all(out: str | os.PathLike, only: Sequence[str] | None = None) -> Path:
                   f"({time.perf_counter() - t0:.0f} s{status})", "", "```", text, "```", ""]
     from trm_lib.utils.io import atomic_write
 
+    kept = recorded_section(out)
     with atomic_write(out) as fh:
-        fh.write("\n".join(parts))
+        fh.write("\n".join(parts) + (f"\n{kept}" if kept else ""))
     return Path(out)
+
+
+#: the line from which docs/BENCHMARKS.md holds figures recorded per machine (longer runs, other
+#: CPUs, before/after comparisons): ``bench all`` regenerates what is above it and keeps the rest
+RECORDED = "<!-- recorded figures: kept by `bench all` -->"
+
+
+def recorded_section(path: str | os.PathLike) -> str:
+    """The recorded part of an existing benchmarks file (from :data:`RECORDED` on), or ''."""
+    p = Path(path)
+    text = p.read_text() if p.is_file() else ""
+    i = text.find(RECORDED)
+    return text[i:] if i >= 0 else ""
 
 
 def _cli_all(argv: list[str]) -> int:
