@@ -209,8 +209,6 @@ def bench(argv: list[str]) -> int:
     has bf16), and the peak resident memory of the cached-feature epoch and of reading the
     feature store. CPU default: the tiny model with random weights; on a GPU e.g. ``--model
     RN101-quickgelu --size 448 --images 1024 --batch 64``."""
-    from trm_lib.tools.cache import folder_size
-
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -228,7 +226,7 @@ def bench(argv: list[str]) -> int:
             t_cached = _timed_epoch(rig, cached.batches(order, args.batch))
         with hardware.peak_rss() as mem_store:
             batches = list(cached.batches(order, args.batch))
-        store_bytes = folder_size(Path(store.path))
+        store_bytes = sum(f.stat().st_size for f in Path(store.path).rglob("*") if f.is_file())
         gpu = use_gpu_decode(args.gpu_decode, rig.device)
         live = LiveFeatures(rig.backbone, rig.dataset,
                             rig.backbone.transform(train=True, augment="crop_flip"), rig.device,
