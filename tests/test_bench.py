@@ -41,7 +41,8 @@ def test_bench_all_writes_the_file_with_a_machine_line(tmp_path, monkeypatch, ca
     ms, flops, rate, share = (float(row.group(i)) for i in (1, 3, 4, 5))
     assert rate == pytest.approx(flops / ms * 1e3, rel=0.02, abs=0.2)
     assert share == pytest.approx(100 * rate / peak, rel=0.02, abs=0.2)
-    assert re.search(r"peak resident memory: cached-feature epoch (\d+ MiB|n/a)", text)
+    assert re.search(r"peak resident memory: building the feature store (\d+ MiB \(\+\d+\)|n/a)"
+                     r", cached-feature epoch (\d+ MiB \(\+\d+\)|n/a)", text)
 
 
 def test_bench_all_keeps_the_recorded_figures(tmp_path, monkeypatch):

@@ -217,8 +217,9 @@ def bench(argv: list[str]) -> int:
         rig = _rig(args, Path(tmp) / "jpegs", (w, h))
         order = np.random.default_rng(0).permutation(args.images)
         t0 = time.perf_counter()
-        store = compute_features(rig.backbone, rig.dataset, batch_size=args.batch,
-                                 cache_root=Path(tmp) / "cache", progress=False)
+        with hardware.peak_rss() as mem_build:
+            store = compute_features(rig.backbone, rig.dataset, batch_size=args.batch,
+                                     cache_root=Path(tmp) / "cache", progress=False)
         t_build = time.perf_counter() - t0
         cached = CachedFeatures(store)
         _head_step(rig, next(iter(cached.batches(order, args.batch))))  # warm-up
@@ -241,19 +242,22 @@ def bench(argv: list[str]) -> int:
                          ("cached-feature epoch", t_cached), ("live-backbone epoch", t_live)):
             print(f"  {label:<28} {t:>9.3f} s   {args.images / t:>9.1f} img/s")
         print(f"  live / cached epoch time: {t_live / t_cached:.1f}x")
-        _print_memory(mem_epoch, mem_store, store_bytes)
+        _print_memory(mem_build, mem_epoch, mem_store, store_bytes)
         _print_throughput(args, rig, batches)
     return 0
 
 
-def _print_memory(epoch: dict[str, float | None], store: dict[str, float | None],
-                  store_bytes: int) -> None:
-    def mib(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.0f} MiB"
+def _print_memory(build: dict[str, float | None], epoch: dict[str, float | None],
+                  store: dict[str, float | None], store_bytes: int) -> None:
+    """Peak resident memory (MiB) of each phase, with what the process held when it began."""
+    def mib(m: dict[str, float | None]) -> str:
+        if m["peak"] is None or m["before"] is None:
+            return "n/a"
+        return f"{m['peak']:.0f} MiB (+{max(0.0, m['peak'] - m['before']):.0f})"
 
-    print(f"  peak resident memory: cached-feature epoch {mib(epoch['peak'])} (process "
-          f"{mib(epoch['before'])} before it); reading the feature store {mib(store['peak'])} "
-          f"(store {store_bytes / 2**20:.1f} MiB on disk, memory-mapped)")
+    print(f"  peak resident memory: building the feature store {mib(build)}, cached-feature "
+          f"epoch {mib(epoch)}, reading the whole store {mib(store)}; store "
+          f"{store_bytes / 2**20:.1f} MiB on disk (memory-mapped)")
 
 
 __all__ = ["bench"]
