@@ -35,7 +35,7 @@ CASES = [
     (["experiment", "--preset", "nosuch"], "unknown grid preset 'nosuch'"),
     (["synth", "--image-size", "7", "--quiet"], "image_size"),
     (["pretrain", "--positives", "everything", "--no-eval"], "positives"),
-    (["features", "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+    (["features", "--dataset", "nosuch"], "dataset 'nosuch' unknown (known: folder, synthscenes"),
     (["report", "--only", "nosuch"], "--only nosuch: no such notebook"),
     (["course", "--grade", "{tmp}/missing.ipynb"], "no such notebook"),
     (["bench", "nosuch"], "unknown benchmark 'nosuch'"),
