@@ -65,7 +65,8 @@ def check(name: str, fn: Callable[..., Any], seeds: Sequence[int] = CHECK_SEEDS)
     cases = all_cases(ex, seeds)
     expected = [ex.expected(**copy.deepcopy(case)) for _, case in cases]
     answers: list[tuple[Any, str | None]] = []
-    with blocked_while(ex.blocked, name, [getattr(fn, "__globals__", {})]):
+    with blocked_while(ex.blocked, name, [getattr(fn, "__globals__", {})],
+                       getattr(fn, "__closure__", None) or ()):
         for _, case in cases:
             try:
                 answers.append((fn(**copy.deepcopy(case)), None))
@@ -112,10 +113,20 @@ c.Execute.interrupt_on_timeout = True
 '''
 
 
+def nbgrader_env() -> dict[str, str]:
+    """The environment nbgrader's commands need: this interpreter's ``bin/`` first on PATH
+    (nbgrader runs ``alembic`` from there) and this checkout first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
+                                   *filter(None, [env.get("PATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 def _nbgrader(args: list[str], cwd: Path) -> None:
     """Run ``nbgrader ARGS`` in the course folder; its log in the error when it fails."""
     proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=nbgrader_env())
     if proc.returncode != 0:
         from trm_lib.utils.errors import UserError
 

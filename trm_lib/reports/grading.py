@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,10 @@ def _resolve(spec: str) -> tuple[Any, str, Any]:
     return owner, attr, owner.__dict__.get(attr, getattr(owner, attr))
 
 
-def _swaps(specs: Iterable[str], label: str,
-           namespaces: Sequence[dict[str, Any]] = ()) -> list[tuple[Any, str, Any]]:
-    """Every (owner, name, original) to replace so that each spec is blocked: the spec itself
-    and every module attribute or namespace entry bound to the same object."""
+def _swaps(specs: Iterable[str], label: str, namespaces: Sequence[dict[str, Any]] = (),
+           cells: Sequence[Any] = ()) -> list[tuple[Any, str, Any]]:
+    """Every (owner, name, replacement) so that each spec is blocked: the spec itself and every
+    module attribute, namespace entry or closure cell bound to the same object."""
     originals: dict[int, tuple[Any, str]] = {}
     swaps: list[tuple[Any, str, Any]] = []
     for spec in specs:
@@ -102,11 +103,22 @@ def _swaps(specs: Iterable[str], label: str,
             hit = originals.get(id(value))
             if hit is not None and hit[0] is value:
                 swaps.append((ns, key, _blocker(hit[1], label)))
+    for cell in cells:
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        hit = originals.get(id(value))
+        if hit is not None and hit[0] is value:
+            swaps.append((cell, "cell_contents", _blocker(hit[1], label)))
     return swaps
 
 
 def _apply(owner: Any, name: str, value: Any) -> Any:
-    if isinstance(owner, dict):
+    if isinstance(owner, types.CellType):
+        old = owner.cell_contents
+        owner.cell_contents = value
+    elif isinstance(owner, dict):
         old = owner.get(name)
         owner[name] = value
     else:
@@ -117,16 +129,18 @@ def _apply(owner: Any, name: str, value: Any) -> Any:
 
 class blocked_while:
     """Context manager: ``specs`` raise :class:`ReferenceBlocked` inside the block, also through
-    names in ``namespaces`` (a student's globals) bound to them; restored afterwards. The
+    names in ``namespaces`` (a student's globals) and closure ``cells`` bound to them; restored
+    afterwards. The
     in-kernel check uses it; the grader's worker blocks for good (:func:`block_references`)."""
 
     def __init__(self, specs: Iterable[str], label: str,
-                 namespaces: Sequence[dict[str, Any]] = ()):
+                 namespaces: Sequence[dict[str, Any]] = (), cells: Sequence[Any] = ()):
         self.specs, self.label, self.namespaces = list(specs), label, namespaces
+        self.cells = cells
         self.undo: list[tuple[Any, str, Any]] = []
 
     def __enter__(self) -> blocked_while:
-        for owner, name, blocker in _swaps(self.specs, self.label, self.namespaces):
+        for owner, name, blocker in _swaps(self.specs, self.label, self.namespaces, self.cells):
             self.undo.append((owner, name, _apply(owner, name, blocker)))
         return self
 
