@@ -225,3 +225,25 @@ def test_widgets_call_the_explorer_and_update_the_outputs(explorer, monkeypatch)
     ui.controls["image"].value = 0
     assert "no such image file" in ui.status.value and bytes(ui.figure.value) == shown
     assert ui.updates == 6
+
+
+def test_a_new_setting_writes_nothing_into_the_cache(env, explorer, tmp_path):
+    """Issue 27: the explorer must work on a shared, read-only TRM_CACHE. A proportion no run
+    has used needs a new label mask: it goes to the explorer's own folder, and not one file of
+    the cache is added or touched (checked by snapshot: the tests run as root, for whom a
+    chmod-ed folder is still writable)."""
+    import os
+    from pathlib import Path
+
+    cache = Path(os.environ["TRM_CACHE"])
+    explorer.run(proportion=0.5, method="trm_ml")  # world, features: built on first use
+
+    def snapshot():
+        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in cache.rglob("*")}
+
+    before = snapshot()
+    run = explorer.run(proportion=0.3, method="trm_ml")
+    assert snapshot() == before
+    assert run.result is not None
+    masks = list((explorer.runs_root / "masks").rglob("proportion_p0.3_seed0.npy"))
+    assert len(masks) == 1

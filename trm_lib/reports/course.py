@@ -194,8 +194,7 @@ def cli(argv: list[str]) -> int:
         if len(failed):
             print("\nwhy points were lost:")
             for _, row in failed.iterrows():
-                print(f"  {row['notebook']} · {row['exercise']}: "
-                      f"{row['verdict'].splitlines()[0]}")
+                print(f"  {row['notebook']} · {row['exercise']}: {_reason(row['verdict'])}")
         return 0
     written = build(args.out)
     n = sum(len(exercise_cells(_read(p))) for p in written["source"])
@@ -203,6 +202,13 @@ def cli(argv: list[str]) -> int:
     print(f"{len(written['release'])} assignments ({n} exercises) in {root}: student copies in "
           f"{root / 'release'}, solutions in {root / 'source'}; run nbgrader from {root}")
     return 0
+
+
+def _reason(verdict: str) -> str:
+    """A verdict in one line: a ✗ message's first line and what the answer gave."""
+    lines = verdict.splitlines()
+    got = [ln.strip() for ln in lines if ln.strip().startswith("got:")]
+    return lines[0] + (f" — {' '.join(got[0].split())[:200]}" if got else "")
 
 
 def _read(path: Path) -> Any:

@@ -44,6 +44,7 @@ from trm_lib import viz
 from trm_lib.config.run_config import ConfigError, MethodConfig, RunConfig, from_dict
 from trm_lib.core import list_methods, method_label
 from trm_lib.datasets import MultiLabelDataset
+from trm_lib.datasets.labels import masks_written_to
 from trm_lib.train import (
     LoadedRun,
     Resources,
@@ -247,13 +248,14 @@ class Explorer:
             return self._runs[key]
         out = self.runs_root / default_out_dir(cfg).name
         t0 = time.perf_counter()
-        if (out / "result.json").exists():
-            result, source = load_result(out), "read back"
-        else:
-            result, source = train(cfg, out, progress=False, resources=self.resources,
-                                   log=self.log), "trained"
-            self.trained.append(key)
-        loaded = load_run(out, resources=self.resources)
+        with masks_written_to(self.runs_root / "masks"):  # never into a shared cache
+            if (out / "result.json").exists():
+                result, source = load_result(out), "read back"
+            else:
+                result = train(cfg, out, progress=False, resources=self.resources, log=self.log)
+                source = "trained"
+                self.trained.append(key)
+            loaded = load_run(out, resources=self.resources)
         run = ExplorerRun(key, s, cfg, result, loaded, source, time.perf_counter() - t0)
         self._runs[key] = run
         return run
@@ -328,7 +330,8 @@ class Explorer:
         """The test split the picked image indexes (the same for every setting: only the label
         mask of the *training* split depends on the proportion)."""
         if self._test is None:
-            self._test = prepare_data(self.base).test
+            with masks_written_to(self.runs_root / "masks"):
+                self._test = prepare_data(self.base).test
         return self._test
 
     def n_images(self) -> int:
