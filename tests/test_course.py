@@ -322,6 +322,27 @@ def test_nbgrader_validate_fails_blank_and_passes_solutions(built):
     assert "Success! Your notebook passes all the tests." in solved.stdout, solved.stdout
 
 
+def test_nbgrader_autograde_and_feedback_score_two_students(built):
+    import shutil
+
+    from nbgrader.api import Gradebook
+
+    root, written = built
+    for student, src in (("alice", written["source"][0]), ("bob", written["release"][0])):
+        folder = root / "submitted" / student / "01_data_and_masking"
+        folder.mkdir(parents=True)
+        shutil.copy(src, folder / NB01)
+    graded = _nbgrader(["autograde", "01_data_and_masking"], root)
+    assert graded.returncode == 0, graded.stdout + graded.stderr
+    feedback = _nbgrader(["generate_feedback", "01_data_and_masking"], root)
+    assert feedback.returncode == 0, feedback.stdout + feedback.stderr
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        scores = {s: gb.find_submission("01_data_and_masking", s).score for s in ("alice", "bob")}
+    assert scores == {"alice": 3.0, "bob": 0.0}
+    html = (root / "feedback" / "bob" / "01_data_and_masking" / "01_data_and_masking.html")
+    assert "not answered yet" in html.read_text()
+
+
 # ------------------------------------------------------------------- grading in other processes
 def _with(nb, name, body=None, before="", after=""):
     """A copy of ``nb`` whose exercise ``name`` has ``body`` as its answer, plus code before or
