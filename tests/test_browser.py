@@ -127,6 +127,13 @@ def test_explorer_acts_like_the_library(lab):
         assert ui.truth() == f"true labels: {labels}"
         assert status.startswith(f"{explorer.setting(**controls).label()}, image "
                                  f"{state['image']}:"), status
+        # its scale beside the numbers, and the settings visited so far with the zero-shot floor
+        assert status.endswith(f"· {explorer.scale(**controls)}"), status
+        visited = ui.visited()
+        row = visited[explorer.setting(**controls).label()]
+        assert row["mAP"] == ui.table()[explorer.setting(**controls).label()]["mAP"]
+        assert row["seeds"] == "0" and row["± sd"] == "–" and row["below zero-shot"] in (
+            "no", "⚠ yes"), row
         return png
 
     status = ui.status()

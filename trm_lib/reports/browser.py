@@ -342,6 +342,19 @@ class ExplorerPage:
             }}""")
         return {r["run"]: r for r in rows}
 
+    def visited(self) -> dict[str, dict[str, str]]:
+        """The visited-settings table as ``{run label: {column: cell text}}``."""
+        rows = self.page.evaluate(
+            f"""() => {{
+              const t = ({_EXPLORER})().querySelector('table.trm-explorer-visited');
+              if (!t) return [];
+              const head = [...t.querySelectorAll('thead th')].map(th => th.innerText.trim());
+              return [...t.querySelectorAll('tbody tr')].map(tr =>
+                Object.fromEntries([...tr.querySelectorAll('td')]
+                  .map((td, i) => [head[i], td.innerText.trim()])));
+            }}""")
+        return {r["run"]: r for r in rows}
+
     def figure_png(self) -> bytes:
         """The bytes of the figure the page shows (read back from the image's blob URL)."""
         data = self.page.evaluate(
