@@ -64,10 +64,9 @@ class ReferenceBlocked(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- reference blocks
-def _blocker(dotted: str, exercises: str) -> Callable[..., Any]:
+def _blocker(dotted: str, while_: str) -> Callable[..., Any]:
     def blocked(*_: Any, **__: Any) -> Any:
-        raise ReferenceBlocked(f"{dotted} is off limits while the exercise {exercises} is "
-                               f"checked: write it yourself")
+        raise ReferenceBlocked(f"{dotted} is off limits while {while_}: write it yourself")
 
     blocked.__name__ = blocked.__qualname__ = dotted.rsplit(".", 1)[-1]
     return blocked
@@ -140,7 +139,8 @@ class blocked_while:
         self.undo: list[tuple[Any, str, Any]] = []
 
     def __enter__(self) -> blocked_while:
-        for owner, name, blocker in _swaps(self.specs, self.label, self.namespaces, self.cells):
+        while_ = f"the exercise {self.label} is checked"
+        for owner, name, blocker in _swaps(self.specs, while_, self.namespaces, self.cells):
             self.undo.append((owner, name, _apply(owner, name, blocker)))
         return self
 
@@ -153,9 +153,8 @@ def block_references(exercises: Iterable[Exercise]) -> None:
     """For the rest of this process: every reference of ``exercises`` blocked, also in modules
     imported (or reloaded) later, and their source files unreadable (an answer cannot load a
     fresh copy of the module under another name)."""
-    exercises = list(exercises)
-    label = ", ".join(e.name for e in exercises)
     specs = [s for e in exercises for s in e.blocked]
+    label = "exercises are graded"
     files = set()
     for spec in specs:
         try:
@@ -179,8 +178,8 @@ def block_references(exercises: Iterable[Exercise]) -> None:
             except (TypeError, ValueError):
                 return
             if path in files:
-                raise PermissionError(f"{path} holds a reference of the exercise(s) {label} "
-                                      f"and cannot be read while they are checked")
+                raise PermissionError(f"{path} holds the reference of an exercise and cannot "
+                                      f"be read while exercises are graded")
 
     for owner, name, blocker in _swaps(specs, label):
         _apply(owner, name, blocker)
@@ -218,6 +217,11 @@ def _worker(workdir: Path) -> None:
     matplotlib.use("Agg")
     from IPython.core.interactiveshell import InteractiveShell
 
+    from . import course
+
+    # a check left in an answer cell would need the blocked references: here it only answers
+    # True (the grader computes every verdict itself)
+    course.check = lambda *_a, **_k: True  # type: ignore[assignment]
     block_references(EXERCISES[name] for name in job["block"])
     shell = InteractiveShell.instance()
     (workdir / "ready").write_text("1")
