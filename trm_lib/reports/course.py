@@ -31,8 +31,9 @@ from typing import Any
 
 from trm_lib.utils.paths import REPO_ROOT
 
+from .blocking import blocked_while
 from .exercises import CHECK_SEEDS, EXERCISES, Exercise, all_cases, compare, passed
-from .grading import GradingError, blocked_while, grade, score_table
+from .grading import GradingError, grade, score_table
 
 __all__ = ["EXERCISES", "Exercise", "ExerciseFailed", "build", "check", "exercise_cells", "grade",
            "score_table"]
@@ -57,7 +58,7 @@ def check(name: str, fn: Callable[..., Any], seeds: Sequence[int] = CHECK_SEEDS)
     """Run ``fn`` and the library's implementation of exercise ``name`` on the same edge-case
     and random inputs (every seed in ``seeds``); print one ✓ line, or raise
     :class:`ExerciseFailed` with the first mismatch (input, expected, got). While ``fn`` runs,
-    the exercise's reference raises :class:`~.grading.ReferenceBlocked`, also through names the
+    the exercise's reference raises :class:`~.blocking.ReferenceBlocked`, also through names the
     answer's module bound to it."""
     if name not in EXERCISES:
         raise KeyError(f"course.check: no exercise {name!r} (known: {', '.join(EXERCISES)})")

@@ -2,8 +2,8 @@
 
 ``grade(paths)`` takes each notebook's exercise cells (nbgrader solution cells whose
 ``grade_id`` names an exercise of :mod:`trm_lib.reports.exercises`) and runs them in a fresh
-Python process of its own (``python -m trm_lib.reports.grading WORKDIR``: an IPython shell, so
-magics work). The grader writes the inputs of every case; the worker calls the student's
+Python process of its own (:mod:`trm_lib.reports.grade_worker`: an IPython shell, so magics
+work). The grader writes the inputs of every case; the worker calls the student's
 function on them and writes back what it returned, encoded as plain JSON (never a pickle: the
 grader reads nothing that could run code). The grader computes the expected answers itself and
 compares, so nothing the student's code does inside its process — appending to a record,
@@ -12,7 +12,7 @@ replacing ``course.check``, ``sys.exit(0)``, ``os._exit`` — can forge a ✓ or
 Each exercise has a time limit (``limit`` seconds, default 60): past it the worker's whole
 process group is killed, that exercise scores 0, and a new worker takes the next exercise.
 Before any student code runs, the worker puts every exercise's reference out of reach
-(:func:`block_references`): the library function an answer is compared with, its
+(:func:`trm_lib.reports.blocking.block_references`): the library function an answer is compared with, its
 re-exports and the scikit-learn/SciPy function it equals raise :class:`ReferenceBlocked`.
 
 Student code runs with the grader's user rights, in a throwaway working folder; it is not a
@@ -22,9 +22,6 @@ sandbox (the README says so).
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
-import inspect
 import json
 import os
 import pickle
@@ -34,8 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +42,7 @@ from trm_lib.utils.paths import REPO_ROOT
 
 from .exercises import EXERCISES, GRADE_SEEDS, Exercise, all_cases, compare, passed
 
-__all__ = ["GradingError", "ReferenceBlocked", "block_references", "blocked_while", "grade",
-           "score_table"]
+__all__ = ["GradingError", "exercise_sources", "grade", "read_notebook", "score_table"]
 
 #: seconds a worker may take to start (imports) before its first exercise's clock starts
 STARTUP_S = 180.0
@@ -59,198 +54,6 @@ class GradingError(UserError):
     """A handed-in file that is not a notebook the grader can read."""
 
 
-class ReferenceBlocked(RuntimeError):
-    """Raised by a library function that an answer must not call while it is checked."""
-
-
-# ---------------------------------------------------------------------------- reference blocks
-def _blocker(dotted: str, while_: str) -> Callable[..., Any]:
-    def blocked(*_: Any, **__: Any) -> Any:
-        raise ReferenceBlocked(f"{dotted} is off limits while {while_}: write it yourself")
-
-    blocked.__name__ = blocked.__qualname__ = dotted.rsplit(".", 1)[-1]
-    return blocked
-
-
-def _resolve(spec: str) -> tuple[Any, str, Any]:
-    """``"module:attr"`` or ``"module:Class.attr"`` -> (owner, attr, object)."""
-    module, _, qual = spec.partition(":")
-    owner: Any = importlib.import_module(module)
-    *path, attr = qual.split(".")
-    for part in path:
-        owner = getattr(owner, part)
-    return owner, attr, owner.__dict__.get(attr, getattr(owner, attr))
-
-
-def _swaps(specs: Iterable[str], label: str, namespaces: Sequence[dict[str, Any]] = (),
-           cells: Sequence[Any] = ()) -> list[tuple[Any, str, Any]]:
-    """Every (owner, name, replacement) so that each spec is blocked: the spec itself and every
-    module attribute, namespace entry or closure cell bound to the same object."""
-    originals: dict[int, tuple[Any, str]] = {}
-    swaps: list[tuple[Any, str, Any]] = []
-    for spec in specs:
-        try:
-            owner, attr, obj = _resolve(spec)
-        except (ImportError, AttributeError):
-            continue  # an optional package that is not installed cannot be called either
-        dotted = spec.replace(":", ".")
-        originals[id(obj)] = (obj, dotted)
-        swaps.append((owner, attr, _blocker(dotted, label)))
-    holders = [m.__dict__ for m in list(sys.modules.values()) if hasattr(m, "__dict__")]
-    for ns in [*holders, *namespaces]:
-        for key, value in list(ns.items()):
-            hit = originals.get(id(value))
-            if hit is not None and hit[0] is value:
-                swaps.append((ns, key, _blocker(hit[1], label)))
-    for cell in cells:
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        hit = originals.get(id(value))
-        if hit is not None and hit[0] is value:
-            swaps.append((cell, "cell_contents", _blocker(hit[1], label)))
-    return swaps
-
-
-def _apply(owner: Any, name: str, value: Any) -> Any:
-    if isinstance(owner, types.CellType):
-        old = owner.cell_contents
-        owner.cell_contents = value
-    elif isinstance(owner, dict):
-        old = owner.get(name)
-        owner[name] = value
-    else:
-        old = owner.__dict__.get(name)
-        setattr(owner, name, value)
-    return old
-
-
-class blocked_while:
-    """Context manager: ``specs`` raise :class:`ReferenceBlocked` inside the block, also through
-    names in ``namespaces`` (a student's globals) and closure ``cells`` bound to them; restored
-    afterwards. The
-    in-kernel check uses it; the grader's worker blocks for good (:func:`block_references`)."""
-
-    def __init__(self, specs: Iterable[str], label: str,
-                 namespaces: Sequence[dict[str, Any]] = (), cells: Sequence[Any] = ()):
-        self.specs, self.label, self.namespaces = list(specs), label, namespaces
-        self.cells = cells
-        self.undo: list[tuple[Any, str, Any]] = []
-
-    def __enter__(self) -> blocked_while:
-        while_ = f"the exercise {self.label} is checked"
-        for owner, name, blocker in _swaps(self.specs, while_, self.namespaces, self.cells):
-            self.undo.append((owner, name, _apply(owner, name, blocker)))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for owner, name, old in reversed(self.undo):
-            _apply(owner, name, old)
-
-
-def block_references(exercises: Iterable[Exercise]) -> None:
-    """For the rest of this process: every reference of ``exercises`` blocked, also in modules
-    imported (or reloaded) later, and their source files unreadable (an answer cannot load a
-    fresh copy of the module under another name)."""
-    specs = [s for e in exercises for s in e.blocked]
-    label = "exercises are graded"
-    files = set()
-    for spec in specs:
-        try:
-            obj = inspect.unwrap(_resolve(spec)[2])
-            source = os.path.realpath(inspect.getfile(obj))
-            files.update({source, os.path.realpath(importlib.util.cache_from_source(source))})
-        except (ImportError, AttributeError, TypeError, ValueError):
-            pass
-        module = sys.modules.get(spec.partition(":")[0])
-        source = getattr(module, "__file__", None)
-        if source:
-            files.add(os.path.realpath(source))
-            cached = getattr(getattr(module, "__spec__", None), "cached", None)
-            if cached:
-                files.add(os.path.realpath(cached))
-
-    def audit(event: str, args: tuple) -> None:
-        if event == "open" and args and isinstance(args[0], str | bytes | os.PathLike):
-            try:
-                path = os.path.realpath(os.fsdecode(args[0]))
-            except (TypeError, ValueError):
-                return
-            if path in files:
-                raise PermissionError(f"{path} holds the reference of an exercise and cannot "
-                                      f"be read while exercises are graded")
-
-    for owner, name, blocker in _swaps(specs, label):
-        _apply(owner, name, blocker)
-    sys.addaudithook(audit)
-
-
-# ------------------------------------------------------------------------------ the worker side
-def _encode(value: Any, depth: int = 0) -> Any:
-    """An answer as plain JSON: numbers, arrays (dtype, shape, values) and tuples/lists of
-    them; anything else becomes its type name (it will not match)."""
-    if depth > 4:
-        return {"other": "nested too deep"}
-    if isinstance(value, bool | int | float | np.number | np.bool_):
-        return {"scalar": np.asarray(value).item(), "dtype": np.asarray(value).dtype.str}
-    if isinstance(value, tuple | list):
-        return {"tuple" if isinstance(value, tuple) else "list":
-                [_encode(v, depth + 1) for v in value]}
-    if hasattr(value, "__array__") and not isinstance(value, str | bytes | dict):
-        try:
-            arr = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
-        except Exception as err:  # a broken __array__
-            return {"other": f"{type(value).__name__} ({type(err).__name__})"}
-        if arr.dtype.kind in "biuf":
-            return {"array": arr.tolist(), "dtype": arr.dtype.str, "shape": list(arr.shape)}
-    return {"other": type(value).__name__}
-
-
-def _worker(workdir: Path) -> None:
-    """Run the exercises of ``workdir/job.pkl`` in order, writing ``result-K.json`` after
-    each; the student's cells run in an IPython shell with cwd ``workdir/work``."""
-    with open(workdir / "job.pkl", "rb") as fh:
-        job = pickle.load(fh)  # written by the grader, read before any student code runs
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from IPython.core.interactiveshell import InteractiveShell
-
-    from . import course
-
-    # a check left in an answer cell would need the blocked references: here it only answers
-    # True (the grader computes every verdict itself)
-    course.check = lambda *_a, **_k: True  # type: ignore[assignment]
-    block_references(EXERCISES[name] for name in job["block"])
-    shell = InteractiveShell.instance()
-    (workdir / "ready").write_text("1")
-    for k, item in enumerate(job["exercises"]):
-        if item is None:
-            continue
-        out: dict[str, Any] = {"name": item["name"], "cases": []}
-        result = shell.run_cell(item["source"], silent=True, store_history=False)
-        fn = shell.user_ns.get(item["name"])
-        if result.error_in_exec is not None or result.error_before_exec is not None:
-            err = result.error_in_exec or result.error_before_exec
-            out["cell_error"] = f"{type(err).__name__}: {err}"[:2000]
-        elif not callable(fn):
-            out["cell_error"] = f"the cell defines no function {item['name']}()"
-        else:
-            for case in item["cases"]:
-                try:
-                    out["cases"].append({"value": _encode(fn(**case))})
-                except NotImplementedError:
-                    out["cases"].append({"error": "NotImplementedError", "unanswered": True})
-                    break
-                except BaseException as err:  # SystemExit and KeyboardInterrupt too
-                    out["cases"].append({"error": f"raised {type(err).__name__}: {err}"[:2000]})
-        tmp = workdir / f".result-{k}.json"
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, workdir / f"result-{k}.json")
-
-
-# ------------------------------------------------------------------------------ the grader side
 def _decode(value: Any) -> Any:
     if not isinstance(value, dict):
         return None
@@ -310,7 +113,7 @@ def _spawn(workdir: Path) -> subprocess.Popen:
     env.update({"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     log = open(workdir / "worker.log", "ab")
     try:
-        return subprocess.Popen([sys.executable, "-m", "trm_lib.reports.grading", str(workdir)],
+        return subprocess.Popen([sys.executable, "-m", "trm_lib.reports.grade_worker", str(workdir)],
                                 cwd=workdir / "work", env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
@@ -473,16 +276,3 @@ def score_table(graded: Any) -> Any:
                 table.loc[nb, r["exercise"]] = f"{r['points']}/{r['max_points']}"
         table.loc[nb, "total"] = f"{g['points'].sum()}/{g['max_points'].sum()}"
     return table
-
-
-def _main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m trm_lib.reports.grading WORKDIR (run by the grader)",
-              file=sys.stderr)
-        return 2
-    _worker(Path(argv[0]))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - the worker process
-    sys.exit(_main(sys.argv[1:]))
