@@ -231,12 +231,17 @@ def test_an_answer_calling_the_reference_fails_saying_so():
         return float(np.mean([average_precision_score(targets[:, c], scores[:, c])
                               for c in cols])) if cols else math.nan
 
+    cell = {}  # a notebook cell that imports the reference into its globals
+    exec("from trm_lib.core.metrics import mean_average_precision as m\n"
+         "def via_globals(scores, targets):\n    return m(scores, targets).value\n", cell)
     for answer, name in ((via_trm_lib, "trm_lib.core.metrics.mean_average_precision"),
-                         (via_sklearn, "sklearn.metrics.average_precision_score")):
+                         (via_sklearn, "sklearn.metrics.average_precision_score"),
+                         (cell["via_globals"], "trm_lib.core.metrics.mean_average_precision")):
         with pytest.raises(course.ExerciseFailed) as info:
             course.check("mean_average_precision", answer)
         assert f"raised ReferenceBlocked: {name} is off limits" in str(info.value)
     # restored afterwards: the notebook's own cells keep working
+    assert cell["m"] is metrics.mean_average_precision
     assert metrics.mean_average_precision(np.array([[0.9], [0.1]]),
                                           np.array([[1], [0]])).value == 1.0
     assert average_precision_score([1, 0], [0.9, 0.1]) == 1.0
