@@ -443,3 +443,6 @@ def test_grading_a_file_that_is_not_a_notebook_is_one_error_line(tmp_path, conte
     missing = subprocess.run([sys.executable, "-m", "trm_lib", "course", "--grade",
                               str(tmp_path / "nope.ipynb")], capture_output=True, text=True)
     assert missing.returncode == 2 and "no such notebook" in missing.stderr
+    not_a_folder = subprocess.run([sys.executable, "-m", "trm_lib", "course", "--out", str(bad)],
+                                  capture_output=True, text=True)
+    assert not_a_folder.returncode == 2 and "not a folder" in not_a_folder.stderr

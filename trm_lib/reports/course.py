@@ -147,6 +147,10 @@ def build(out: str | os.PathLike | None = None, notebooks: str | os.PathLike | N
     from .notebooks import discover_notebooks, strip_outputs
 
     out = Path(out) if out is not None else REPO_ROOT / "course"
+    if out.exists() and not out.is_dir():
+        from trm_lib.utils.errors import UserError
+
+        raise UserError(f"--out {out}: not a folder (the course folder to write)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(course_id=COURSE_ID,
                                                                    timeout=int(timeout)))
