@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 || $(PY) -m pip install -q torch torchvision
 	$(PY) -m pip install -q -e '.[dev]'
+	mkdir -p $(VENV)/share/jupyter/lab/settings  # the project's lab settings: no news pop-up
+	cp trm_lib/reports/lab_settings/overrides.json $(VENV)/share/jupyter/lab/settings/
 	touch $@
 
 install: $(VENV)/.installed

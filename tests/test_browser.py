@@ -127,6 +127,13 @@ def test_explorer_acts_like_the_library(lab):
         assert ui.truth() == f"true labels: {labels}"
         assert status.startswith(f"{explorer.setting(**controls).label()}, image "
                                  f"{state['image']}:"), status
+        # its scale beside the numbers, and the settings visited so far with the zero-shot floor
+        assert status.endswith(f"· {explorer.scale(**controls)}"), status
+        visited = ui.visited()
+        row = visited[explorer.setting(**controls).label()]
+        assert row["mAP"] == ui.table()[explorer.setting(**controls).label()]["mAP"]
+        assert row["seeds"] == "0" and row["± sd"] == "–" and row["below zero-shot"] in (
+            "no", "⚠ yes"), row
         return png
 
     status = ui.status()
@@ -241,3 +248,77 @@ def test_html_book_links_and_images_load(tmp_path, chrome):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# -------------------------------------------------------------------------------- course mode
+COURSE_NB = "release/01_data_and_masking/01_data_and_masking.ipynb"
+
+
+@pytest.fixture(scope="module")
+def course_lab(tmp_path_factory, chrome):
+    """A lab server on an nbgrader course folder (``python -m trm_lib course``'s layout, built
+    from notebook 01 cut to its exercises, as tests/test_course.py does), started in that folder
+    as a teacher would, so nbgrader's Validate button finds ``nbgrader_config.py``."""
+    from test_course import _short_notebook
+
+    from trm_lib.reports import browser, course
+
+    root = tmp_path_factory.mktemp("course_lab")
+    course.build(root / "course", notebooks=_short_notebook(root / "notebooks"))
+    with browser.lab_server(root / "course", env=browser.lab_environment()) as server:
+        yield server, chrome
+
+
+def _cell_with(page, text):
+    return page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=text).first
+
+
+def _run_test_cell(page, name, answer):
+    """Replace the answer cell of exercise ``name`` with ``answer`` (as typed text), run it and
+    its locked test cell with Shift+Enter, and return the test cell's output text."""
+    cell = _cell_with(page, f"def {name}(")
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(answer)
+    page.keyboard.press("Shift+Enter")  # runs the answer, selects the test cell
+    page.keyboard.press("Shift+Enter")  # runs the test cell
+    test = _cell_with(page, f'course.check("{name}"')
+    out = test.locator(".jp-OutputArea-output").first
+    out.wait_for(timeout=120_000)
+    page.wait_for_function("([el]) => /[✓✗]/.test(el.innerText)", arg=[out.element_handle()],
+                           timeout=120_000)
+    return out.inner_text()
+
+
+def test_student_sees_fail_then_pass_and_validate_fails_a_blank_copy(course_lab):
+    from trm_lib.reports import browser
+
+    server, ctx = course_lab
+    page = ctx.new_page()
+    page.set_default_timeout(browser.SLOW_MS)
+    lab = browser.LabPage(page, server, COURSE_NB).open()
+    # the project's lab settings: no "get notified about Jupyter news?" pop-up
+    page.wait_for_timeout(3000)
+    assert not page.locator(".Toastify__toast", has_text="news").count()
+    notif = page.request.get(f"{server.url}/lab/api/settings/@jupyterlab/apputils-extension:"
+                             f"notification?token={server.token}").json()
+    assert notif["settings"].get("fetchNews", notif["schema"]["properties"]["fetchNews"][
+        "default"]) == "false"
+
+    # nbgrader's Validate button on the untouched student copy: it fails
+    page.locator(".jp-Toolbar-item .jp-ToolbarButtonComponent", has_text="Validate").first.click()
+    dialog = page.locator(".jp-Dialog", has_text="Validation Results")
+    dialog.wait_for(timeout=300_000)
+    body = dialog.inner_text()
+    assert "The following cell failed:" in body and "not answered yet" in body, body
+    assert dialog.locator(".validation-failed").count() == 1
+    dialog.locator("button", has_text="Ok").first.click()
+
+    wrong = ("import numpy as np\n\n\ndef protocol_a_mask(Y, p, rng):\n"
+             "    return np.where(rng.random(Y.shape) < p, 0, Y).astype(np.int8)\n")
+    shown = _run_test_cell(page, "protocol_a_mask", wrong)
+    assert shown.startswith("✗ protocol_a_mask: case 'seed 0: "), shown
+    right = wrong.replace("< p, 0, Y)", "< p, Y, 0)")
+    shown = _run_test_cell(page, "protocol_a_mask", right)
+    assert shown.startswith("✓ protocol_a_mask: all "), shown
+    assert not lab.errors, lab.errors

@@ -7,6 +7,7 @@ TinyCLIP-RN at 64 px (a 2x2 token grid): no pre-training, seconds per run on one
 
 from __future__ import annotations
 
+import html
 import math
 
 import fixture_writers as fx
@@ -66,13 +67,14 @@ def test_every_control_changes_the_key_and_irrelevant_ones_do_not(env):
     explorer = E.Explorer(*env)
     base = explorer.run_key()
     changed = {"proportion": 0.2, "method": "dualcoop", "kd": False, "mcl": False,
-               "pseudo": False, "pseudo_high": 0.8, "pseudo_low": 0.1}
+               "pseudo": False, "pseudo_high": 0.8, "pseudo_low": 0.1, "seed": 1}
     keys = {name: explorer.run_key(**{name: value}) for name, value in changed.items()}
     assert base not in keys.values()
     assert len(set(keys.values())) == len(keys)
     # the key is the config hash, and the config carries the control
     assert explorer.config(kd=False).method.kd == "none"
     assert explorer.config(proportion=0.2).data.proportion == 0.2
+    assert explorer.config(seed=3).train.seed == 3 and explorer.config(seed=3).data.mask_seed == 3
     # switches do not exist for a baseline, thresholds not without pseudo-labels
     dual = explorer.run_key(method="dualcoop")
     assert explorer.run_key(method="dualcoop", kd=False, pseudo_high=0.7) == dual
@@ -203,7 +205,10 @@ def test_widgets_call_the_explorer_and_update_the_outputs(explorer, monkeypatch)
     assert calls[-1]["proportion"] == 0.9 and ui.updates == 2
     assert "TRM-ML, p=90%" in ui.table.value and ui.table.value != before_table
     assert bytes(ui.figure.value) != before_png
-    assert "epoch 2/2" in "".join(o.get("text", "") for o in ui.log_area.outputs)
+    assert "epoch 2/2" in "\n".join(ui.log_lines)
+    assert html.escape(ui.log_lines[-1]) in ui.log_area.value  # the panel follows the newest
+    assert "30 training images, 2 epochs, seed 0" in ui.status.value
+    assert "TRM-ML, p=90%" in ui.visited.value and "below zero-shot" in ui.visited.value
 
     ui.controls["image"].value = 2
     assert calls[-1]["image"] == 2 and ui.updates == 3
@@ -225,3 +230,43 @@ def test_widgets_call_the_explorer_and_update_the_outputs(explorer, monkeypatch)
     ui.controls["image"].value = 0
     assert "no such image file" in ui.status.value and bytes(ui.figure.value) == shown
     assert ui.updates == 6
+
+
+def test_a_new_setting_writes_nothing_into_the_cache(env, explorer, tmp_path):
+    """Issue 27: the explorer must work on a shared, read-only TRM_CACHE. A proportion no run
+    has used needs a new label mask: it goes to the explorer's own folder, and not one file of
+    the cache is added or touched (checked by snapshot: the tests run as root, for whom a
+    chmod-ed folder is still writable)."""
+    import os
+    from pathlib import Path
+
+    cache = Path(os.environ["TRM_CACHE"])
+    explorer.run(proportion=0.5, method="trm_ml")  # world, features: built on first use
+
+    def snapshot():
+        return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in cache.rglob("*")}
+
+    before = snapshot()
+    run = explorer.run(proportion=0.3, method="trm_ml")
+    assert snapshot() == before
+    assert run.result is not None
+    masks = list((explorer.runs_root / "masks").rglob("proportion_p0.3_seed0.npy"))
+    assert len(masks) == 1
+
+
+def test_scale_and_visited_settings_with_seed_spread_and_zero_shot_floor(env, explorer):
+    """Issue 27: the explorer says what its numbers come from (training images, epochs, seed),
+    lists the settings visited with their spread over seeds, and flags a run below zero-shot."""
+    assert explorer.scale() == "30 training images, 2 epochs, seed 0"
+    explorer.run(seed=1)
+    table = explorer.visited()
+    row = table.loc[explorer.setting().label()]
+    maps = [100 * explorer.metrics(seed=sd)["mAP"] for sd in (0, 1)]
+    assert row["seeds"] == "0, 1" and row["n"] == 2
+    assert row["mAP"] == pytest.approx(np.mean(maps), abs=0.01)
+    assert row["± sd"] == pytest.approx(np.std(maps, ddof=1), abs=0.01)
+    zero = [100 * explorer.metrics(method="zero_shot", seed=sd)["mAP"] for sd in (0, 1)]
+    assert row["zero-shot mAP"] == pytest.approx(np.mean(zero), abs=0.01)
+    assert row["below zero-shot"] == ("⚠ yes" if np.mean(maps) < np.mean(zero) else "no")
+    one_seed = table[table["n"] == 1]
+    assert len(one_seed) and one_seed["± sd"].isna().all()  # one seed: no spread claimed

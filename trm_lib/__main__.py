@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("trm_lib.experiments", "cli_evaluate", "evaluate a checkpoint"),
     "experiment": ("trm_lib.experiments", "cli_experiment", "run a grid into a results CSV"),
     "report": ("trm_lib.reports.driver", "cli", "run the notebooks into reports/ with papermill"),
-    "course": ("trm_lib.reports.course", "cli", "write course/student + course/solutions, or grade"),
+    "course": ("trm_lib.reports.course", "cli", "write the nbgrader course folder, or grade notebooks"),
     "bench": ("trm_lib.tools.bench", "cli", "benchmarks that print throughput figures"),
     "cache": ("trm_lib.tools.cache", "cli", "list the cache folders, their sizes and stale entries"),
 }

@@ -11,9 +11,11 @@ even if numpy's random streams change between versions. Masks never go into the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,6 +146,23 @@ def _check_observed(Y_obs: np.ndarray, Y_full: np.ndarray, protocol: str, where:
 # Persisted masks
 # ---------------------------------------------------------------------------------------------
 
+#: where masks missing from the cache are stored instead of the cache (see masks_written_to)
+_MASK_OUT: ContextVar[Path | None] = ContextVar("trm_mask_out", default=None)
+
+
+@contextlib.contextmanager
+def masks_written_to(folder: str | os.PathLike) -> Iterator[Path]:
+    """Inside the block, a mask the cache does not hold yet is generated and stored under
+    ``folder`` (and read back from there), never in the cache: for callers that must not write
+    into a shared, possibly read-only ``TRM_CACHE`` (the explorer). Masks already in the cache
+    are still read from it: they are the same bytes (a pure function of dataset, p and seed)."""
+    token = _MASK_OUT.set(Path(folder))
+    try:
+        yield Path(folder)
+    finally:
+        _MASK_OUT.reset(token)
+
+
 def mask_path(dataset: MultiLabelDataset, protocol: str, p: float | None = None, seed: int = 0,
               cache_root: str | os.PathLike | None = None) -> Path:
     """Where the mask of (dataset, fingerprint, split, protocol, p, seed) lives.
@@ -197,6 +216,11 @@ def observed_labels(dataset: MultiLabelDataset, protocol: str = "proportion",
     _refuse_inside(file, dataset.root)
     if file.exists():
         return _load_mask(file, Y_full, protocol)
+    if cache_root is None and _MASK_OUT.get() is not None:
+        file = mask_path(dataset, protocol, p, seed, _MASK_OUT.get())
+        _refuse_inside(file, dataset.root)
+        if file.exists():
+            return _load_mask(file, Y_full, protocol)
     if protocol == "proportion":
         Y = mask_proportion(Y_full, p, seed)  # type: ignore[arg-type]
     else:

@@ -9,8 +9,8 @@ Used by the ``browser`` tests (``tests/test_browser.py``) and by ``python -m trm
   injected by papermill (``smoke=True``, a report folder, ...): the copy a user opens runs the
   smoke world without anyone editing a cell.
 - :func:`lab_server` starts ``jupyter lab`` on a free localhost port with a random token and a
-  private config/settings/workspace folder (no news, no update check, every cell kept in the
-  DOM); :func:`chromium` starts Chromium (``/usr/bin/chromium``; ``playwright install`` downloads
+  private config/settings/workspace folder (every cell kept in the DOM) and the project's lab
+  settings (:data:`LAB_SETTINGS_DIR`: no news pop-up, no update check); :func:`chromium` starts Chromium (``/usr/bin/chromium``; ``playwright install`` downloads
   a browser and is never needed) headless with a fresh profile and no background networking.
 - :class:`LabPage` opens a notebook, runs all cells from the Run menu and waits for the kernel;
   :class:`ExplorerPage` reads and moves the explorer widget of notebook 06.
@@ -36,7 +36,7 @@ from typing import Any
 
 from trm_lib.utils.paths import REPO_ROOT, notebooks_dir
 
-__all__ = ["CHROMIUM_ARGS", "ExplorerPage", "LabPage", "LabServer", "chromium", "chromium_path",
+__all__ = ["CHROMIUM_ARGS", "LAB_SETTINGS_DIR", "ExplorerPage", "LabPage", "LabServer", "chromium", "chromium_path",
            "explorer_screenshots", "free_port", "lab_environment", "lab_server", "missing",
            "prepare_notebooks"]
 
@@ -45,11 +45,13 @@ __all__ = ["CHROMIUM_ARGS", "ExplorerPage", "LabPage", "LabServer", "chromium", 
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync")
-#: JupyterLab user settings of a test session: no news toast, and every cell in the DOM
-#: (windowing would drop off-screen cells, whose outputs the checks read)
+#: the project's JupyterLab settings (``overrides.json``: no "get notified about Jupyter news?"
+#: pop-up, no update check), served by every lab this module starts (``app_settings_dir``) and
+#: installed into the environment by ``make install``
+LAB_SETTINGS_DIR = Path(__file__).resolve().parent / "lab_settings"
+#: JupyterLab user settings of a test session: every cell in the DOM (windowing would drop
+#: off-screen cells, whose outputs the checks read)
 LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
-                                                     "checkForUpdates": False},
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
 }
 #: timeouts in milliseconds; the machine may be slow and shared, so they are generous
@@ -165,6 +167,7 @@ def lab_server(root: str | os.PathLike, env: Mapping[str, str] | None = None,
            "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
            "--ServerApp.password=", f"--ServerApp.root_dir={Path(root).resolve()}",
            "--LabApp.news_url=", "--ServerApp.port_retries=0",
+           f"--LabApp.app_settings_dir={LAB_SETTINGS_DIR}",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -332,6 +335,19 @@ class ExplorerPage:
         rows = self.page.evaluate(
             f"""() => {{
               const t = ({_EXPLORER})().querySelector('table.trm-explorer-table');
+              const head = [...t.querySelectorAll('thead th')].map(th => th.innerText.trim());
+              return [...t.querySelectorAll('tbody tr')].map(tr =>
+                Object.fromEntries([...tr.querySelectorAll('td')]
+                  .map((td, i) => [head[i], td.innerText.trim()])));
+            }}""")
+        return {r["run"]: r for r in rows}
+
+    def visited(self) -> dict[str, dict[str, str]]:
+        """The visited-settings table as ``{run label: {column: cell text}}``."""
+        rows = self.page.evaluate(
+            f"""() => {{
+              const t = ({_EXPLORER})().querySelector('table.trm-explorer-visited');
+              if (!t) return [];
               const head = [...t.querySelectorAll('thead th')].map(th => th.innerText.trim());
               return [...t.querySelectorAll('tbody tr')].map(tr =>
                 Object.fromEntries([...tr.querySelectorAll('td')]

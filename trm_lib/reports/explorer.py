@@ -44,6 +44,7 @@ from trm_lib import viz
 from trm_lib.config.run_config import ConfigError, MethodConfig, RunConfig, from_dict
 from trm_lib.core import list_methods, method_label
 from trm_lib.datasets import MultiLabelDataset
+from trm_lib.datasets.labels import masks_written_to
 from trm_lib.train import (
     LoadedRun,
     Resources,
@@ -105,6 +106,7 @@ class Setting:
     pseudo: bool
     pseudo_high: float
     pseudo_low: float
+    seed: int = 0  # train.seed and data.mask_seed: the run's repetition
 
     def variant(self) -> str:
         """The switches as a name: ``"kd+mcl+pseudo(0.90/0.02)"`` for TRM-ML, ``"default"``
@@ -182,7 +184,8 @@ class Explorer:
         m = self.base.method
         defaults = Setting(proportion=self.base.data.proportion, method=m.name,
                            kd=m.kd != "none", mcl=m.mcl, pseudo=m.pseudo,
-                           pseudo_high=m.pseudo_high, pseudo_low=m.pseudo_low)
+                           pseudo_high=m.pseudo_high, pseudo_low=m.pseudo_low,
+                           seed=self.base.train.seed)
         s = replace(defaults, **controls)
         if s.method not in METHODS:
             raise ConfigError(f"explorer: method must be one of {list(METHODS)}, got "
@@ -196,10 +199,12 @@ class Explorer:
             if isinstance(value, bool) or not isinstance(value, int | float) \
                     or not math.isfinite(value):
                 raise ConfigError(f"explorer: {name} must be a number, got {value!r}")
+        if isinstance(s.seed, bool) or not isinstance(s.seed, int | np.integer) or s.seed < 0:
+            raise ConfigError(f"explorer: seed must be an integer >= 0, got {s.seed!r}")
         # Round the floats so that 0.1 from a slider and 0.1000000001 from arithmetic are one run.
         s = replace(s, proportion=round(float(s.proportion), 4), kd=bool(s.kd), mcl=bool(s.mcl),
                     pseudo=bool(s.pseudo), pseudo_high=round(float(s.pseudo_high), 4),
-                    pseudo_low=round(float(s.pseudo_low), 4))
+                    pseudo_low=round(float(s.pseudo_low), 4), seed=int(s.seed))
         if s.method != "trm_ml":
             s = replace(s, kd=defaults.kd, mcl=defaults.mcl, pseudo=defaults.pseudo)
         if s.method != "trm_ml" or not s.pseudo:
@@ -220,7 +225,8 @@ class Explorer:
             **{k: flat[k] for k in EXPLORER_OVERRIDES},
             "data.proportion": s.proportion,
             "method.kd": kd if s.kd else "none", "method.mcl": s.mcl, "method.pseudo": s.pseudo,
-            "method.pseudo_high": s.pseudo_high, "method.pseudo_low": s.pseudo_low},
+            "method.pseudo_high": s.pseudo_high, "method.pseudo_low": s.pseudo_low,
+            "train.seed": s.seed, "data.mask_seed": s.seed},
             base=self.base)
 
     def config(self, **controls: Any) -> RunConfig:
@@ -247,13 +253,14 @@ class Explorer:
             return self._runs[key]
         out = self.runs_root / default_out_dir(cfg).name
         t0 = time.perf_counter()
-        if (out / "result.json").exists():
-            result, source = load_result(out), "read back"
-        else:
-            result, source = train(cfg, out, progress=False, resources=self.resources,
-                                   log=self.log), "trained"
-            self.trained.append(key)
-        loaded = load_run(out, resources=self.resources)
+        with masks_written_to(self.runs_root / "masks"):  # never into a shared cache
+            if (out / "result.json").exists():
+                result, source = load_result(out), "read back"
+            else:
+                result = train(cfg, out, progress=False, resources=self.resources, log=self.log)
+                source = "trained"
+                self.trained.append(key)
+            loaded = load_run(out, resources=self.resources)
         run = ExplorerRun(key, s, cfg, result, loaded, source, time.perf_counter() - t0)
         self._runs[key] = run
         return run
@@ -302,9 +309,43 @@ class Explorer:
                 "mAP (oracle)": round(100 * m["mAP_oracle"], 2),
                 **{f"pseudo {k}": round(100 * m[f"pseudo_{k}"], 2)
                    for k in ("precision", "recall", "coverage")},
-                "epochs": int(m["epochs"]), "train s": round(m["wall_time"], 1),
-                "source": run.source}
+                "epochs": int(m["epochs"]), "train images": int(m["train_images"]),
+                "seed": s.seed, "train s": round(m["wall_time"], 1), "source": run.source}
         return pd.DataFrame(list(rows.values())).set_index("run")
+
+    def scale(self, **controls: Any) -> str:
+        """What a setting's numbers come from, said beside them: training images, epochs and
+        seed (the explorer's short schedule: its numbers are not the notebooks' larger runs)."""
+        m = _run_metrics(self.run(**controls))
+        return (f"{int(m['train_images'])} training images, {int(m['epochs'])} epochs, "
+                f"seed {self.setting(**controls).seed}")
+
+    def visited(self, floor: bool = True) -> pd.DataFrame:
+        """One row per setting run so far, seeds pooled: ``seeds``, test ``mAP`` (mean over the
+        seeds, %), ``± sd`` (sample standard deviation over seeds; NaN with one seed: a single
+        run says nothing about noise), ``n`` and, with ``floor``, zero-shot CLIP's mAP at the
+        same proportion and seeds (evaluated on first need) and ``below zero-shot``: a trained
+        method whose mean ends under it is flagged (broken, not beaten)."""
+        groups: dict[Setting, list[ExplorerRun]] = {}
+        for run in list(self._runs.values()):
+            groups.setdefault(replace(run.setting, seed=0), []).append(run)
+        rows = []
+        for key, runs in groups.items():
+            maps = [100 * _run_metrics(r)["mAP"] for r in runs]
+            seeds = sorted(r.setting.seed for r in runs)
+            row = {"run": key.label(), "seeds": ", ".join(map(str, seeds)), "n": len(runs),
+                   "mAP": round(float(np.mean(maps)), 2),
+                   "± sd": round(float(np.std(maps, ddof=1)), 2) if len(maps) > 1 else math.nan}
+            if floor and key.method != "zero_shot":
+                zs = [100 * _run_metrics(self._run(self.setting(
+                    proportion=key.proportion, method="zero_shot", seed=sd)))["mAP"]
+                    for sd in seeds]
+                row["zero-shot mAP"] = round(float(np.mean(zs)), 2)
+                row["below zero-shot"] = "⚠ yes" if np.mean(maps) < np.mean(zs) else "no"
+            rows.append(row)
+        cols = ["run", "seeds", "n", "mAP", "± sd"] + (["zero-shot mAP", "below zero-shot"]
+                                                       if floor else [])
+        return pd.DataFrame(rows, columns=cols).set_index("run")
 
     def pending(self, **controls: Any) -> list[Setting]:
         """The settings a :meth:`view` of ``controls`` needs that are not in memory yet (each
@@ -328,7 +369,8 @@ class Explorer:
         """The test split the picked image indexes (the same for every setting: only the label
         mask of the *training* split depends on the proportion)."""
         if self._test is None:
-            self._test = prepare_data(self.base).test
+            with masks_written_to(self.runs_root / "masks"):
+                self._test = prepare_data(self.base).test
         return self._test
 
     def n_images(self) -> int:
@@ -405,7 +447,8 @@ def _run_metrics(run: ExplorerRun) -> dict[str, float]:
             "pseudo_recall": _last(r.history, "pseudo_recall"),
             "pseudo_coverage": _last(r.history, "pseudo_coverage"),
             "best_epoch": float(r.best_epoch), "epochs": float(r.epochs_done),
-            "wall_time": float(r.wall_time)}
+            "wall_time": float(r.wall_time),
+            "train_images": float(len(run.loaded.session.data.train_idx))}
 
 
 @torch.no_grad()
@@ -462,13 +505,28 @@ def _html_table(df: pd.DataFrame) -> str:
         classes="trm-explorer-table")
 
 
+#: trainer lines the log panel shows (the newest at the bottom)
+LOG_TAIL = 12
+
+
+def _visited_html(df: pd.DataFrame) -> str:
+    note = ("<div style='font-size:85%;color:#555'><b>settings visited</b>: test mAP in %, mean "
+            "over the seeds run (± sample sd once two or more seeds ran; with one seed a "
+            "1-point difference can be noise); pick another seed to see the spread</div>")
+    return note + df.reset_index().to_html(index=False, na_rep="–",
+                                           float_format=lambda v: f"{v:.2f}", border=0,
+                                           classes="trm-explorer-visited")
+
+
 class ExplorerWidgets(widgets.VBox):
     """The explorer's UI: every control change calls :meth:`Explorer.view` and shows its metrics
     table (HTML) and figure (PNG image); trainer lines go to a log area.
 
     Parts, for tests and customisation: ``controls`` (name → widget: ``proportion``, ``method``,
-    ``kd``, ``mcl``, ``pseudo``, ``pseudo_high``, ``pseudo_low``, ``image``), ``status``,
-    ``table`` (HTML), ``figure`` (PNG image), ``log_area`` (trainer lines), ``truth`` (the
+    ``kd``, ``mcl``, ``pseudo``, ``pseudo_high``, ``pseudo_low``, ``seed``, ``image``),
+    ``status`` (the setting, its scale, epoch progress while training), ``table`` (HTML),
+    ``figure`` (PNG image), ``visited`` (every setting run so far, with its seed spread and the
+    zero-shot floor), ``log_area`` (the newest trainer lines; all in ``log_lines``), ``truth`` (the
     image's true labels), ``last_view`` and ``updates`` (completed refreshes). The figure and table are set
     as widget values (not printed into an Output), so they update the same way in a live
     kernel, in a test and in a saved widget state."""
@@ -486,6 +544,8 @@ class ExplorerWidgets(widgets.VBox):
                 description="label proportion p", **slider),
             "method": widgets.Dropdown(options=[(v, k) for k, v in METHODS.items()],
                                        value=s.method, description="method"),
+            "seed": widgets.Dropdown(options=sorted({*range(5), s.seed}), value=s.seed,
+                                     description="seed", layout={"width": "9em"}),
             "kd": widgets.Checkbox(value=s.kd, description="knowledge distillation (kd)"),
             "mcl": widgets.Checkbox(value=s.mcl, description="multimodal contrastive (mcl)"),
             "pseudo": widgets.Checkbox(value=s.pseudo, description="pseudo-labels"),
@@ -500,17 +560,19 @@ class ExplorerWidgets(widgets.VBox):
         self.status = widgets.HTML()
         self.table = widgets.HTML()
         self.figure = widgets.Image(format="png", layout={"max_width": "100%"})
-        self.log_area = widgets.Output(layout={"max_height": "12em", "overflow": "auto",
-                                          "border": "1px solid #ddd"})
+        self.visited = widgets.HTML()
+        self.log_lines: list[str] = []  # every trainer line of this session
+        self.log_area = widgets.HTML()  # the newest lines: the panel follows the training
         self.last_view: View | None = None
         self.updates = 0  # completed refreshes (figure and table set)
         c = self.controls
-        rows = [widgets.HBox([c["proportion"], c["method"]]),
+        rows = [widgets.HBox([c["proportion"], c["method"], c["seed"]]),
                 widgets.HBox([c["kd"], c["mcl"], c["pseudo"]]),
                 widgets.HBox([c["pseudo_high"], c["pseudo_low"]]),
                 widgets.HBox([c["image"], self.truth]),
-                self.status, self.table, self.figure,
-                widgets.Accordion(children=[self.log_area], titles=("training log",))]
+                self.status, self.table, self.figure, self.visited,
+                widgets.Accordion(children=[self.log_area], titles=("training log",),
+                                  selected_index=0)]
         super().__init__(children=rows)
         for w in c.values():
             w.observe(self._changed, names="value")
@@ -526,7 +588,15 @@ class ExplorerWidgets(widgets.VBox):
     @contextmanager
     def _logging(self) -> Iterator[None]:
         saved = self.explorer.log
-        self.explorer.log = lambda line: self.log_area.append_stdout(line + "\n")
+
+        def log(line: str) -> None:
+            self.log_lines.append(line)
+            tail = "\n".join(self.log_lines[-LOG_TAIL:])
+            self.log_area.value = (f"<pre style='font-size:85%;margin:0'>{html.escape(tail)}"
+                                   f"</pre>")
+            self.status.value = f"<i>training: {html.escape(line.strip()[:120])}…</i>"
+
+        self.explorer.log = log
         try:
             yield
         finally:
@@ -557,12 +627,21 @@ class ExplorerWidgets(widgets.VBox):
             self.status.value = f"<b style='color:#b00020'>{html.escape(str(err))}</b>"
             return
         self.truth.value = f"true labels: <b>{html.escape(', '.join(labels) or 'none')}</b>"
+        try:
+            with self._logging():
+                visited = self.explorer.visited()
+            scale = self.explorer.scale(**controls)
+        except (ConfigError, ValueError) as err:
+            visited, scale = None, f"(not available: {err})"
         self.table.value = _html_table(view.table)
         self.figure.value = figure_png(view.figure)
+        if visited is not None:
+            self.visited.value = _visited_html(visited)
         self.last_view = view
         self.updates += 1
         self.status.value = (f"{html.escape(view.setting.label())}, image {view.image}: "
-                             f"{view.seconds:.1f} s ({len(new)} new run(s))")
+                             f"{view.seconds:.1f} s ({len(new)} new run(s)) · "
+                             f"{html.escape(scale)}")
 
 
 def build_widgets(explorer: Explorer, **state: Any) -> ExplorerWidgets:
