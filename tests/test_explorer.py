@@ -113,7 +113,7 @@ def test_revisit_is_cached_in_memory_and_on_disk(env, explorer, monkeypatch, tmp
     def no_training(*_a, **_k):
         raise AssertionError("a finished run was retrained")
 
-    monkeypatch.setattr(E, "train", no_training)
+    monkeypatch.setattr(E.runs, "train", no_training)  # the model side trains
     again = E.Explorer(base, tmp_path, resources=explorer.resources)
     other = again.run()
     assert other.source == "read back" and again.trained == []
