@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from trm_lib.utils.io import FileError, disk_full, is_disk_full, read_json, write_json
+from trm_lib.utils.safepath import inside
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -63,11 +64,23 @@ def read_manifest(folder: Path, key: dict[str, Any] | None = None) -> dict[str, 
     if key is not None and manifest["key"] != json.loads(json.dumps(key)):
         raise FeatureCacheError(f"{path}: manifest key does not match the requested features "
                                 f"(a foreign or edited store); delete {folder}")
+    arrays = manifest["arrays"]
+    if not isinstance(arrays, dict) or not all(isinstance(v, dict) for v in arrays.values()):
+        raise FeatureCacheError(f"{path}: corrupt manifest, 'arrays' is not a mapping of "
+                                f"array specs; delete {folder} to recompute")
+    for name in arrays:
+        _file(folder, manifest, name)  # every recorded file name stays inside the store
     return manifest
 
 
+def _file(folder: Path, manifest: dict[str, Any], name: str) -> Path:
+    """The file of array ``name``: the manifest's ``file`` field, never outside ``folder``."""
+    return inside(folder, manifest["arrays"][name].get("file"), field=f"arrays.{name}.file",
+                  record=folder / MANIFEST, error=FeatureCacheError)
+
+
 def _array_path(folder: Path, manifest: dict[str, Any], name: str) -> Path:
-    path = folder / manifest["arrays"][name]["file"]
+    path = _file(folder, manifest, name)
     if not path.exists():
         raise FeatureCacheError(f"{path}: listed in {folder / MANIFEST} but missing; "
                                 f"delete {folder} to recompute")
@@ -108,7 +121,7 @@ def verify(folder: Path, manifest: dict[str, Any], arrays: dict[str, np.memmap])
     not read again."""
     for name, arr in arrays.items():
         spec = manifest["arrays"][name]
-        path = folder / spec["file"]
+        path = _file(folder, manifest, name)
         st = path.stat()
         stamp = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp in _VERIFIED:
