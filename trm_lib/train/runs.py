@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from trm_lib import __version__
-from trm_lib.config.run_config import RunConfig, from_dict
+from trm_lib.config.run_config import ConfigError, RunConfig, from_dict, load_config
 from trm_lib.core import build_method, metrics
 from trm_lib.core.diagnostics import precision_coverage
 from trm_lib.core.methods import Method
@@ -151,7 +151,15 @@ def method_state(method: Method) -> dict[str, torch.Tensor]:
 
 
 def load_method_state(method: Method, state: dict[str, torch.Tensor], where: Path) -> None:
-    missing, unexpected = method.load_state_dict(state, strict=False)
+    """Load a checkpoint's method state; a state of another shape (a 5-class checkpoint in a
+    20-class run) is one :class:`TrainingError` naming the file, not torch's RuntimeError."""
+    try:
+        missing, unexpected = method.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        sizes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        raise TrainingError(f"{where}: checkpoint does not fit method {method.cfg.name!r} of "
+                            f"this run ({(sizes or [str(err).splitlines()[0]])[0][:200]}); it "
+                            f"was trained on another dataset or config") from None
     frozen = {name for name, p in method.named_parameters() if not p.requires_grad}
     missing = [k for k in missing if k not in frozen]
     if missing or unexpected:
@@ -238,7 +246,54 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
         raise FileError(f"{path}: not a checkpoint of this library (no "
                         f"{'/'.join(CHECKPOINT_KEYS)}); {what}")
+    _check_fields(ckpt, path, what)
     return ckpt
+
+
+def _check_fields(ckpt: dict[str, Any], path: Path, what: str) -> None:
+    """What every checkpoint must hold before anything uses it: a whole-number ``epoch``, a
+    config mapping, a method state of finite tensors (NaN weights would score as a result)."""
+    epoch = ckpt["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise FileError(f"{path}: field 'epoch' must be a whole number >= 0, got {epoch!r}; "
+                        f"{what}")
+    if not isinstance(ckpt["config"], dict):
+        raise FileError(f"{path}: field 'config' is not a mapping; {what}")
+    state = ckpt["method"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise FileError(f"{path}: field 'method' is not a state dict of tensors; {what}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FileError(f"{path}: non-finite (NaN/inf) weights in {', '.join(bad[:3])}"
+                        f"{' ...' if len(bad) > 3 else ''}; {what}")
+
+
+def check_identity(ckpt: dict[str, Any], path: Path, cfg: RunConfig | None,
+                   class_names: Sequence[str] | None) -> RunConfig:
+    """The one identity check of a checkpoint against the run that uses it: its config must
+    equal ``cfg`` (the run folder's ``config.yaml`` for ``evaluate``, the requested config on
+    resume) in every field that changes the numbers, and the class names it was trained on
+    (recorded since issue 29) must be the dataset's. Returns the checkpoint's validated config.
+    A ``best.pt`` copied from another run, or a dataset whose classes changed under a run, is
+    one :class:`TrainingError` instead of another dataset's number printed as this one's."""
+    try:
+        saved = from_dict(ckpt["config"], source=str(path)).validate()
+    except ConfigError as err:
+        raise FileError(f"{path}: its config is not valid ({err}); retrain the run") from None
+    if cfg is not None:
+        diff = config_diff(ckpt["config"], cfg)
+        if diff:
+            raise TrainingError(f"{path}: the checkpoint belongs to another run, its config "
+                                f"differs: " + "; ".join(diff[:4])
+                                + (" ..." if len(diff) > 4 else ""))
+    classes = ckpt.get("classes")
+    if class_names is not None and classes is not None and list(classes) != list(class_names):
+        extra = sorted(set(map(str, classes)) ^ set(class_names))[:4]
+        raise TrainingError(f"{path}: trained on {len(classes)} classes, the dataset now has "
+                            f"{len(class_names)} (differing: {', '.join(extra) or 'order'}); "
+                            f"retrain the run")
+    return saved
 
 
 def run_lock_path(out_dir: Path) -> Path:
@@ -410,10 +465,12 @@ def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | Non
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint (is {out_dir} a run folder?)")
     ckpt = load_checkpoint(path)
-    cfg = from_dict(ckpt["config"], source=str(path)).validate()
+    recorded = out_dir / "config.yaml"
+    cfg = check_identity(ckpt, path, load_config(recorded) if recorded.exists() else None, None)
     if device is not None:
         cfg = cfg.with_overrides({"train.device": device})
     session = Session.build(cfg, resources)
+    check_identity(ckpt, path, None, session.data.train.class_names)
     seed_everything(cfg.train.seed)
     method = build_method(cfg.method, session.ctx).to(session.device)
     load_method_state(method, ckpt["method"], path)
@@ -422,6 +479,7 @@ def load_run(out_dir: str | Path, checkpoint: str = "best", *, device: str | Non
     return LoadedRun(cfg, method, session, int(ckpt["epoch"]), result)
 
 
-__all__ = ["CHECKPOINT_KEYS", "NON_RESULT_FIELDS", "LoadedRun", "RunResult", "config_hash",
+__all__ = ["CHECKPOINT_KEYS", "NON_RESULT_FIELDS", "LoadedRun", "RunResult", "check_identity",
+           "config_hash",
            "default_out_dir", "finished_result", "load_checkpoint", "load_result", "load_run",
            "provenance", "pseudo_label_curves", "run_lock", "run_lock_path", "save_checkpoint"]

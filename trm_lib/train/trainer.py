@@ -75,6 +75,7 @@ from trm_lib.utils.io import atomic_path, write_json
 from .evaluation import observed_metrics, predict_split
 from .runs import (
     RunResult,
+    check_identity,
     config_diff,
     default_out_dir,
     finished_result,
@@ -260,6 +261,7 @@ def _restore_or_clean(loop: _Loop, ckpt: dict[str, Any] | None) -> None:
     previous run left in the folder; then every rank holds rank 0's method state."""
     cfg, out, data = loop.cfg, loop.out, loop.session.data
     if ckpt is not None:
+        check_identity(ckpt, loop.last_path, None, data.train.class_names)
         load_method_state(loop.method, ckpt["method"], loop.last_path)
         if loop.optimizer is not None and ckpt.get("optimizer"):
             loop.optimizer.load_state_dict(ckpt["optimizer"])
@@ -333,7 +335,7 @@ def _run_epoch(loop: _Loop, epoch: int, stopping: bool, t_start: float) -> None:
                     np.save(tmp, test_scores)
             save_checkpoint(loop.out / "best.pt", {
                 "method": method_state(method), "epoch": epoch, "config": cfg.to_dict(),
-                "val": val, "test": test})
+                "classes": list(session.data.train.class_names), "val": val, "test": test})
     if scored:
         _update_oracle(loop, epoch, test)
     if loop.main:
@@ -365,6 +367,7 @@ def _write_epoch(loop: _Loop, epoch: int, elapsed: float) -> None:
     write_history(loop.out / "history.csv", loop.history)
     save_checkpoint(loop.last_path, {
         "method": method_state(loop.method), "epoch": epoch, "config": loop.cfg.to_dict(),
+        "classes": list(loop.session.data.train.class_names),
         "optimizer": loop.optimizer.state_dict() if loop.optimizer is not None else {},
         "scheduler": {"step": epoch * loop.steps_per_epoch,
                       "steps_per_epoch": loop.steps_per_epoch},
