@@ -359,7 +359,8 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
             return value
         raise ConfigError(f"{where} must be true/false, got {value!r}")
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value) or int(value) != value:  # .inf / .nan: no integer
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return int(value)
     if hint is float:

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trm_lib.utils.errors import ConfigError
+
 
 class CategoryCrossAttention(nn.Module):
     """Multi-head cross-attention from C category queries to L dense tokens that *returns its
@@ -35,7 +37,8 @@ class CategoryCrossAttention(nn.Module):
         if init not in ("clip", "random"):
             raise ValueError(f"method.attn_init must be clip|random, got {init!r}")
         if dim % num_heads:
-            raise ValueError(f"method.num_heads={num_heads} must divide the embedding width {dim}")
+            raise ConfigError(f"method.num_heads={num_heads} must divide the embedding width "
+                              f"{dim} of the backbone")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(kv_dim)
         self.q_proj = nn.Linear(dim, dim)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ class MultiLabelDataset:
             try:
                 with Image.open(path) as im:
                     im.verify()
-            except (OSError, SyntaxError, ValueError) as err:
+            except _IMAGE_ERRORS as err:
                 if not skip:
                     raise DatasetError(f"{path}: cannot read image ({err})") from None
                 bad.append((path, str(err) or type(err).__name__))
@@ -129,6 +130,11 @@ class TorchView:
         return image, torch.from_numpy(self.dataset.labels[index].astype(np.float32)), index
 
 
+#: what PIL raises for a file that is no image it can read, including a decompression bomb
+#: (more than twice ``Image.MAX_IMAGE_PIXELS``, e.g. a 400-megapixel PNG), which is not an OSError
+_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
     if not path.exists():
@@ -136,7 +142,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as err:
+    except _IMAGE_ERRORS as err:
         raise DatasetError(f"{path}: cannot read image ({err})") from None
 
 
@@ -176,25 +182,54 @@ def read_generic(root: str | os.PathLike, split: str, name: str = "folder") -> M
         if not f.exists():
             raise DatasetError(f"{f}: not found (expected layout: <root>/classes.txt and "
                                f"<root>/annotations/<split>.csv)")
-    class_names = [c.strip() for c in classes_file.read_text().splitlines() if c.strip()]
-    with open(ann, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or header[0] != "image" or header[1:] != class_names:
-            raise DatasetError(f"{ann}: header must be 'image,' followed by the classes of "
-                               f"{classes_file}")
-        paths, rows = [], []
-        for lineno, row in enumerate(reader, start=2):
-            if len(row) != len(class_names) + 1:
-                raise DatasetError(f"{ann}:{lineno}: expected {len(class_names) + 1} fields, "
-                                   f"got {len(row)}")
-            try:
-                values = [int(v) for v in row[1:]]
-            except ValueError:
-                raise DatasetError(f"{ann}:{lineno}: label values must be 1 or -1") from None
-            if any(v not in (1, -1) for v in values):
-                raise DatasetError(f"{ann}:{lineno}: label values must be 1 or -1")
-            paths.append(root / row[0])
-            rows.append(values)
+    class_names = [c.strip() for c in _utf8(classes_file).splitlines() if c.strip()]
+    dupes = sorted({c for c in class_names if class_names.count(c) > 1})
+    if dupes:
+        raise DatasetError(f"{classes_file}: class names must be unique, repeated: "
+                           f"{', '.join(dupes)}")
+    paths, rows = _read_rows(ann, class_names, classes_file)
+    if not paths:
+        raise DatasetError(f"{ann}: no image rows (only the header); a split needs at least "
+                           f"one image")
     labels = np.asarray(rows, dtype=np.int8).reshape(len(rows), len(class_names))
     return MultiLabelDataset(name, split, root, paths, labels, class_names)
+
+
+def _utf8(path: Path) -> str:
+    """The text of ``path``; a file in another encoding (Latin-1 ``classes.txt``) names it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                           f"offset {err.start}); save it as UTF-8") from None
+
+
+def _read_rows(ann: Path, class_names: list[str], classes_file: Path
+               ) -> tuple[list[Path], list[list[int]]]:
+    """Image paths and label rows of a generic-format CSV; every error names the file and line
+    (a repeated image row would count one image twice in every metric)."""
+    reader = csv.reader(io.StringIO(_utf8(ann), newline=""))
+    header = next(reader, None)
+    if header is None or header[0] != "image" or header[1:] != class_names:
+        raise DatasetError(f"{ann}: header must be 'image,' followed by the classes of "
+                           f"{classes_file}")
+    paths: list[Path] = []
+    rows: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for lineno, row in enumerate(reader, start=2):
+        if len(row) != len(class_names) + 1:
+            raise DatasetError(f"{ann}:{lineno}: expected {len(class_names) + 1} fields, "
+                               f"got {len(row)}")
+        try:
+            values = [int(v) for v in row[1:]]
+        except ValueError:
+            raise DatasetError(f"{ann}:{lineno}: label values must be 1 or -1") from None
+        if any(v not in (1, -1) for v in values):
+            raise DatasetError(f"{ann}:{lineno}: label values must be 1 or -1")
+        if row[0] in seen:
+            raise DatasetError(f"{ann}:{lineno}: image {row[0]!r} is listed twice (first "
+                               f"on line {seen[row[0]]}); list each image once")
+        seen[row[0]] = lineno
+        paths.append(ann.parent.parent / row[0])
+        rows.append(values)
+    return paths, rows

@@ -383,13 +383,13 @@ def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray,
     validation, which the trainer uses for model selection instead of the test set.
     """
     if int(n) != n or n < 1:
-        raise ValueError(f"train_val_split: n must be a positive integer, got {n!r}")
+        raise LabelError(f"train_val_split: n must be a positive integer, got {n!r}")
     if not (0.0 <= val_fraction < 1.0):
-        raise ValueError(f"train_val_split: val_fraction must be in [0, 1), got {val_fraction}")
+        raise LabelError(f"train_val_split: val_fraction must be in [0, 1), got {val_fraction}")
     n = int(n)
     n_val = 0 if val_fraction == 0 else max(1, round(n * val_fraction))
-    if n_val >= n:
-        raise ValueError(f"train_val_split: val_fraction {val_fraction} of {n} images leaves no "
-                         f"training image")
+    if n_val >= n:  # a user's setting (data.max_train=1), hence LabelError: one error line
+        raise LabelError(f"data.val_fraction {val_fraction} of {n} training image(s) leaves no "
+                         f"training image; raise data.max_train or set data.val_fraction=0")
     perm = _rng(seed, "split").permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])

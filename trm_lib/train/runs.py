@@ -383,10 +383,10 @@ class LoadedRun:
         prototype, memory), its {1, -1, 0} label mask and its hidden full labels."""
         views_of = getattr(self.method, "entry_views", None)
         if views_of is None:
-            raise ValueError(f"method {self.config.method.name!r} exposes no entry views "
+            raise ConfigError(f"method {self.config.method.name!r} exposes no entry views "
                              f"(only trm_ml does)")
         if split == "test":
-            raise ValueError("split 'test' has no label mask: use 'train' or 'val'")
+            raise ConfigError("split 'test' has no label mask: use 'train' or 'val'")
         dataset, rows = self.session.data.rows(split)
         parts: dict[str, list[torch.Tensor]] = {}
 

@@ -69,8 +69,8 @@ from trm_lib.config.run_config import ConfigError, RunConfig, TrainConfig, from_
 from trm_lib.core import build_method, metrics
 from trm_lib.core.methods import Method, method_class
 from trm_lib.utils import distributed
-from trm_lib.utils.errors import TrainingError
-from trm_lib.utils.io import atomic_path, write_json
+from trm_lib.utils.errors import FileError, TrainingError
+from trm_lib.utils.io import atomic_path, disk_full, is_disk_full, write_json
 
 from .evaluation import observed_metrics, predict_split
 from .runs import (
@@ -192,13 +192,16 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
     progress = (cfg.train.progress if progress is None else progress) and main
     out = Path(out_dir or cfg.train.out_dir or default_out_dir(cfg))
     t_start = time.perf_counter()
+    if out.exists() and not out.is_dir():  # --out at a file or /dev/null: say so before work
+        raise FileError(f"{out}: the run folder is a file, not a folder; choose another --out "
+                        f"/ train.out_dir")
 
     done = finished_result(cfg, out)  # result.json is written last; last.pt is not read
     if done is not None:
         say(f"{out}: finished run found, not retraining")
         return done
     loop = _start(cfg, out, resources, main, say, progress)  # the dataset is valid past here
-    out.mkdir(parents=True, exist_ok=True)
+    _make_run_folder(out)
     # one writer per run folder: a second one (another grid, resume=false) waits its turn
     with run_lock(out, say) if main else contextlib.nullcontext():
         done = None if distributed.is_distributed() else finished_result(cfg, out)
@@ -213,6 +216,18 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
             if stopping and epoch < loop.final_epoch:
                 break
         return _finish(loop, epoch, t_start)
+
+
+def _make_run_folder(out: Path) -> None:
+    """Create the run folder, or one error naming it (a parent that is a file, a read-only
+    folder) instead of mkdir's traceback."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full(out / ".lock") from None
+        raise FileError(f"{out}: cannot create the run folder ({err.strerror}); choose a "
+                        f"writable --out / train.out_dir (or set TRM_RUNS)") from None
 
 
 def _resume_point(cfg: RunConfig, out: Path) -> dict[str, Any] | None:
