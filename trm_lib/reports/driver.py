@@ -38,6 +38,7 @@ from trm_lib.config.run_config import ConfigError, parse_overrides
 from trm_lib.utils.io import atomic_write
 from trm_lib.utils.paths import REPO_ROOT, git_revision, notebooks_dir, reports_dir
 
+from .folder import FAILED_SUFFIX, Attempt, failed_copy, recorded_artifacts, report_lock
 from .notebooks import (
     META_KEY,
     NOTEBOOK_NAME,
@@ -128,6 +129,8 @@ def _record(output: Path, run: NotebookRun, smoke: bool, revision: str) -> None:
     if not output.exists():  # papermill failed before writing anything
         return
     nb = nbformat.read(output, as_version=4)
+    if isinstance(nb.metadata.get("papermill"), dict):  # it ran under a temporary name
+        nb.metadata["papermill"]["output_path"] = str(run.output)
     nb.metadata[META_KEY] = {"artifacts": run.artifacts, "seconds": round(run.seconds, 1),
                              "status": run.status, "error": run.error, "smoke": smoke,
                              "git": revision}
@@ -160,6 +163,14 @@ def write_index(out_dir: str | os.PathLike) -> Path:
         if meta.get("error"):
             status += f": {meta['error'].splitlines()[0]}"
         lines.append(f"| [{name}]({name}.ipynb) | {status.replace('|', '/')} | "
+                     f"{meta.get('smoke', '')} | {meta.get('seconds', '')} | "
+                     f"`{meta.get('git', '')}` |")
+    for path in sorted(out_dir.glob(f"*{FAILED_SUFFIX}")):  # kept beside a good copy
+        meta = {}
+        with contextlib.suppress(Exception):
+            meta = nbformat.read(path, as_version=4).metadata.get(META_KEY) or {}
+        status = f"last attempt failed: {(meta.get('error') or '').splitlines()[0:1]}"
+        lines.append(f"| [{path.name}]({path.name}) | {status.replace('|', '/')} | "
                      f"{meta.get('smoke', '')} | {meta.get('seconds', '')} | "
                      f"`{meta.get('git', '')}` |")
     files = sorted(_snapshot(out_dir))
@@ -304,14 +315,22 @@ def _plan(notebooks: str | os.PathLike | None, out_dir: str | os.PathLike | None
 
 
 def _finish(plan: _Plan, src: Path, seconds: float, artifacts: list[str],
-            error: dict[str, Any] | None) -> tuple[NotebookRun, NotebookFailed | None]:
-    """Record one finished notebook (the executed copy's metadata, the index)."""
+            error: dict[str, Any] | None, attempt: Attempt) -> tuple[NotebookRun,
+                                                                 NotebookFailed | None]:
+    """Record one finished notebook (the executed copy's metadata, the index); a success
+    replaces the executed copy, a failure rolls its files back (:mod:`.folder`)."""
     output = plan.out / src.name
     run = NotebookRun(src.stem, output, seconds, "failed" if error else "ok", sorted(artifacts))
-    failure = _failure(error, src, output) if error else None
-    if failure is not None:
-        run.error = f"{failure.ename}: {failure.evalue}"
-    _record(output, run, plan.smoke, plan.revision)
+    failure = None
+    if error:
+        run.output = failed_copy(output) if output.exists() else output
+        failure = _failure(error, src, run.output)
+        run.error, run.artifacts = f"{failure.ename}: {failure.evalue}", []
+    _record(attempt.scratch, run, plan.smoke, plan.revision)
+    if failure is None:
+        attempt.commit(run.artifacts, recorded_artifacts(output, META_KEY))
+    else:
+        attempt.roll_back(sorted(artifacts))
     write_index(plan.out)
     return run, failure
 
@@ -343,17 +362,26 @@ def run_notebooks(notebooks: str | os.PathLike | None = None,
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ReportError(f"--jobs must be an integer >= 1, got {jobs!r}")
     plan = _plan(notebooks, out_dir, only, smoke, parameters, cwd)
+    with report_lock(plan.out, lambda line: echo(line, flush=True)):
+        return _run_locked(plan, parameters, log_output, echo, jobs)
+
+
+def _run_locked(plan: _Plan, parameters: dict[str, Any] | None, log_output: bool,
+                echo: Callable[..., None], jobs: int) -> list[NotebookRun]:
+    """:func:`run_notebooks` while holding the report folder's lock."""
     for sub in ARTIFACT_DIRS:
         (plan.out / sub).mkdir(parents=True, exist_ok=True)
     runs: list[NotebookRun] = []
+    attempts: dict[Path, Attempt] = {}
 
     def execute(src: Path, pool: Any = None) -> Any:
-        args = (src, plan.out / src.name, plan.params[src], plan.cwd, log_output)
+        attempts[src] = Attempt(plan.out, src.stem, ARTIFACT_DIRS)
+        args = (src, attempts[src].scratch, plan.params[src], plan.cwd, log_output)
         return pool.submit(_execute, *args) if pool is not None else _execute(*args)
 
     def finish(src: Path, seconds: float, artifacts: list[str], error: dict[str, Any] | None
                ) -> tuple[NotebookRun, NotebookFailed | None]:
-        run, failure = _finish(plan, src, seconds, artifacts, error)
+        run, failure = _finish(plan, src, seconds, artifacts, error, attempts.pop(src))
         runs.append(run)
         return run, failure
 
