@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     module, func, _ = COMMANDS[cmd]
     try:
         return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        # every writer is atomic and resumable: nothing half-written is left to clean up
+        print("\ninterrupted; resume with the same command", file=sys.stderr)
+        return 130
     except Exception as err:
         if debug or not isinstance(err, user_error_types()):
             raise

@@ -431,6 +431,29 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+#: the most values a YAML document may expand to through its aliases (a full grid spec is a few
+#: hundred; RunConfig() written out is about 150)
+YAML_NODE_BUDGET = 100_000
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Values ``node`` stands for once every alias is expanded, counted without expanding
+    (each node once, memoised): linear in the document, whatever its aliases multiply."""
+    if node is None:
+        return 0
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once
+    children = node.value if isinstance(node.value, list) else []
+    total = 1
+    for child in children:
+        parts = child if isinstance(child, tuple) else (child,)
+        total += sum(_expanded_size(part, memo) for part in parts)
+        total = min(total, 1 << 62)
+    memo[id(node)] = total
+    return total
+
+
 def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
     """The parsed YAML of ``path``; a missing, unreadable, empty or invalid file, or a key given
     twice, is a ConfigError naming the file (an empty file would silently mean "all defaults")."""
@@ -442,10 +465,21 @@ def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the {what} ({err})") from None
     try:
+        # aliases are bounded before anything is built: a billion-laughs document (nested
+        # aliases expanding to 10^9 nodes) took 85 s and 3 GB before a MemoryError (issue 29)
+        size = _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader), {})
+        if size > YAML_NODE_BUDGET:
+            raise ConfigError(f"its aliases (*name) expand to more than {YAML_NODE_BUDGET:,} "
+                              f"values ({size:,}); write the values out")
         values = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
+        if "tag:yaml.org,2002:merge" in str(err):
+            mark = getattr(err, "problem_mark", None)
+            at = f"line {mark.line + 1}: " if mark is not None else ""
+            raise ConfigError(f"{path}: {at}YAML merge keys ('<<:') are not supported; write "
+                              f"the fields out") from None
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if values is None:
         raise ConfigError(f"{path}: empty {what} (write at least one section, e.g. "
@@ -467,8 +501,18 @@ def presets_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "presets"
 
 
+def preset_path(name: str, what: str = "--preset") -> Path:
+    """``presets/<name>.yaml``; a preset is a *name* (``voc2007-rn101``): an empty one, or a
+    path such as ``../../x``, is a ConfigError (a file is given with ``--config`` / ``--spec``),
+    so a preset can never read a file outside ``presets/``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)) or ".." in str(name):
+        raise ConfigError(f"{what} {name!r}: a preset is a name from {presets_dir()} (e.g. "
+                          f"synthscenes-tiny); give a file with --config / --spec instead")
+    return presets_dir() / f"{name}.yaml"
+
+
 def load_preset(name: str) -> RunConfig:
-    path = presets_dir() / f"{name}.yaml"
+    path = preset_path(name)
     if not path.exists():
         known = sorted(p.stem for p in presets_dir().glob("*.yaml"))
         raise ConfigError(f"unknown preset {name!r} (known: {', '.join(known) or 'none'})")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trm_lib.config.run_config import ConfigError, RunConfig, load_config, load_preset, presets_dir
+from trm_lib.config.run_config import ConfigError, RunConfig, load_config, load_preset, preset_path
 from trm_lib.train import load_run, train
 from trm_lib.utils.distributed import is_main
 
@@ -42,8 +42,8 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
             raise ConfigError(f"{args.config} is an experiment grid; run it with "
                               f"`python -m trm_lib experiment --spec {args.config}`")
         cfg = load_config(args.config)
-    elif args.preset:
-        path = presets_dir() / f"{args.preset}.yaml"
+    elif args.preset is not None:  # --preset "" is an error, not the default run
+        path = preset_path(args.preset)
         if path.exists() and is_grid_spec(path):
             raise ConfigError(f"preset {args.preset!r} is an experiment grid; run it with "
                               f"`python -m trm_lib experiment --preset {args.preset}`")
@@ -156,7 +156,9 @@ def cli_experiment(argv: list[str]) -> int:
     from trm_lib.config.run_config import parse_overrides
 
     t0 = time.perf_counter()
-    spec = load_spec(args.spec or args.preset or "fidelity")
+    if args.preset is not None:  # a name, never a path (that is --spec)
+        preset_path(args.preset)
+    spec = load_spec(args.spec or (args.preset if args.preset is not None else "fidelity"))
     if args.base:
         spec["preset"] = args.base
     overrides = parse_overrides(args.set or [])

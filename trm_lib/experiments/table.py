@@ -19,7 +19,7 @@ import pandas as pd
 from trm_lib.config.run_config import ConfigError, RunConfig
 from trm_lib.train import provenance
 from trm_lib.utils.errors import FileError
-from trm_lib.utils.io import atomic_write
+from trm_lib.utils.io import atomic_write, remove_orphans
 from trm_lib.utils.locks import file_lock
 
 from .spec import method_overrides
@@ -126,6 +126,7 @@ def merge_results(path: str | Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
     grid included -- is kept. An absent CSV is created (header only when ``rows`` is empty)."""
     path = Path(path)
     with file_lock(lock_path(path), what=f"results CSV {path}"):
+        remove_orphans(path.parent, [path.name])  # of writers killed mid-write
         table = merged(read_results(path), rows)
         if rows or not path.exists():
             with atomic_write(path, newline="") as fh:

@@ -109,6 +109,10 @@ def _materialise(root: Path, fingerprint: str, build: Callable[[Path], None], fo
                  manifest: str) -> Path:
     """Build into ``.<root>.partial`` (resuming a matching one) and rename into place."""
     root = root.expanduser()
+    if root.exists() and not force and (root / manifest).exists():
+        # complete: checked without the lock, which a read-only cache could not create
+        _check_existing(root, fingerprint, manifest)
+        return root
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -214,6 +214,10 @@ def load_synthscenes(root: str | os.PathLike | None = None, split: str = "train"
                            f"{', '.join(sorted(_WORLD_FIELDS))}, progress, workers)")
     progress = options.pop("progress", True)
     workers = options.pop("workers", None)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise DatasetError(f"synthscenes: option workers must be an integer >= 1 (or null for "
+                           f"the available cores), got {workers!r}")
     if root is not None and (Path(root).expanduser() / "world.json").exists():
         root = Path(root).expanduser()
         manifest = read_json(root / "world.json")

@@ -392,6 +392,9 @@ def ensure_tinyclip(model_name: str = "TinyCLIP-RN", *, force: bool = False,
     if shipped and not force and cfg == default_config(model_name) and has_shipped(model_name):
         return shipped_folder(model_name)
     folder = tinyclip_dir(cfg)
+    if not force and (folder / MANIFEST).exists() and (folder / WEIGHTS_FILE).exists():
+        _check_cached(folder, cfg)  # complete: no lock (a read-only cache cannot create one)
+        return folder
     with _lock(folder):
         if folder.exists() and not force:
             _check_cached(folder, cfg)

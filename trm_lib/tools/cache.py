@@ -136,10 +136,26 @@ def scan(root: str | os.PathLike | None = None) -> list[CacheEntry]:
 
 
 def prune(entries: list[CacheEntry]) -> list[CacheEntry]:
-    """Delete the stale ``entries``; returns those removed."""
-    removed = [e for e in entries if e.stale]
-    for entry in removed:
-        shutil.rmtree(entry.path, ignore_errors=True)
+    """Delete the stale ``entries``; returns those removed. An entry that cannot be deleted
+    (a read-only cache) raises :class:`~trm_lib.utils.errors.FileError` naming it and what was
+    removed before it, instead of "removed" printed for files still there (issue 29)."""
+    from trm_lib.utils.errors import FileError
+
+    removed: list[CacheEntry] = []
+    problems: list[str] = []
+
+    def failed(_func: Any, path: str, exc: Any) -> None:
+        problems.append(f"{path}: {getattr(exc[1], 'strerror', None) or exc[1]}")
+
+    for entry in (e for e in entries if e.stale):
+        problems.clear()
+        shutil.rmtree(entry.path, onerror=failed)
+        if entry.path.exists():
+            done = f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} before it"
+            raise FileError(f"{entry.path}: cannot remove the stale entry "
+                            f"({problems[0] if problems else 'still there'}); {done}; the "
+                            f"cache must be writable to prune it")
+        removed.append(entry)
     return removed
 
 

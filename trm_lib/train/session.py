@@ -109,6 +109,14 @@ def prepare_data(cfg: RunConfig) -> RunData:
                           f"{d.dataset!r} have different class lists")
     observed = labels.observed_labels(train_ds, d.protocol, d.proportion, d.mask_seed)
     train_idx, val_idx = labels.train_val_split(len(train_ds), d.val_fraction, d.split_seed)
+    if d.protocol != "full" and not (observed[train_idx] == 1).any():
+        # e.g. data.proportion=1e-300: a "result" trained on no label at all (issue 29)
+        setting = f"data.proportion={d.proportion:g}" if d.protocol == "proportion" \
+            else f"data.protocol={d.protocol}"
+        raise labels.LabelError(
+            f"{setting} leaves no observed positive label among the {len(train_idx)} training "
+            f"images of {d.dataset} ({train_ds.num_classes} classes): nothing to learn from; "
+            f"raise data.proportion or use more images")
     return RunData(train_ds, test_ds, observed, train_idx, val_idx)
 
 

@@ -70,7 +70,7 @@ from trm_lib.core import build_method, metrics
 from trm_lib.core.methods import Method, method_class
 from trm_lib.utils import distributed
 from trm_lib.utils.errors import FileError, TrainingError
-from trm_lib.utils.io import atomic_path, disk_full, is_disk_full, write_json
+from trm_lib.utils.io import atomic_path, disk_full, is_disk_full, remove_orphans, write_json
 
 from .evaluation import observed_metrics, predict_split
 from .runs import (
@@ -204,6 +204,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
     _make_run_folder(out)
     # one writer per run folder: a second one (another grid, resume=false) waits its turn
     with run_lock(out, say) if main else contextlib.nullcontext():
+        if main:  # temp files of a writer killed mid-write (the lock excludes live ones)
+            remove_orphans(out, RUN_FILES)
         done = None if distributed.is_distributed() else finished_result(cfg, out)
         if done is not None:  # the process we waited for finished this very run
             say(f"{out}: finished run found, not retraining")
@@ -216,6 +218,11 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
             if stopping and epoch < loop.final_epoch:
                 break
         return _finish(loop, epoch, t_start)
+
+
+#: the files a run writes into its folder, all atomically
+RUN_FILES = ("config.yaml", "history.csv", "last.pt", "best.pt", "test_scores.npy",
+             "result.json")
 
 
 def _make_run_folder(out: Path) -> None:
