@@ -434,6 +434,8 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 #: the most values a YAML document may expand to through its aliases (a full grid spec is a few
 #: hundred; RunConfig() written out is about 150)
 YAML_NODE_BUDGET = 100_000
+#: the largest YAML file read (a grid spec is a few KiB)
+YAML_BYTES = 4 << 20
 
 
 def _expanded_size(node: Any, memo: dict[int, int]) -> int:
@@ -459,7 +461,13 @@ def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
     twice, is a ConfigError naming the file (an empty file would silently mean "all defaults")."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.exists() and not path.is_file():  # /dev/zero would be read forever
+            raise ConfigError(f"{path}: the {what} must be a regular file")
+        with open(path, "rb") as fh:
+            data = fh.read(YAML_BYTES + 1)
+        if len(data) > YAML_BYTES:
+            raise ConfigError(f"{path}: the {what} is larger than {YAML_BYTES >> 20} MiB")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -474,6 +482,9 @@ def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
         values = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (thousands of levels of [ or {{); a "
+                          f"{what} is a few levels deep") from None
     except yaml.YAMLError as err:
         if "tag:yaml.org,2002:merge" in str(err):
             mark = getattr(err, "problem_mark", None)

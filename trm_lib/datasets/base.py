@@ -196,9 +196,10 @@ def read_generic(root: str | os.PathLike, split: str, name: str = "folder") -> M
 
 
 def _utf8(path: Path) -> str:
-    """The text of ``path``; a file in another encoding (Latin-1 ``classes.txt``) names it."""
+    """The text of ``path`` (a leading byte-order mark, as Excel writes, is dropped); a file in
+    another encoding (Latin-1 ``classes.txt``) names it."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise DatasetError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
                            f"offset {err.start}); save it as UTF-8") from None

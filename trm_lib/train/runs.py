@@ -259,6 +259,10 @@ def _check_fields(ckpt: dict[str, Any], path: Path, what: str) -> None:
                         f"{what}")
     if not isinstance(ckpt["config"], dict):
         raise FileError(f"{path}: field 'config' is not a mapping; {what}")
+    classes = ckpt.get("classes")
+    if classes is not None and (not isinstance(classes, list)
+                                or not all(isinstance(c, str) for c in classes)):
+        raise FileError(f"{path}: field 'classes' is not a list of class names; {what}")
     state = ckpt["method"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
