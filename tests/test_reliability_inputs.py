@@ -158,25 +158,27 @@ def test_a_preset_is_a_name_not_a_path(tmp_path, args, fragment):
 
 
 def test_a_complete_read_only_cache_serves_train_features_and_experiment(world, tmp_path):
-    """Everything built once, then TRM_CACHE read-only: train, features and experiment work,
-    creating no lock file (the runs and the results CSV go to writable folders)."""
+    """Everything built once (TinyCLIP's shipped weights included), then TRM_CACHE read-only:
+    train, features and experiment work, creating no lock file (the runs and the results CSV
+    go to writable folders). Before issue 29, train and features failed on TinyCLIP's lock."""
     cache = tmp_path / "cache"
+    tc = {"backbone.pretrained": "tinyclip"}
     env = {**_env(), "TRM_CACHE": str(cache), "TRM_RUNS": str(tmp_path / "runs")}
-    build = subprocess.run([sys.executable, "-m", "trm_lib", "train", *sets(world), "--out",
-                            str(tmp_path / "first")], capture_output=True, text=True, env=env,
+    build = subprocess.run([sys.executable, "-m", "trm_lib", "train", *sets(world, **tc),
+                            "--out", str(tmp_path / "first")], capture_output=True, text=True, env=env,
                            timeout=300)
     assert build.returncode == 0, build.stderr
     for lock in cache.rglob("*.lock"):
         lock.unlink()
     spec = tmp_path / "grid.yaml"
-    spec.write_text(json.dumps({"name": "g", "base": {**TINY, "data.root": str(world)},
+    spec.write_text(json.dumps({"name": "g", "base": {**TINY, **tc, "data.root": str(world)},
                                 "grids": {"a": {"methods": ["linear_probe"],
                                                 "proportions": [0.5]}}}))
     with read_only(cache) as view:
         env["TRM_CACHE"] = str(view)
-        for args in (["train", *sets(world), "--out", str(tmp_path / "again")],
+        for args in (["train", *sets(world, **tc), "--out", str(tmp_path / "again")],
                      ["features", "--dataset", "folder", "--root", str(world),
-                      "--model", "TinyCLIP-RN", "--pretrained", "none", "--image-size", "64"],
+                      "--model", "TinyCLIP-RN", "--pretrained", "tinyclip", "--image-size", "64"],
                      ["experiment", "--spec", str(spec), "--out", str(tmp_path / "g.csv"),
                       "--runs-dir", str(tmp_path / "grid-runs"), "--jobs", "1"]):
             proc = subprocess.run([sys.executable, "-m", "trm_lib", *args], capture_output=True,
@@ -204,6 +206,7 @@ def test_a_complete_world_and_tinyclip_need_no_lock(tmp_path, monkeypatch):
     monkeypatch.setenv("TRM_CACHE", str(cache))
     cfg = WorldConfig(image_size=64, n_train=3, n_test=2)
     root = ensure_world(cfg, progress=False, workers=1)
+    shipped = ensure_tinyclip("TinyCLIP-RN")  # the shipped weights, rebuilt into the cache
     tc = default_config()
     folder = tinyclip_dir(tc)
     folder.mkdir(parents=True)
@@ -214,7 +217,8 @@ def test_a_complete_world_and_tinyclip_need_no_lock(tmp_path, monkeypatch):
     with read_only(cache) as view:
         monkeypatch.setenv("TRM_CACHE", str(view))
         assert ensure_world(cfg, progress=False, workers=1) == view / root.relative_to(cache)
-        assert ensure_tinyclip(tc.model) == view / folder.relative_to(cache)
+        assert ensure_tinyclip("TinyCLIP-RN") == view / shipped.relative_to(cache)
+        assert ensure_tinyclip(tc.model, shipped=False) == view / folder.relative_to(cache)
     assert not list(cache.rglob("*.lock"))
 
 

@@ -95,3 +95,26 @@ def test_opening_a_store_whose_manifest_points_outside_is_one_error(backbone, tm
     with pytest.raises(FeatureCacheError, match=r"field 'arrays.global.file' = '/etc/hostname' "
                                                 r"points outside"):
         FeatureStore(folder)
+
+
+def test_a_mask_sidecar_naming_another_file_is_refused(tmp_path):
+    """The mask's ``.sha256`` sidecar records the mask's name (``sha256sum -c`` format): a
+    sidecar naming another file, or one outside the folder, is refused, never followed."""
+    from trm_lib.datasets import MultiLabelDataset
+    from trm_lib.datasets.labels import LabelError, mask_path, observed_labels
+
+    labels = np.where(np.random.default_rng(0).random((8, 3)) < 0.5, 1, -1)
+    data = MultiLabelDataset("t", "train", tmp_path / "d", [tmp_path / f"{i}.png"
+                                                            for i in range(8)], labels,
+                             ["a", "b", "c"])
+    first = observed_labels(data, "proportion", 0.5, 0, cache_root=tmp_path / "cache")
+    file = mask_path(data, "proportion", 0.5, 0, cache_root=tmp_path / "cache")
+    side = file.with_name(file.name + ".sha256")
+    digest = side.read_text().split()[0]
+    np.testing.assert_array_equal(
+        observed_labels(data, "proportion", 0.5, 0, cache_root=tmp_path / "cache"), first)
+    for name, fragment in (("other.npy", "names 'other.npy', not the mask"),
+                           ("../../../etc/passwd", "points outside")):
+        side.write_text(f"{digest}  {name}\n")
+        with pytest.raises(LabelError, match=fragment):
+            observed_labels(data, "proportion", 0.5, 0, cache_root=tmp_path / "cache")

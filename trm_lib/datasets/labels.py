@@ -24,6 +24,7 @@ import numpy as np
 from trm_lib.utils.errors import UserError
 from trm_lib.utils.io import atomic_write, sha256_bytes, sha256_file
 from trm_lib.utils.paths import cache_dir
+from trm_lib.utils.safepath import inside
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -264,6 +265,10 @@ def _load_mask(file: Path, Y_full: np.ndarray, protocol: str) -> np.ndarray:
                          f"verified; delete {file} to regenerate it")
     tokens = side.read_text().split()
     expected = tokens[0] if tokens else ""
+    if len(tokens) > 1 and inside(file.parent, tokens[1], field="file name", record=side,
+                                  error=LabelError).name != file.name:
+        raise LabelError(f"{side}: names {tokens[1]!r}, not the mask {file.name}; delete both "
+                         f"files to regenerate the mask")
     actual = sha256_file(file)
     if actual != expected:
         raise LabelError(f"{file}: SHA-256 {actual[:12]}… does not match {side.name} "

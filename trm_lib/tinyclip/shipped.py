@@ -229,10 +229,16 @@ def shipped_folder(model: str = "TinyCLIP-RN") -> Path:
                         f"`python -m trm_lib pretrain --model {model}`)")
     digest = verify(file)
     folder = shipped_dir(model, digest)
-    with file_lock(folder.parent / f".{folder.name}.lock", what=f"TinyCLIP cache {folder}"):
+
+    def complete() -> bool:
         done = folder / MANIFEST
-        if not (done.is_file() and (read_json(done).get("shipped") or {}).get("sha256") == digest
-                and (folder / WEIGHTS_FILE).is_file()):
+        return (done.is_file() and (read_json(done).get("shipped") or {}).get("sha256") == digest
+                and (folder / WEIGHTS_FILE).is_file())
+
+    if complete():  # no lock: a complete read-only cache could not create one (issue 29)
+        return folder
+    with file_lock(folder.parent / f".{folder.name}.lock", what=f"TinyCLIP cache {folder}"):
+        if not complete():
             rebuild(file, folder)
     return folder
 

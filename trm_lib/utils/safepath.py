@@ -19,13 +19,14 @@ from .errors import FileError
 
 def inside(folder: str | os.PathLike, name: str | os.PathLike, *, field: str = "file",
            record: str | os.PathLike | None = None,
-           error: type[FileError] = FileError) -> Path:
+           error: type[Exception] = FileError) -> Path:
     """``folder / name``, refused unless it stays inside ``folder`` after resolving symlinks.
 
     ``name`` must be relative, without ``..`` steps, and must not resolve (through symlinks,
     the file's or a parent's) outside ``folder``. ``record`` is the file the name was read
-    from and ``field`` its field; both go into the error, of type ``error`` (a subclass of
-    :class:`FileError` lets a caller treat it like its other damaged-record errors).
+    from and ``field`` its field; both go into the error, of type ``error`` (a caller's own
+    :class:`~trm_lib.utils.errors.UserError` subclass, so it is handled like its other
+    damaged-record errors).
     """
     folder = Path(folder)
     where = f"{record}: field {field!r}" if record is not None else f"{folder}: {field!r}"
