@@ -189,6 +189,24 @@ def test_a_complete_read_only_cache_serves_train_features_and_experiment(world, 
     assert not list(cache.rglob("*.lock"))
 
 
+def test_the_explorer_trains_on_a_complete_read_only_cache(world, tmp_path, monkeypatch):
+    """Notebook 06's explorer, TinyCLIP's shipped weights: once the cache is complete, a new
+    explorer (another runs folder, so it trains) works on it read-only, creating no lock."""
+    import trm_lib.reports.explorer as E
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TRM_CACHE", str(cache))
+    base = E.explorer_config({**TINY, "data.root": str(world), "backbone.pretrained": "tinyclip",
+                              "train.epochs": 1})
+    E.Explorer(base, tmp_path / "runs-1").run(method="linear_probe")
+    for lock in cache.rglob("*.lock"):
+        lock.unlink()
+    with read_only(cache) as view:
+        monkeypatch.setenv("TRM_CACHE", str(view))
+        run = E.Explorer(base, tmp_path / "runs-2").run(method="linear_probe")
+    assert run.source == "trained" and not list(cache.rglob("*.lock"))
+
+
 def test_a_complete_world_and_tinyclip_need_no_lock(tmp_path, monkeypatch):
     """The world's and TinyCLIP's lock files were taken even when the folder was complete, so
     a read-only cache failed there (unit level: the CLI paths above share these calls)."""
