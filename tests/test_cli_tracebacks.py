@@ -242,6 +242,17 @@ def test_pseudo_sources_of_a_method_without_entry_views_is_one_error(env, tmp_pa
               "method 'linear_probe' exposes no entry views")
 
 
+def test_evaluating_an_empty_validation_split_is_one_error(env, tmp_path, monkeypatch):
+    """Found in round 2: ``evaluate --split val`` of a run trained with data.val_fraction=0
+    was ``ValueError: predict: no batches to score``."""
+    monkeypatch.setenv("TRM_CACHE", env["env"]["TRM_CACHE"])
+    cfg = RunConfig().with_overrides({**TINY, "data.root": str(env["world"]),
+                                      "data.val_fraction": 0})
+    run = T.train(cfg, tmp_path / "noval", log=None).out_dir
+    one_error(trm(env, "evaluate", "--run", run, "--split", "val"),
+              "split 'val' of this run has no images (data.val_fraction=0)")
+
+
 # --------------------------------------------------------------------------------- course
 @pytest.mark.parametrize("what", ["readme", "empty", "cells-5"])
 def test_grading_a_file_that_is_no_notebook_is_one_error(env, tmp_path, what):

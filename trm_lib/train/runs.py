@@ -371,6 +371,9 @@ class LoadedRun:
         not model selection); val/train also get ``observed_mAP`` on the observed labels."""
         data = self.session.data
         dataset, rows = data.rows(split)
+        if len(rows) == 0:  # e.g. split val of a run with data.val_fraction=0
+            raise ConfigError(f"split {split!r} of this run has no images (data.val_fraction="
+                              f"{self.config.data.val_fraction:g}); choose another --split")
         amp = self.config.train.amp and self.session.device.type == "cuda"
         scores = predict(self.method, self.batches(split), self.session.device, amp)
         out = score_metrics(scores, dataset.labels[rows], class_names=dataset.class_names)
