@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from test_reports import PARAMS, _notebook
 
 from trm_lib.reports import driver as reports
+from trm_lib.reports.notebooks import ReportError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,3 +108,14 @@ def test_two_reports_into_one_folder_take_turns(tmp_path):
     executed = nbformat.read(out / "01_writer.ipynb", as_version=4)
     assert executed.metadata["papermill"]["parameters"]["tag"] == tag
     assert executed.metadata["papermill"]["output_path"] == str(out.resolve() / "01_writer.ipynb")
+
+
+@pytest.mark.parametrize(("param", "option"), [("report_dir", "--out"), ("smoke", "--smoke")])
+def test_report_dir_and_smoke_are_not_parameters(tmp_path, param, option):
+    """Found in round 2: ``-p report_dir=/elsewhere`` wrote the figures outside the report
+    folder, out of its lock and index (exit 0, index "(none)")."""
+    nbs, out = _project(tmp_path)
+    with pytest.raises(ReportError, match=rf"-p {param}: set by {option}"):
+        reports.run_notebooks(nbs, out, echo=_quiet,
+                              parameters={param: str(tmp_path / "elsewhere")})
+    assert not (tmp_path / "elsewhere").exists() and not out.exists()

@@ -297,6 +297,9 @@ def _plan(notebooks: str | os.PathLike | None, out_dir: str | os.PathLike | None
         raise ReportError(f"{notebooks or notebooks_dir()}: no notebooks to run")
     out = Path(out_dir if out_dir is not None else reports_dir()).resolve()
     overrides = dict(parameters or {})
+    fixed = {"report_dir": "--out", "smoke": "--smoke"}.items()
+    for name, option in ((n, o) for n, o in fixed if n in overrides):  # would write elsewhere
+        raise ReportError(f"-p {name}: set by {option}, not as a parameter")
     declared = {p: parameters_of(p) for p in paths}
     for p, params in declared.items():
         missing = [k for k in REQUIRED_PARAMETERS if k not in params]
