@@ -155,3 +155,17 @@ def test_the_right_checkpoint_still_loads(runs):
     loaded = T.load_run(out["a"])
     assert loaded.evaluate("test")["mAP"] == pytest.approx(
         loaded.result.metrics["test"]["mAP"], abs=1e-6)
+
+
+def test_a_damaged_config_yaml_is_named_and_a_missing_one_is_not_needed(runs, tmp_path):
+    """evaluate compares best.pt with the run folder's config.yaml: a damaged one is an error
+    naming it; a run folder without one (copied checkpoints) still loads."""
+    from trm_lib.config.run_config import ConfigError
+
+    _, out, _ = runs
+    run = _copy(out["a"], tmp_path)
+    (run / "config.yaml").write_text("train: {epochs: [1\n")
+    with pytest.raises(ConfigError, match=rf"^{run / 'config.yaml'}: not valid YAML"):
+        T.load_run(run)
+    (run / "config.yaml").unlink()
+    assert T.load_run(run).epoch == 1
