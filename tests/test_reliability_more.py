@@ -120,3 +120,41 @@ def test_report_out_at_a_file_is_one_error(tmp_path):
 def test_evaluate_a_run_that_is_a_file_is_one_error(tmp_path):
     (tmp_path / "afile").write_text("x")
     one_error(cli("evaluate", "--run", tmp_path / "afile"), "best.pt")
+
+
+# ------------------------------------------------------------------ outputs that are not files
+def test_an_atomic_write_never_replaces_a_device_fifo_or_folder(tmp_path):
+    """Found in round 2: ``experiment --out /dev/null`` (as root) would have renamed a regular
+    file over /dev/null. A FIFO stands in for the device here."""
+    import os
+    import stat
+
+    from trm_lib.utils.io import atomic_path, atomic_write
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path):
+        with pytest.raises(FileError, match=rf"^{target}: not a regular file; refusing"):
+            with atomic_write(target) as fh:
+                fh.write("x")
+        with pytest.raises(FileError, match="not a regular file"):
+            with atomic_path(target) as tmp:
+                tmp.write_text("x")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]  # no temp file left
+
+
+@pytest.mark.parametrize("what", ["fifo", "folder", "/dev/null"])
+def test_experiment_out_that_is_no_file_is_one_error_before_anything(tmp_path, what):
+    import os
+
+    out = {"fifo": tmp_path / "fifo", "folder": tmp_path / "dir", "/dev/null": Path("/dev/null")}[
+        what]
+    if what == "fifo":
+        os.mkfifo(out)
+    elif what == "folder":
+        out.mkdir()
+    one_error(cli("experiment", "--out", out, TRM_RUNS=str(tmp_path / "runs")),
+              f"--out {out}: not a regular file")
+    assert not Path("/dev/.null.lock").exists() or what != "/dev/null"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -156,6 +157,9 @@ def cli_experiment(argv: list[str]) -> int:
     from trm_lib.config.run_config import parse_overrides
 
     t0 = time.perf_counter()
+    if args.out and Path(args.out).exists() and not Path(args.out).is_file():
+        raise ConfigError(f"--out {args.out}: not a regular file (a folder, /dev/null, a FIFO); "
+                          f"give the results CSV's path")
     if args.preset is not None:  # a name, never a path (that is --spec)
         preset_path(args.preset)
     spec = load_spec(args.spec or (args.preset if args.preset is not None else "fidelity"))

@@ -57,6 +57,9 @@ def _fsync_dir(folder: Path) -> None:
 def _temp_beside(final: Path, suffix: str) -> tuple[int, str]:
     """A temp file next to ``final`` with the mode an ordinary ``open`` would give (0666 minus
     the umask) rather than mkstemp's 0600, so shared caches and run folders stay readable."""
+    if final.exists() and not final.is_file():  # /dev/null, a FIFO, a folder: never replaced
+        raise FileError(f"{final}: not a regular file; refusing to replace it (choose a file "
+                        f"path for the output)")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
