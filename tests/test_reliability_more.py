@@ -158,3 +158,36 @@ def test_experiment_out_that_is_no_file_is_one_error_before_anything(tmp_path, w
               f"--out {out}: not a regular file")
     assert not Path("/dev/.null.lock").exists() or what != "/dev/null"
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+TINY = {"data.dataset": "folder", "data.proportion": 0.5, "data.val_fraction": 0.25,
+        "backbone.model": "TinyCLIP-RN", "backbone.pretrained": None,
+        "backbone.image_size": 64, "train.epochs": 1, "train.batch_size": 16,
+        "train.device": "cpu", "train.progress": False, "method.name": "linear_probe"}
+
+
+def test_a_damaged_results_csv_is_one_error_and_kept(tmp_path):
+    """Held: random bytes as the results CSV of an experiment are named, never overwritten."""
+    world = fx.write_square_world(tmp_path / "w", 8, 4, 0)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"name": "s", "base": {**TINY, "data.root": str(world)},
+                                "grids": {"a": {"methods": ["linear_probe"],
+                                                "proportions": [0.5]}}}))
+    csv = tmp_path / "bad.csv"
+    junk = bytes(range(128, 256)) * 20
+    csv.write_bytes(junk)
+    one_error(cli("experiment", "--spec", spec, "--out", csv, "--runs-dir", tmp_path / "runs",
+                  "--jobs", "1", TRM_CACHE=str(tmp_path / "cache")),
+              f"{csv}: damaged results CSV")
+    assert csv.read_bytes() == junk
+
+
+def test_out_at_a_symlink_loop_is_one_error(tmp_path):
+    """Held: ``--out`` naming a symlink that points to itself."""
+    world = fx.write_square_world(tmp_path / "w", 8, 4, 0)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    sets = [a for k, v in {**TINY, "data.root": str(world)}.items()
+            for a in ("--set", f"{k}={'null' if v is None else v}")]
+    one_error(cli("train", *sets, "--out", loop, TRM_CACHE=str(tmp_path / "cache")),
+              f"{loop}: cannot create the run folder")
