@@ -183,7 +183,7 @@ def test_a_damaged_results_csv_is_one_error_and_kept(tmp_path):
 
 
 def test_out_at_a_symlink_loop_is_one_error(tmp_path):
-    """Held: ``--out`` naming a symlink that points to itself."""
+    """``--out`` naming a symlink that points to itself (was a FileExistsError traceback)."""
     world = fx.write_square_world(tmp_path / "w", 8, 4, 0)
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
