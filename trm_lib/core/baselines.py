@@ -129,7 +129,9 @@ class DualCoOp(_Baseline):
     zero-shot CLIP already knew. ``method.dualcoop_prior="zero_shot"`` adds zero-shot CLIP's
     logit, ``logit_c += λ cos(g, t_c)`` with g the global image embedding and t_c the fixed class
     text, so the untrained model *is* zero-shot CLIP and the prompt pair learns a correction to it
-    (as the linear probe starts from the zero-shot weights).
+    (as the linear probe starts from the zero-shot weights). On the embedded world at p = 0.1 that
+    correction makes validation and test *worse* at every lr tried (docs/METHOD_CHOICES.md), so
+    it is off by default.
     """
 
     #: spatial softmax temperature of the lineage (their ``spatial_T`` init 3.0 = ln 20)
