@@ -114,9 +114,8 @@ def test_voila_explorer_redraws_its_figure_when_the_slider_moves(tmp_path, chrom
         runs_root=runs / "explorer")
     first = {"proportion": 0.5, "method": "trm_ml"}
     explorer.figure(0, **first)
-    # the tour's other run, and DualCoOp's row of the next figure: the app trains TRM-ML at
-    # the slider's new p itself
-    explorer.compare([{**first, "pseudo": False}, {"proportion": 0.6, "method": "dualcoop"}])
+    nxt = {"proportion": 0.6, "method": "trm_ml"}  # where one step of the slider goes
+    explorer.compare([{**first, "pseudo": False}, nxt, {**nxt, "method": "dualcoop"}])
     port = free_port()
     argv = ["explorer", "--smoke", *[a for p in params for a in ("-p", p)], "--runs-dir",
             str(runs), "--port", str(port)]
@@ -137,6 +136,6 @@ def test_voila_explorer_redraws_its_figure_when_the_slider_moves(tmp_path, chrom
         assert status.startswith("TRM-ML, p=60%"), status
         after = ui.figure_png()
         assert after != before, "the figure did not change"
-        _assert_figure(after, figure_png(explorer.figure(0, proportion=0.6, method="trm_ml")))
+        _assert_figure(after, figure_png(explorer.figure(0, **nxt)))
         page.close()
     print(f"[browser] voila explorer, slider moved: {time.perf_counter() - t0:.1f} s")
