@@ -218,3 +218,28 @@ def test_slurm_without_srun_is_one_clear_error(world, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="--executor slurm: .*srun"):
         L.launch_grid(spec_of(world), tmp_path / "g.csv", executor="slurm",
                       runs_root=tmp_path / "runs", log=None)
+
+
+def test_a_failed_job_is_reported_with_its_log(world, tmp_path, capsys):
+    spec = spec_of(world, **{"data.root": str(tmp_path / "gone")})
+    spec["grids"]["main"].update(proportions=[0.5], seeds=[0])
+    runs, csv = tmp_path / "runs", tmp_path / "grid.csv"
+    grid = L.launch_grid(spec, csv, executor="local", runs_root=runs, log=None, poll_s=0.5)
+    [(name, log)] = grid.failed
+    assert "gone" in Path(log).read_text()  # the job's traceback names the missing folder
+    status = L.grid_status(spec, csv, runs_root=runs)
+    assert status[["status", "log"]].values.tolist() == [["failed", log]]
+    assert grid.table.empty
+    # the command line: the failed job is submitted again, fails again: its log, status 1
+    import yaml
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    argv = ["--spec", str(tmp_path / "spec.yaml"), "--runs-dir", str(runs), "--out", str(csv)]
+    capsys.readouterr()
+    assert E.cli_experiment([*argv, "--executor", "local"]) == 1
+    err = capsys.readouterr().err
+    again = L.read_jobs(runs)[name].log()
+    assert f"error: run {name} failed; its log: {again}" in err and str(again) != log
+    assert E.cli_experiment([*argv, "--status"]) == 0
+    out = capsys.readouterr().out
+    assert str(again) in out and out.strip().endswith("1 failed")

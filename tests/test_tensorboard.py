@@ -84,12 +84,13 @@ def test_epoch_scalars_name_every_kind_of_column_and_drop_nan():
            "train_n_memory_in": 3.0, "lr": 0.01, "pseudo_precision": 0.9,
            "pseudo_recall": float("nan"), "memory_fill": 0.1, "val_mAP": 0.7,
            "val_mAP_hidden": 0.6, "test_mAP": float("nan"), "seconds": 1.0}
-    got = epoch_scalars(row, {"mAP": 0.7, "mAP_hidden": 0.6}, {})
+    got = epoch_scalars(row, {"mAP": 0.7, "mAP_hidden": 0.6}, {}, loss_terms=("cls", "kd"))
     assert got == {"loss/total": 0.5, "loss/cls": 0.3, "loss/kd": 0.2, "train/grad_cls": 1.5,
                    "train/n_memory_in": 3.0, "lr": 0.01, "pseudo/precision": 0.9,
                    "epoch/memory_fill": 0.1, "val/mAP": 0.7, "val/mAP_hidden": 0.6,
                    "time/seconds": 1.0}
     scored = epoch_scalars(row, {}, {"mAP": 0.4, "CF1": 0.5, "AP/cat": 0.1})
+    assert scored["loss/grad_cls"] == 1.5  # without declared terms every log is a loss term
     assert scored["test/mAP"] == 0.4 and scored["test/CF1"] == 0.5 and "test/AP/cat" not in scored
 
 

@@ -4,8 +4,9 @@ Each run folder gets ``events.out.tfevents.*`` files (``torch.utils.tensorboard.
 beside its ``history.csv``, so ``tensorboard --logdir runs`` (or ``python -m trm_lib
 tensorboard``) shows every run of a grid as one TensorBoard run. Per epoch (step = epoch):
 
-- ``loss/total`` and one ``loss/<term>`` per loss term the method logs, ``train/<key>`` for its
-  other per-step logs (gradient norms, counters), ``lr``;
+- ``loss/total`` and one ``loss/<term>`` per loss term the method declares
+  (``Method.loss_terms``), ``train/<key>`` for its other per-step logs (gradient norms,
+  counters), ``lr``;
 - ``val/<metric>`` (observed-label metrics of the validation split, ``val/mAP_hidden``),
   ``test/<metric>`` at the epochs where the test split is scored (mAP, CF1, OF1, ...; per-class
   AP is left to the run folder);
@@ -27,14 +28,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 #: history-row keys that are not scalars of the run (or are written under another name)
 _SKIP = {"epoch", "loss", "lr", "seconds", "val_mAP", "val_mAP_hidden", "test_mAP"}
-#: per-step logs that are not loss terms (gradient norms, counters, a learned temperature)
-_NOT_LOSS = ("grad_", "n_", "logit_scale")
 
 
 def _finite(value: Any) -> float | None:
@@ -45,10 +44,11 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def epoch_scalars(row: Mapping[str, Any], val: Mapping[str, float],
-                  test: Mapping[str, float]) -> dict[str, float]:
+def epoch_scalars(row: Mapping[str, Any], val: Mapping[str, float], test: Mapping[str, float],
+                  loss_terms: Collection[str] | None = None) -> dict[str, float]:
     """The tags and values of one epoch: a history row plus that epoch's validation and test
-    metrics (empty where not computed); NaN and non-numbers are left out."""
+    metrics (empty where not computed); NaN and non-numbers are left out. ``loss_terms``: the
+    method's (None: every per-step log counts as one)."""
     out: dict[str, Any] = {"loss/total": row.get("loss"), "lr": row.get("lr"),
                            "time/seconds": row.get("seconds")}
     for key, value in row.items():
@@ -56,7 +56,8 @@ def epoch_scalars(row: Mapping[str, Any], val: Mapping[str, float],
             continue
         if key.startswith("train_"):
             term = key[len("train_"):]
-            out[("train/" if term.startswith(_NOT_LOSS) else "loss/") + term] = value
+            is_loss = loss_terms is None or term in loss_terms
+            out[("loss/" if is_loss else "train/") + term] = value
         elif key.startswith("pseudo_"):
             out[f"pseudo/{key[len('pseudo_'):]}"] = value
         else:
@@ -90,9 +91,11 @@ def flat_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 class EventLog:
     """The event writer of one run folder (rank 0 only; a no-op object elsewhere)."""
 
-    def __init__(self, out_dir: str | Path, first_epoch: int, resumed: bool):
+    def __init__(self, out_dir: str | Path, first_epoch: int, resumed: bool,
+                 loss_terms: Collection[str] | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.loss_terms = loss_terms
         # purge_step: readers drop earlier sessions' events from this epoch on (module docstring)
         self.writer = SummaryWriter(log_dir=str(out_dir), purge_step=first_epoch if resumed
                                     else None)
@@ -100,7 +103,7 @@ class EventLog:
     def epoch(self, epoch: int, row: Mapping[str, Any], val: Mapping[str, float],
               test: Mapping[str, float]) -> None:
         """Write one epoch's scalars and flush them to disk (before ``last.pt`` is written)."""
-        for tag, value in epoch_scalars(row, val, test).items():
+        for tag, value in epoch_scalars(row, val, test, self.loss_terms).items():
             self.writer.add_scalar(tag, value, epoch)
         self.writer.flush()
 
@@ -137,10 +140,10 @@ class NoEventLog:
         pass
 
 
-def open_event_log(out_dir: str | Path, first_epoch: int, resumed: bool,
-                   main: bool = True) -> EventLog | NoEventLog:
+def open_event_log(out_dir: str | Path, first_epoch: int, resumed: bool, main: bool = True,
+                   loss_terms: Collection[str] | None = None) -> EventLog | NoEventLog:
     """The run's :class:`EventLog` on rank 0, a :class:`NoEventLog` on the other ranks."""
-    return EventLog(out_dir, first_epoch, resumed) if main else NoEventLog()
+    return EventLog(out_dir, first_epoch, resumed, loss_terms) if main else NoEventLog()
 
 
 __all__ = ["EventLog", "NoEventLog", "epoch_scalars", "flat_hparams", "open_event_log"]

@@ -215,7 +215,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
             return done
         ckpt = _resume_point(cfg, out)
         _restore_or_clean(loop, ckpt)
-        loop.events = open_event_log(out, loop.start_epoch, ckpt is not None, main)
+        loop.events = open_event_log(out, loop.start_epoch, ckpt is not None, main,
+                                     loop.method.loss_terms)
         try:
             epoch = loop.start_epoch - 1
             for epoch in range(loop.start_epoch, loop.final_epoch + 1):
