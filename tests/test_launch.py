@@ -243,3 +243,18 @@ def test_a_failed_job_is_reported_with_its_log(world, tmp_path, capsys):
     assert E.cli_experiment([*argv, "--status"]) == 0
     out = capsys.readouterr().out
     assert str(again) in out and out.strip().endswith("1 failed")
+
+
+def test_local_jobs_get_one_visible_gpu_each(monkeypatch, tmp_path):
+    """submitit hides every GPU from a local job it was not given one for."""
+    cfg = tiny_config(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert L.local_gpus(cfg.with_overrides({"train.device": "auto"})) == [0, 1]
+    assert L.local_gpus(cfg) == []  # tiny_config trains on the CPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert L.local_gpus(cfg.with_overrides({"train.device": "cuda"})) == [3, 5]
+    ex = L._executor("local", tmp_path, "", None, run="r", gpu=5)
+    assert ex.parameters["gpus_per_node"] == 1 and ex.parameters["visible_gpus"] == (5,)
+    assert "gpus_per_node" not in L._executor("local", tmp_path, "", None, run="r").parameters

@@ -70,7 +70,9 @@ def test_a_resumed_run_appends_its_events_like_an_uninterrupted_one(world, tmp_p
     # killed after epoch 2's events were flushed, before its last.pt replaced epoch 1's
     shutil.copy(tmp_path / "epoch1.pt", cut / "last.pt")
     T.train(cfg, cut, log=None)
-    assert len(list(cut.glob("events.out.tfevents.*"))) == 3
+    files = sorted(f.name for f in cut.glob("events.out.tfevents.*"))  # the readers' order
+    stamps = [int(name.split(".")[3]) for name in files]
+    assert len(files) == 3 and stamps == sorted(set(stamps)), files  # sessions in order
     full, resumed = _events(tmp_path / "full"), _events(cut)
     tags = set(full.Tags()["scalars"]) - {"time/seconds"}
     assert tags == set(resumed.Tags()["scalars"]) - {"time/seconds"}

@@ -153,7 +153,7 @@ def cli_experiment(argv: list[str]) -> int:
     p.add_argument("--jobs", type=int, default=0,
                    help="runs trained at once in worker processes, threads split between them "
                         "(default 0: auto, 2 on a CPU with >= 2 threads, 1 on a GPU); with "
-                        "--executor local: job processes at a time")
+                        "--executor local: job processes at a time, one GPU each where there are GPUs")
     _launch_options(p)
     args = p.parse_args(argv)
 

@@ -237,12 +237,15 @@ class LaunchedGrid(GridResult):
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _executor(kind: str, root: Path, name: str, slurm: SlurmOptions | None, run: str = "") -> Any:
+def _executor(kind: str, root: Path, name: str, slurm: SlurmOptions | None, run: str = "",
+              gpu: int | None = None) -> Any:
     import submitit
 
     if kind == "local":
         ex = submitit.LocalExecutor(folder=job_folder(root, "local", run), max_num_timeout=3)
-        ex.update_parameters(timeout_min=7 * 24 * 60, signal_delay_s=30)
+        # submitit hides every GPU from a local job unless it is given some: one each
+        gpus = {"gpus_per_node": 1, "visible_gpus": (gpu,)} if gpu is not None else {}
+        ex.update_parameters(timeout_min=7 * 24 * 60, signal_delay_s=30, **gpus)
         return ex
     try:
         ex = submitit.SlurmExecutor(folder=job_folder(root, "slurm"), max_num_timeout=3)
@@ -251,6 +254,20 @@ def _executor(kind: str, root: Path, name: str, slurm: SlurmOptions | None, run:
             from None
     ex.update_parameters(**slurm_parameters(slurm or SlurmOptions(), name))
     return ex
+
+
+def local_gpus(config: RunConfig) -> list[int]:
+    """The GPUs local jobs of ``config`` share: the ids of ``CUDA_VISIBLE_DEVICES`` when they
+    are numbers (submitit takes numbers only), else 0..n-1; none for a CPU run or a machine
+    without CUDA."""
+    import torch
+
+    if config.train.device == "cpu" or not torch.cuda.is_available():
+        return []
+    ids = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    if ids and all(g.isdigit() for g in ids):
+        return [int(g) for g in ids]
+    return list(range(torch.cuda.device_count()))
 
 
 @contextmanager
@@ -290,7 +307,7 @@ def launch_grid(spec: str | Path | dict[str, Any], out_csv: str | Path | None = 
     plan = expand(spec, grids=grids, seeds=seeds, proportions=proportions, methods=methods,
                   overrides=overrides, method_budgets=method_budgets)
     out_csv = Path(out_csv) if out_csv else runs_dir() / f"{spec['name']}.csv"
-    root = Path(runs_root) if runs_root else runs_dir()
+    root = (Path(runs_root) if runs_root else runs_dir()).absolute()  # jobs may run elsewhere
     say = log or (lambda _msg: None)
     done = run_keys(read_results(out_csv))
     todo = [r for r in plan if (r.grid, r.variant, r.hash) not in done]
@@ -362,14 +379,19 @@ def _wait(grid: LaunchedGrid, waiting: dict[str, JobRecord], pending: list[str],
 
     threads = max(1, torch.get_num_threads() // jobs)
     live: dict[str, Any] = {}  # name -> LocalJob started here (polled, so it is reaped)
+    on_gpu: dict[str, int] = {}  # name -> the GPU its local job was given
     total, finished = len(waiting) + len(pending), 0
     while waiting or pending or live:
         while pending and len(live) < jobs:
             name = pending.pop(0)
-            ex = _executor("local", root, "", None, run=name)
+            gpus = local_gpus(folders[name][0].config)
+            gpu = min(gpus, key=lambda g: list(on_gpu.values()).count(g)) if gpus else None
+            ex = _executor("local", root, "", None, run=name, gpu=gpu)
             with _package_on_path():
                 job = ex.submit(TrainJob(folders[name][0].config, root / name, threads))
             live[name] = job
+            if gpu is not None:
+                on_gpu[name] = gpu
             _save_jobs(root, {name: JobRecord("local", str(job.job_id),
                                               str(job_folder(root, "local", name)),
                                               str(root / name))})
@@ -378,6 +400,7 @@ def _wait(grid: LaunchedGrid, waiting: dict[str, JobRecord], pending: list[str],
         ended += [n for n, r in waiting.items() if r.state() in ("done", "failed")]
         for name in ended:
             live.pop(name, None)
+            on_gpu.pop(name, None)
             rec = waiting.pop(name, None) or read_jobs(root)[name]
             finished += 1
             if rec.state() == "done":
@@ -402,7 +425,7 @@ def grid_status(spec: str | Path | dict[str, Any], out_csv: str | Path | None = 
     plan = expand(spec, grids=grids, seeds=seeds, proportions=proportions, methods=methods,
                   overrides=overrides, method_budgets=method_budgets)
     out_csv = Path(out_csv) if out_csv else runs_dir() / f"{spec['name']}.csv"
-    root = Path(runs_root) if runs_root else runs_dir()
+    root = (Path(runs_root) if runs_root else runs_dir()).absolute()  # jobs may run elsewhere
     in_csv = run_keys(read_results(out_csv))
     records = read_jobs(root)
     rows = []
@@ -421,5 +444,6 @@ def grid_status(spec: str | Path | dict[str, Any], out_csv: str | Path | None = 
 
 
 __all__ = ["EXECUTORS", "JobRecord", "LaunchedGrid", "SLURM_KEYS", "STATES", "SlurmOptions",
-           "TrainJob", "grid_status", "job_folder", "jobs_file", "launch_grid", "minutes", "read_jobs",
+           "TrainJob", "grid_status", "job_folder", "jobs_file", "launch_grid", "local_gpus", "minutes",
+           "read_jobs",
            "slurm_parameters"]

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,18 @@ def flat_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _after_earlier_sessions(out_dir: Path) -> None:
+    """Wait until this session's event file sorts after the folder's earlier ones.
+
+    Readers take a run's files in name order, ``events.out.tfevents.<whole seconds>.<host>.<pid>
+    .<n>``: a session resumed within the second its predecessor started (a short epoch) could
+    sort first, and its purge would then drop nothing. At most one second, only on resume."""
+    stamps = [int(m.group(1)) for f in out_dir.glob("events.out.tfevents.*")
+              if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", f.name))]
+    while stamps and int(time.time()) <= max(stamps):
+        time.sleep(0.05)
+
+
 class EventLog:
     """The event writer of one run folder (rank 0 only; a no-op object elsewhere)."""
 
@@ -96,6 +110,7 @@ class EventLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.loss_terms = loss_terms
+        _after_earlier_sessions(Path(out_dir))
         # purge_step: readers drop earlier sessions' events from this epoch on (module docstring)
         self.writer = SummaryWriter(log_dir=str(out_dir), purge_step=first_epoch if resumed
                                     else None)
