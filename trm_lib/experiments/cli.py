@@ -22,7 +22,7 @@ from trm_lib.train import load_run, train
 from trm_lib.utils.distributed import is_main
 
 from .launch import EXECUTORS, SLURM_KEYS, STATES, grid_status, launch_grid
-from .runner import auto_jobs, run_grid
+from .runner import GridResult, auto_jobs, run_grid
 from .spec import is_grid_spec, load_spec
 from .stats import component_gains, paired_table, to_percent, world_gains
 from .table import floor_messages, pivot_table
@@ -175,21 +175,13 @@ def cli_experiment(argv: list[str]) -> int:
                  "proportions": _csv_list(args.proportions, float),
                  "methods": _csv_list(args.methods, str), "overrides": overrides,
                  "runs_root": args.runs_dir}
-    jobs = args.jobs or auto_jobs(overrides.get("train.device", "auto"))
     if args.status:
         return _print_status(grid_status(spec, args.out, **selection))
-    failed: list[tuple[str, str]] = []
-    if args.executor == "processes":
-        if not args.wait:
-            raise ConfigError("--no-wait needs --executor slurm")
-        grid = run_grid(spec, args.out, progress=args.progress, jobs=jobs, **selection)
-    else:
-        grid = launch_grid(spec, args.out, executor=args.executor, jobs=jobs, wait=args.wait,
-                           slurm={k: getattr(args, f"slurm_{k}") for k in SLURM_KEYS
-                                  if hasattr(args, f"slurm_{k}")}, **selection)
-        failed = grid.failed
-        if not args.wait:
-            return 0
+    grid = _run(args, spec, selection, args.jobs or auto_jobs(overrides.get("train.device",
+                                                                            "auto")))
+    if grid is None:  # submitted, not waited for
+        return 0
+    failed = getattr(grid, "failed", [])
     wall = time.perf_counter() - t0
     if not is_main():
         return 0
@@ -219,6 +211,19 @@ def cli_experiment(argv: list[str]) -> int:
     for name, log in failed:
         print(f"error: run {name} failed; its log: {log}", file=sys.stderr)
     return _fail_below_zero_shot(mine) or int(bool(failed))
+
+
+def _run(args: argparse.Namespace, spec: dict[str, Any], selection: dict[str, Any],
+         jobs: int) -> GridResult | None:
+    """The grid through the chosen executor; None where it was only submitted (--no-wait)."""
+    if args.executor == "processes":
+        if not args.wait:
+            raise ConfigError("--no-wait needs --executor slurm")
+        return run_grid(spec, args.out, progress=args.progress, jobs=jobs, **selection)
+    grid = launch_grid(spec, args.out, executor=args.executor, jobs=jobs, wait=args.wait,
+                       slurm={k: getattr(args, f"slurm_{k}") for k in SLURM_KEYS
+                              if hasattr(args, f"slurm_{k}")}, **selection)
+    return grid if args.wait else None
 
 
 def _launch_options(p: argparse.ArgumentParser) -> None:
