@@ -170,6 +170,7 @@ def test_slurm_executor_submits_one_array_with_the_asked_resources(world, tmp_pa
                  "#SBATCH --signal=USR2@120"):
         assert line in sbatch, line
     assert "--open-mode=append" in sbatch  # a requeued job appends to its log
+    assert f"export PYTHONPATH={ROOT}" in sbatch  # the job imports this checkout
     jobs = L.read_jobs(runs)
     assert sorted(r.job_id for r in jobs.values()) == ["4242_0", "4242_1", "4242_2"]
     from submitit.core.utils import DelayedSubmission
@@ -198,6 +199,7 @@ def test_slurm_options_come_from_the_spec_and_the_command_line():
     opts = L.SlurmOptions.merged(spec, {"partition": "b", "mem": None})
     assert (opts.partition, opts.time, opts.mem, opts.gpus_per_node) == ("b", 30, None, 1)
     params = L.slurm_parameters(opts, "g")
+    assert params.pop("setup") == [f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
     assert params == {"job_name": "trm-g", "partition": "b", "gpus_per_node": 1, "time": 30,
                       "ntasks_per_node": 1, "signal_delay_s": 120}
     assert [L.minutes(t) for t in (90, "90", "1:30:00", "2-00", "1-02:03", "0:30", "1:00:30")] \

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -105,13 +106,16 @@ def minutes(value: int | str) -> int:
 
 
 def slurm_parameters(opts: SlurmOptions, name: str) -> dict[str, Any]:
-    """The ``SlurmExecutor.update_parameters`` of a grid: one task per job, and the
-    preemption / time-out signal two minutes early so the job can requeue itself."""
+    """The ``SlurmExecutor.update_parameters`` of a grid: one task per job, the preemption /
+    time-out signal two minutes early so the job can requeue itself, and this checkout's
+    ``trm_lib`` importable on the node as it is here (the job runs this Python)."""
     params = {"job_name": f"trm-{name}", "partition": opts.partition,
               "gpus_per_node": opts.gpus_per_node, "time": minutes(opts.time),
               "mem": opts.mem, "array_parallelism": opts.array_parallelism,
               "cpus_per_task": opts.cpus_per_task, "ntasks_per_node": 1,
-              "signal_delay_s": 120}
+              "signal_delay_s": 120,
+              "setup": [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}"
+                        "${PYTHONPATH:+:$PYTHONPATH}"]}
     return {k: v for k, v in params.items() if v is not None}
 
 
