@@ -30,6 +30,8 @@ def _error(argv, capsys) -> str:
     (["explorer", "-p", "method=nope"], "-p method=nope: unknown method (known: trm_ml"),
     (["explorer", "-p", "methd=trm_ml"], "-p methd: not a parameter of 06_explorer.ipynb"),
     (["explorer", "-p", "proportion=1.5"], "-p proportion=1.5: must be a number in (0, 1]"),
+    (["explorer", "-p", "smoke=true"], "-p smoke: set by --smoke"),
+    (["explorer", "-p", "report_dir=/tmp/x"], "-p report_dir: the app writes no report"),
     (["explorer", "-p", "data_root=/no/such/dir"], "-p data_root /no/such/dir: no such folder"),
     (["explorer", "-p", "device=tpu"], "train.device must be"),
     (["explorer", "--runs-dir", "/no/such/runs"], "--runs-dir /no/such/runs: no such folder"),

@@ -39,13 +39,16 @@ def explorer_parameters(smoke: bool, given: dict[str, Any]) -> dict[str, Any]:
     from trm_lib.utils.paths import notebooks_dir
 
     declared = parameters_of(notebooks_dir() / NOTEBOOK)
+    if "smoke" in given:
+        raise ServeError("-p smoke: set by --smoke, not as a parameter")
+    if "report_dir" in given:  # the app's figures are not a report's
+        raise ServeError("-p report_dir: the app writes no report (a temporary folder)")
     unknown = sorted(set(given) - set(declared))
     if unknown:
         raise ServeError(f"-p {', '.join(unknown)}: not a parameter of {NOTEBOOK} (known: "
-                         f"{', '.join(k for k in declared if k != 'report_dir')})")
+                         f"{', '.join(k for k in declared if k not in ('report_dir', 'smoke'))})")
     values = {name: _default(info["default"]) for name, info in declared.items()}
-    values.update(given, smoke=bool(smoke or given.get("smoke")))
-    smoke = values["smoke"]
+    values.update(given, smoke=smoke)
     if values["method"] not in METHODS:
         raise ServeError(f"-p method={values['method']}: unknown method (known: "
                          f"{', '.join(METHODS)})")
