@@ -41,6 +41,9 @@ CASES = [
     (["bench", "nosuch"], "unknown benchmark 'nosuch'"),
     (["bench", "train", "--model", "nosuch"], "'nosuch' is not an open_clip model config"),
     (["cache", "--root", "{tmp}/no_cache"], "no_cache: no such cache folder"),
+    (["tensorboard", "--runs-dir", "{tmp}/no_runs"], "no_runs: no such folder"),
+    (["explorer", "-p", "method=nosuch"], "-p method=nosuch: unknown method"),
+    (["experiment", "--executor", "slurm", "--slurm-time", "soon"], "slurm time 'soon'"),
     (["nosuch"], "unknown command 'nosuch'"),
 ]
 

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "course": ("trm_lib.reports.course", "cli", "write the nbgrader course folder, or grade notebooks"),
     "bench": ("trm_lib.tools.bench", "cli", "benchmarks that print throughput figures"),
     "cache": ("trm_lib.tools.cache", "cli", "list the cache folders, their sizes and stale entries"),
+    "tensorboard": ("trm_lib.tools.tensorboard", "cli", "TensorBoard on the runs folder (127.0.0.1)"),
+    "explorer": ("trm_lib.tools.explorer", "cli", "notebook 06's explorer as a Voila app (127.0.0.1)"),
 }
 
 

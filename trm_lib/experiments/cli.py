@@ -21,7 +21,8 @@ from trm_lib.config.run_config import ConfigError, RunConfig, load_config, load_
 from trm_lib.train import load_run, train
 from trm_lib.utils.distributed import is_main
 
-from .runner import auto_jobs, run_grid
+from .launch import EXECUTORS, SLURM_KEYS, STATES, grid_status, launch_grid
+from .runner import GridResult, auto_jobs, run_grid
 from .spec import is_grid_spec, load_spec
 from .stats import component_gains, paired_table, to_percent, world_gains
 from .table import floor_messages, pivot_table
@@ -151,7 +152,9 @@ def cli_experiment(argv: list[str]) -> int:
     p.add_argument("--progress", action="store_true", help="tqdm bars per epoch")
     p.add_argument("--jobs", type=int, default=0,
                    help="runs trained at once in worker processes, threads split between them "
-                        "(default 0: auto, 2 on a CPU with >= 2 threads, 1 on a GPU)")
+                        "(default 0: auto, 2 on a CPU with >= 2 threads, 1 on a GPU); with "
+                        "--executor local: job processes at a time, one GPU each where there are GPUs")
+    _launch_options(p)
     args = p.parse_args(argv)
 
     from trm_lib.config.run_config import parse_overrides
@@ -168,11 +171,17 @@ def cli_experiment(argv: list[str]) -> int:
     overrides = parse_overrides(args.set or [])
     if args.data_root:
         overrides["data.root"] = args.data_root
-    grid = run_grid(spec, args.out, grids=args.grid, seeds=_csv_list(args.seeds, int),
-                  proportions=_csv_list(args.proportions, float),
-                  methods=_csv_list(args.methods, str), overrides=overrides,
-                  runs_root=args.runs_dir, progress=args.progress,
-                  jobs=args.jobs or auto_jobs(overrides.get("train.device", "auto")))
+    selection = {"grids": args.grid, "seeds": _csv_list(args.seeds, int),
+                 "proportions": _csv_list(args.proportions, float),
+                 "methods": _csv_list(args.methods, str), "overrides": overrides,
+                 "runs_root": args.runs_dir}
+    if args.status:
+        return _print_status(grid_status(spec, args.out, **selection))
+    grid = _run(args, spec, selection, args.jobs or auto_jobs(overrides.get("train.device",
+                                                                            "auto")))
+    if grid is None:  # submitted, not waited for
+        return 0
+    failed = getattr(grid, "failed", [])
     wall = time.perf_counter() - t0
     if not is_main():
         return 0
@@ -199,7 +208,55 @@ def cli_experiment(argv: list[str]) -> int:
                   .to_string(index=False))
     print(f"wall time: {wall:.1f}s")
     print(f"results: {grid.path}")
-    return _fail_below_zero_shot(mine)
+    for name, log in failed:
+        print(f"error: run {name} failed; its log: {log}", file=sys.stderr)
+    return _fail_below_zero_shot(mine) or int(bool(failed))
+
+
+def _run(args: argparse.Namespace, spec: dict[str, Any], selection: dict[str, Any],
+         jobs: int) -> GridResult | None:
+    """The grid through the chosen executor; None where it was only submitted (--no-wait)."""
+    if args.executor == "processes":
+        if not args.wait:
+            raise ConfigError("--no-wait needs --executor slurm")
+        return run_grid(spec, args.out, progress=args.progress, jobs=jobs, **selection)
+    grid = launch_grid(spec, args.out, executor=args.executor, jobs=jobs, wait=args.wait,
+                       slurm={k: getattr(args, f"slurm_{k}") for k in SLURM_KEYS
+                              if hasattr(args, f"slurm_{k}")}, **selection)
+    return grid if args.wait else None
+
+
+def _launch_options(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and its options (:mod:`trm_lib.experiments.launch`)."""
+    g = p.add_argument_group("executors (submitit: one job per run, job folders in "
+                             "<runs-dir>/submitit/)")
+    g.add_argument("--executor", choices=EXECUTORS, default="processes",
+                   help="processes: worker processes of this command (default); local: "
+                        "submitit job processes on this machine; slurm: a Slurm job array")
+    g.add_argument("--status", action="store_true",
+                   help="show queued / running / done / failed per run (and a failed job's "
+                        "log), start nothing")
+    g.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                   help="wait for the jobs and record their results (default); --no-wait "
+                        "submits a Slurm array and returns: rerun the command to record them")
+    g.add_argument("--slurm-partition", help="Slurm partition (or the spec's slurm.partition)")
+    g.add_argument("--slurm-gpus-per-node", type=int, help="GPUs per job (default 1)")
+    g.add_argument("--slurm-time", help="time limit per job: minutes or [D-]HH:MM[:SS] "
+                                        "(default 240)")
+    g.add_argument("--slurm-mem", help="memory per job, e.g. 32G")
+    g.add_argument("--slurm-array-parallelism", type=int,
+                   help="jobs of the array running at once")
+
+
+def _print_status(table: pd.DataFrame) -> int:
+    """The ``--status`` table and a count per state."""
+    with pd.option_context("display.width", 250, "display.max_columns", 20,
+                           "display.max_colwidth", 120):
+        print(table.drop(columns=["log"] if not table["log"].any() else []).to_string(
+            index=False))
+    counts = table["status"].value_counts()
+    print(", ".join(f"{counts.get(s, 0)} {s}" for s in STATES if counts.get(s, 0)))
+    return 0
 
 
 def _fail_below_zero_shot(df: pd.DataFrame) -> int:

@@ -29,7 +29,9 @@ from trm_lib.train import config_hash
 
 _GRID_KEYS = {"methods", "protocol", "proportions", "seeds", "overrides", "switches",
               "method_overrides"}
-_SPEC_KEYS = {"name", "preset", "base", "method_overrides", "grids", "description", "smoke"}
+#: ``slurm``: the Slurm resources of ``--executor slurm`` (:mod:`trm_lib.experiments.launch`)
+_SPEC_KEYS = {"name", "preset", "base", "method_overrides", "grids", "description", "smoke",
+              "slurm"}
 
 
 def load_spec(spec: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +82,7 @@ def _check_spec(spec: dict[str, Any], where: str) -> dict[str, Any]:
         for key in ("overrides", "switches", "method_overrides"):
             if not isinstance(block.get(key, {}), dict):
                 raise ConfigError(f"{at}.{key} must be a mapping")
-    for key in ("base", "method_overrides"):
+    for key in ("base", "method_overrides", "slurm"):
         if not isinstance(spec.get(key) or {}, dict):
             raise ConfigError(f"{where}: {key} must be a mapping")
     spec.setdefault("name", "grid")

@@ -140,7 +140,7 @@ def planned_rows(df: pd.DataFrame, plan: Iterable[PlannedRun]) -> pd.DataFrame:
     keys = {(r.grid, r.variant, r.hash) for r in plan}
     mask = [(str(g), str(v), str(h)) in keys
             for g, v, h in zip(df["grid"], df["variant"], df["config_hash"])]
-    return df[mask]
+    return df[pd.Series(mask, index=df.index, dtype=bool)]  # (an empty list selects columns)
 
 
 def summarize(df: pd.DataFrame, split: str = "test", metric: str = "mAP") -> pd.DataFrame:

@@ -23,7 +23,8 @@ number over epochs (what the peers report, selected on test), labelled as such.
 A run folder (:mod:`trm_lib.train.runs`) holds ``config.yaml``, ``history.csv`` (one row per epoch), ``last.pt`` (resume
 point), ``best.pt`` (selected epoch), ``test_scores.npy`` (test probabilities at the selected
 epoch) and, once finished, ``result.json``. Every file is written atomically; checkpoints load
-with ``torch.load(weights_only=True)``.
+with ``torch.load(weights_only=True)``. TensorBoard event files (``events.out.tfevents.*``,
+:mod:`trm_lib.train.tensorboard`) carry the same per-epoch numbers and the config as hparams.
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m trm_lib train ...`` runs N processes (one GPU each,
 :mod:`trm_lib.utils.distributed`) that compute what one process computes:
@@ -91,6 +92,7 @@ from .runs import (
     write_history,
 )
 from .session import Resources, Session, autocast, seed_everything, to_device
+from .tensorboard import NoEventLog, open_event_log
 
 Log = Callable[[str], None] | None
 
@@ -160,6 +162,7 @@ class _Loop:
     summary: dict[str, Any] = field(default_factory=dict)
     elapsed: float = 0.0  # wall time of earlier sessions of a resumed run
     start_epoch: int = 1
+    events: Any = field(default_factory=NoEventLog)  # TensorBoard events, rank 0 (.tensorboard)
 
     @property
     def last_path(self) -> Path:
@@ -210,14 +213,20 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool |
         if done is not None:  # the process we waited for finished this very run
             say(f"{out}: finished run found, not retraining")
             return done
-        _restore_or_clean(loop, _resume_point(cfg, out))
-        epoch = loop.start_epoch - 1
-        for epoch in range(loop.start_epoch, loop.final_epoch + 1):
-            stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
-            _run_epoch(loop, epoch, stopping, t_start)
-            if stopping and epoch < loop.final_epoch:
-                break
-        return _finish(loop, epoch, t_start)
+        ckpt = _resume_point(cfg, out)
+        _restore_or_clean(loop, ckpt)
+        loop.events = open_event_log(out, loop.start_epoch, ckpt is not None, main,
+                                     loop.method.loss_terms)
+        try:
+            epoch = loop.start_epoch - 1
+            for epoch in range(loop.start_epoch, loop.final_epoch + 1):
+                stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
+                _run_epoch(loop, epoch, stopping, t_start)
+                if stopping and epoch < loop.final_epoch:
+                    break
+            return _finish(loop, epoch, t_start)
+        finally:
+            loop.events.close()
 
 
 #: the files a run writes into its folder, all atomically
@@ -293,7 +302,8 @@ def _restore_or_clean(loop: _Loop, ckpt: dict[str, Any] | None) -> None:
         set_rng_state(ckpt["rng"])
         loop.say(f"resuming {out} after epoch {ckpt['epoch']}")
     elif loop.main:
-        for stale in ("best.pt", "last.pt", "test_scores.npy", "result.json", "history.csv"):
+        for stale in ("best.pt", "last.pt", "test_scores.npy", "result.json", "history.csv",
+                      *(p.name for p in out.glob("events.out.tfevents.*"))):
             (out / stale).unlink(missing_ok=True)
     distributed.broadcast_module(loop.method)  # every rank starts from rank 0's state
     if loop.main:
@@ -361,6 +371,9 @@ def _run_epoch(loop: _Loop, epoch: int, stopping: bool, t_start: float) -> None:
     if scored:
         _update_oracle(loop, epoch, test)
     if loop.main:
+        # events first: a run killed between the two redoes this epoch, and the resumed
+        # writer's purge_step drops these events (trm_lib.train.tensorboard)
+        loop.events.epoch(epoch, row, val, test)
         _write_epoch(loop, epoch, loop.elapsed + time.perf_counter() - t_start)
     loop.say(_fmt_row(row, loop.final_epoch))
 
@@ -420,6 +433,7 @@ def _finish(loop: _Loop, epoch: int, t_start: float) -> RunResult:
             "oracle_epoch": result.oracle_epoch, "wall_time": wall,
             "per_class_ap": result.per_class_ap, "epochs_done": epoch,
             "provenance": result.provenance})
+        loop.events.final(cfg.to_dict(), result.metrics, epoch)
     loop.say(result.summary())
     return result
 
