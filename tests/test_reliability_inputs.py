@@ -107,6 +107,24 @@ def test_the_rule_keeps_protocol_b_and_small_proportions_on_a_tiny_world(world, 
     assert (data.observed[data.train_idx] == 1).any()
 
 
+def test_classes_left_without_an_observed_positive_are_said_loudly(world, tmp_path, monkeypatch,
+                                                                    capsys):
+    """A mask that keeps some positives but none of some class still trains (protocol B and
+    small p need it), and says which classes learn from no example."""
+    monkeypatch.setenv("TRM_CACHE", str(tmp_path / "cache"))
+    data = T.prepare_data(RunConfig().with_overrides({**TINY, "data.root": str(world),
+                                                      "data.proportion": 0.05}))
+    empty = [n for n, has in zip(data.train.class_names,
+                                 (data.observed[data.train_idx] == 1).any(0)) if not has]
+    err = capsys.readouterr().err
+    assert empty == ["red", "green", "white"]  # the seeded p = 0.05 mask of this world
+    assert f"warning: 3 of {data.train.num_classes} classes have no observed positive" in err
+    assert "(red, green, white)" in err
+    full = T.prepare_data(RunConfig().with_overrides({**TINY, "data.root": str(world),
+                                                      "data.protocol": "full"}))
+    assert full is not None and "warning" not in capsys.readouterr().err
+
+
 def _stale_cache(base: Path) -> Path:
     from trm_lib.synth.world import WorldConfig
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,13 @@ def prepare_data(cfg: RunConfig) -> RunData:
             f"{setting} leaves no observed positive label among the {len(train_idx)} training "
             f"images of {d.dataset} ({train_ds.num_classes} classes): nothing to learn from; "
             f"raise data.proportion or use more images")
+    empty = [n for n, has in zip(train_ds.class_names, (observed[train_idx] == 1).any(0))
+             if not has]
+    if d.protocol != "full" and empty:  # trains, but those classes learn from no positive
+        print(f"warning: {len(empty)} of {train_ds.num_classes} classes have no observed positive "
+              f"among the training images ({', '.join(empty[:8])}{' ...' if len(empty) > 8 else ''}"
+              f"): their test AP measures what the method guesses without a single example",
+              file=sys.stderr)
     return RunData(train_ds, test_ds, observed, train_idx, val_idx)
 
 
