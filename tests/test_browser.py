@@ -236,7 +236,7 @@ def test_html_book_links_and_images_load(tmp_path, chrome):
         links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
         images = page.eval_on_selector_all(
             "img", "els => els.map(e => [e.src, e.complete && e.naturalWidth])")
-        assert len(links) == 6 and len(images) == 1
+        assert len(links) == 7 and len(images) == 1
         for url in links:
             assert page.request.get(url).status == 200, url
         assert all(width > 0 for _, width in images), images
@@ -244,6 +244,16 @@ def test_html_book_links_and_images_load(tmp_path, chrome):
             assert page.goto(url).status == 200
             page.wait_for_load_state("load")
             assert page.locator(".jp-Notebook, #notebook, body").first.inner_text()
+        # a reader's view of a notebook page: the long log folded, code hidden at one click
+        page.goto(f"{base}/01_first.html")
+        code = page.locator(".jp-CodeCell .jp-Cell-inputWrapper").first
+        log = page.locator("details.trm-log pre").first
+        assert code.is_visible() and not log.is_visible()
+        page.locator("details.trm-log summary").first.click()
+        assert log.is_visible()
+        page.locator("#trm-hide-code").check()
+        assert not code.is_visible()
+        assert page.locator(".jp-MarkdownCell").first.is_visible()  # the text stays
         assert not failed and not remote, (failed, remote)
     finally:
         server.terminate()
