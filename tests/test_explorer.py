@@ -270,3 +270,51 @@ def test_scale_and_visited_settings_with_seed_spread_and_zero_shot_floor(env, ex
     assert row["below zero-shot"] == ("⚠ yes" if np.mean(maps) < np.mean(zero) else "no")
     one_seed = table[table["n"] == 1]
     assert len(one_seed) and one_seed["± sd"].isna().all()  # one seed: no spread claimed
+
+
+def test_soft_pseudo_label_thresholds_reuse_the_trained_run(env, explorer, monkeypatch):
+    """Issue 27: with soft pseudo-labels (the default) the thresholds only define the logged,
+    thresholded form, so a threshold change reuses the trained run — from memory or from its
+    folder — and shows the threshold-dependent statistics as "–", never the old thresholds'."""
+    from dataclasses import replace
+
+    from trm_lib.reports.explorer.widgets import _html_table
+
+    base, runs = env
+    assert base.method.pseudo_soft
+    trained = explorer.run()
+    explorer.run(method="dualcoop")  # the figure's other run
+    assert math.isfinite(explorer.metrics()["pseudo_precision"])
+
+    def no_training(*_a, **_k):
+        raise AssertionError("a threshold change retrained a soft-pseudo-label run")
+
+    monkeypatch.setattr(E.runs, "train", no_training)
+    moved = {"pseudo_high": 0.8, "pseudo_low": 0.05}
+    assert explorer.pending(**moved) == []
+    run = explorer.run(**moved)
+    assert run.key != trained.key and run.reused_from == trained.setting
+    assert run.source == "reused (trained at 0.90/0.02)" and run.loaded is trained.loaded
+    m, m0 = explorer.metrics(**moved), explorer.metrics()
+    assert m["mAP"] == m0["mAP"] and m["best_epoch"] == m0["best_epoch"]
+    assert all(math.isnan(m[f"pseudo_{k}"]) for k in ("precision", "recall", "coverage"))
+    assert math.isfinite(m0["pseudo_precision"])  # the trained run keeps its own numbers
+    row = explorer.table(**moved).loc[explorer.setting(**moved).label()]
+    assert row[["pseudo precision", "pseudo recall", "pseudo coverage"]].isna().all()
+    assert ">–<" in _html_table(explorer.table(**moved))
+    assert "not recomputed" in explorer.scale(**moved) and "0.80/0.05" in explorer.scale(**moved)
+
+    # a fresh explorer (a new kernel) finds the base thresholds' run folder
+    fresh = E.Explorer(base, runs, resources=explorer.resources)
+    again = fresh.run(**moved)
+    assert again.reused_from is not None and fresh.trained == []
+    assert again.result.metrics["test"]["mAP"] == pytest.approx(m["mAP"])
+
+    # hard pseudo-labels: the thresholds pick the training targets, so the run is not reused
+    hard = E.Explorer(base.with_overrides({"method.pseudo_soft": False}), runs,
+                      resources=explorer.resources)
+    key, cfg = hard.run_key(), hard.config()
+    hard._runs[key] = replace(trained, key=key, config=cfg)
+    assert hard.setting(**moved) in hard.pending(**moved)
+    with pytest.raises(AssertionError, match="retrained"):
+        hard.run(**moved)

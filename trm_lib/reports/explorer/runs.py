@@ -112,8 +112,12 @@ class ExplorerRun:
     config: RunConfig
     result: RunResult
     loaded: LoadedRun
-    source: str  # "trained" (by this explorer) | "read back" (finished run folder found)
+    source: str  # "trained" (by this explorer) | "read back" (finished run folder found) |
+    # "reused (...)": a threshold twin's run (:meth:`Explorer._twin`)
     seconds: float  # wall time of getting it (training or reading back)
+    #: the setting whose run this is, when it is another one's: soft pseudo-labels at other
+    #: thresholds (the thresholds do not change training, only the pseudo-label statistics)
+    reused_from: Setting | None = None
 
 
 @dataclass
@@ -228,6 +232,15 @@ class Explorer:
         if key in self._runs:
             return self._runs[key]
         out = self.runs_root / default_out_dir(cfg).name
+        if not (out / "result.json").exists():
+            twin = self._twin(s, cfg, on_disk=True)
+            if twin is not None:
+                run = replace(twin, key=key, setting=s, config=cfg, seconds=0.0,
+                              reused_from=twin.setting,
+                              source=f"reused (trained at {twin.setting.pseudo_high:.2f}/"
+                                     f"{twin.setting.pseudo_low:.2f})")
+                self._runs[key] = run
+                return run
         t0 = time.perf_counter()
         with masks_written_to(self.runs_root / "masks"):  # never into a shared cache
             if (out / "result.json").exists():
@@ -240,6 +253,31 @@ class Explorer:
         run = ExplorerRun(key, s, cfg, result, loaded, source, time.perf_counter() - t0)
         self._runs[key] = run
         return run
+
+    def _twin(self, s: Setting, cfg: RunConfig, on_disk: bool = False) -> ExplorerRun | None:
+        """A finished run that differs from ``s`` only in the pseudo-label thresholds, when the
+        pseudo-labels are soft: the thresholds then only define the *logged* thresholded form
+        (its precision / recall / coverage) — soft targets are the scores themselves and
+        ``pseudo_agree`` is off (:class:`trm_lib.core.model` builds the labeler so) — so training
+        is the same run. Looked up in memory, then (``on_disk``) at the base thresholds' folder.
+
+        Its pseudo-label statistics are not recomputed at ``s``'s thresholds: they were counted
+        per training step from scores that are not stored, so :func:`_run_metrics` reports them
+        as NaN ("–") rather than show the twin's numbers for thresholds they do not describe."""
+        if s.method != "trm_ml" or not s.pseudo or not cfg.method.pseudo_soft:
+            return None
+        same = _without_thresholds(cfg)
+        for run in self._runs.values():
+            if run.reused_from is None and _without_thresholds(run.config) == same:
+                return run
+        m = self.base.method
+        sibling = replace(s, pseudo_high=m.pseudo_high, pseudo_low=m.pseudo_low)
+        if not on_disk or sibling == s:
+            return None
+        if (self.runs_root / default_out_dir(self._config(sibling)).name
+                / "result.json").exists():
+            return self._run(sibling)
+        return None
 
     @property
     def cached_keys(self) -> list[str]:
@@ -270,7 +308,8 @@ class Explorer:
         """The metrics table of a view: the selected setting's run and the two runs the
         attention figure compares (same proportion), one row per distinct run. Test metrics in %
         at the selected epoch, ``mAP (oracle)`` at the best test epoch; pseudo-label precision,
-        recall and coverage (%) of the last epoch; ``train s``: the run's training wall time;
+        recall and coverage (%) of the last epoch (NaN for a reused soft-pseudo-label run at other
+        thresholds, :meth:`_twin`); ``train s``: the run's training wall time;
         ``source``: trained by this explorer or read back from its run folder."""
         rows: dict[str, dict[str, Any]] = {}
         for role, s in self._view_settings(self.setting(**controls)):
@@ -292,9 +331,17 @@ class Explorer:
     def scale(self, **controls: Any) -> str:
         """What a setting's numbers come from, said beside them: training images, epochs and
         seed (the explorer's short schedule: its numbers are not the notebooks' larger runs)."""
-        m = _run_metrics(self.run(**controls))
-        return (f"{int(m['train_images'])} training images, {int(m['epochs'])} epochs, "
-                f"seed {self.setting(**controls).seed}")
+        run = self.run(**controls)
+        m = _run_metrics(run)
+        text = (f"{int(m['train_images'])} training images, {int(m['epochs'])} epochs, "
+                f"seed {run.setting.seed}")
+        if run.reused_from is not None:
+            t = run.reused_from
+            text += (f"; pseudo-labels are soft, so thresholds {run.setting.pseudo_high:.2f}/"
+                     f"{run.setting.pseudo_low:.2f} do not change training: this is the run "
+                     f"trained at {t.pseudo_high:.2f}/{t.pseudo_low:.2f}, and its pseudo-label "
+                     f"precision/recall/coverage are not recomputed for the new thresholds (–)")
+        return text
 
     def visited(self, floor: bool = True) -> pd.DataFrame:
         """One row per setting run so far, seeds pooled: ``seeds``, test ``mAP`` (mean over the
@@ -328,7 +375,9 @@ class Explorer:
         will be read back from its folder or trained)."""
         out: list[Setting] = []
         for _, s in self._view_settings(self.setting(**controls)):
-            if config_hash(self._config(s)) not in self._runs and s not in out:
+            cfg = self._config(s)
+            if config_hash(cfg) not in self._runs and s not in out \
+                    and self._twin(s, cfg) is None:
                 out.append(s)
         return out
 
@@ -413,15 +462,24 @@ def _last(history: pd.DataFrame, column: str) -> float:
     return float(values.iloc[-1]) if len(values) else math.nan
 
 
+def _without_thresholds(cfg: RunConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.flat().items()
+            if k not in ("method.pseudo_high", "method.pseudo_low")}
+
+
 def _run_metrics(run: ExplorerRun) -> dict[str, float]:
     r = run.result
     test, oracle = r.metrics["test"], r.metrics["test_oracle"]
+    # a reused run's pseudo-label statistics describe its own thresholds, not this setting's
+    def stats(column: str) -> float:
+        return math.nan if run.reused_from is not None else _last(r.history, column)
+
     return {"mAP": float(test["mAP"]), "CF1": float(test["CF1"]), "OF1": float(test["OF1"]),
             "mAP_oracle": float(oracle["mAP"]),
             "val_mAP": float(r.metrics["val"].get("mAP", math.nan)),
-            "pseudo_precision": _last(r.history, "pseudo_precision"),
-            "pseudo_recall": _last(r.history, "pseudo_recall"),
-            "pseudo_coverage": _last(r.history, "pseudo_coverage"),
+            "pseudo_precision": stats("pseudo_precision"),
+            "pseudo_recall": stats("pseudo_recall"),
+            "pseudo_coverage": stats("pseudo_coverage"),
             "best_epoch": float(r.best_epoch), "epochs": float(r.epochs_done),
             "wall_time": float(r.wall_time),
             "train_images": float(len(run.loaded.session.data.train_idx))}
