@@ -96,7 +96,7 @@ def test_book_caption_rules():
     from trm_lib.reports import book
 
     assert book._caption_of("## 3 · Training\n\nOne line per epoch: lr, loss. More") == \
-        "3 · Training — One line per epoch:"
+        "3 · Training — One line per epoch: lr, loss."
     assert book._caption_of("No heading here. Second.") == "No heading here."
     known = {("05_attention_test", False): "maps", ("04_components", True): "bars",
              ("04_components_forest", True): "forest"}
@@ -132,3 +132,20 @@ def test_book_folds_long_logs_and_can_hide_code(tmp_path):
     assert 'id="trm-hide-code"' in page
     assert "body:has(#trm-hide-code:checked) .jp-CodeCell .jp-Cell-inputWrapper" in page
     assert 'class="jp-Cell jp-CodeCell' in page and "jp-Cell-inputWrapper" in page
+
+
+def test_caption_comes_from_the_cell_that_writes_the_file(tmp_path):
+    """A name mentioned before the cell that saves it (a setup cell) does not caption it; the
+    markdown before the writing cell does. Links and emphasis become plain text."""
+    from trm_lib.reports import book
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("Intro."),
+                nbformat.v4.new_code_cell('name = "01_curve"'),
+                nbformat.v4.new_markdown_cell("The **curve** of [method.pseudo_low](x.md). Next."),
+                nbformat.v4.new_code_cell('save_figure(fig, out / "figures" / "01_curve")'),
+                nbformat.v4.new_markdown_cell("Later."),
+                nbformat.v4.new_code_cell('show("01_curve")')]
+    nbformat.write(nb, tmp_path / "01_x.ipynb")
+    assert book.captions([tmp_path / "01_x.ipynb"])[("01_curve", True)] == \
+        "The curve of method.pseudo_low."

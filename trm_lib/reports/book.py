@@ -93,8 +93,9 @@ def _caption_of(markdown: str, limit: int = 200) -> str:
         elif body:
             break
     text = " ".join(body)
-    text = re.sub(r"[*_`]+", "", text)
-    m = re.search(r"^.+?[.:;!?](?=\s|$)", text)
+    text = re.sub(r"\[([^]]*)\]\([^)]*\)", r"\1", text)  # [text](link) -> text
+    text = re.sub(r"\*+|`+", "", text)
+    m = re.search(r"^.+?[.!?](?=\s|$)", text)
     first = m.group(0) if m else text
     if len(first) > limit:
         first = first[:limit].rsplit(" ", 1)[0] + " …"
@@ -109,6 +110,7 @@ def captions(notebooks: Sequence[Path]) -> dict[tuple[str, bool], str]:
     import nbformat
 
     out: dict[tuple[str, bool], str] = {}
+    saved: set[tuple[str, bool]] = set()  # names seen on a line that writes figures/ or tables/
     for path in notebooks:
         try:
             cells = nbformat.read(path, as_version=4).cells
@@ -119,8 +121,14 @@ def captions(notebooks: Sequence[Path]) -> dict[tuple[str, bool], str]:
             if cell.cell_type == "markdown":
                 text = _caption_of(cell.source)
             elif cell.cell_type == "code" and text:
-                for name, end in _NAME_IN_CODE.findall(cell.source):
-                    out.setdefault((name, end != "{"), text)
+                for line in cell.source.splitlines():
+                    writes = "figures" in line or "tables" in line
+                    for name, end in _NAME_IN_CODE.findall(line):
+                        key = (name, end != "{")
+                        if key not in saved and (writes or key not in out):
+                            out[key] = text
+                            if writes:
+                                saved.add(key)
     return out
 
 
