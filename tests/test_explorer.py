@@ -318,3 +318,17 @@ def test_soft_pseudo_label_thresholds_reuse_the_trained_run(env, explorer, monke
     assert hard.setting(**moved) in hard.pending(**moved)
     with pytest.raises(AssertionError, match="retrained"):
         hard.run(**moved)
+
+
+def test_a_threshold_tour_gets_each_thresholds_own_statistics(env, explorer):
+    """compare() (notebook 06's static tour over thresholds) runs each setting itself: the
+    pseudo-label statistics are what a threshold tour shows, and a reused twin has none."""
+    moved = {"pseudo_high": 0.8, "pseudo_low": 0.05}
+    assert explorer.run(**moved).reused_from is not None  # the live view reuses
+    row = explorer.compare([moved]).iloc[0]
+    assert math.isfinite(row["pseudo_coverage"]) and math.isfinite(row["pseudo_precision"])
+    run = explorer.run(**moved)
+    assert run.reused_from is None and run.source == "trained"
+    assert explorer.metrics(**moved)["pseudo_coverage"] == row["pseudo_coverage"]
+    # both thresholds trained the same model: mAP agrees, coverage follows the thresholds
+    assert explorer.metrics(**moved)["mAP"] == pytest.approx(explorer.metrics()["mAP"])

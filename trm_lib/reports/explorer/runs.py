@@ -226,13 +226,15 @@ class Explorer:
         trained now (on cached features, by the one trainer)."""
         return self._run(self.setting(**controls))
 
-    def _run(self, s: Setting) -> ExplorerRun:
+    def _run(self, s: Setting, exact: bool = False) -> ExplorerRun:
+        """``exact``: the setting's own run, never a threshold twin's (:meth:`_twin`), so its
+        pseudo-label statistics exist (a twin held in memory is replaced)."""
         cfg = self._config(s)
         key = config_hash(cfg)
-        if key in self._runs:
+        if key in self._runs and not (exact and self._runs[key].reused_from is not None):
             return self._runs[key]
         out = self.runs_root / default_out_dir(cfg).name
-        if not (out / "result.json").exists():
+        if not exact and not (out / "result.json").exists():
             twin = self._twin(s, cfg, on_disk=True)
             if twin is not None:
                 run = replace(twin, key=key, setting=s, config=cfg, seconds=0.0,
@@ -294,11 +296,13 @@ class Explorer:
 
     def compare(self, settings: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         """One row of :meth:`metrics` per setting (each trained or read back once), with the
-        normalised controls as columns — a static tour of what the controls do."""
+        normalised controls as columns — a static tour of what the controls do. Every setting
+        gets its own run (``exact``): a tour over thresholds is there to show the pseudo-label
+        statistics they define, which a reused twin cannot give."""
         rows = []
         for controls in settings:
             s = self.setting(**controls)
-            run = self._run(s)
+            run = self._run(s, exact=True)
             rows.append({**_controls(s), "variant": s.variant(), "label": s.label(),
                          **_run_metrics(run), "seed": run.config.train.seed,
                          "key": run.key[:12]})
