@@ -98,6 +98,10 @@ def _assert_figure(png: bytes, expected: bytes) -> None:
     assert differing < 1e-3, f"{differing:.2%} of the figure's pixels differ from the library's"
 
 
+def controls_of(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k != "image"}
+
+
 def test_explorer_acts_like_the_library(lab):
     from trm_lib.reports import driver as reports
     from trm_lib.reports.explorer import Explorer, explorer_config, figure_png
@@ -162,6 +166,9 @@ def test_explorer_acts_like_the_library(lab):
     status = ui.wait_status(status)
     png = check(status, None)
     assert "pseudo(0.80/" in status and set(ui.table()) != before
+    # soft pseudo-labels: the run of 0.90 is reused, its threshold statistics are not shown
+    assert "not recomputed" in status, status
+    assert ui.table()[explorer.setting(**controls_of(state)).label()]["pseudo precision"] == "–"
 
     # 4) another test image for the attention view
     table = ui.table()
