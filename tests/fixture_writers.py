@@ -15,6 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+#: the overrides of a one-epoch linear-probe run on a generic-format tiny world (random TinyCLIP
+#: weights, 64 px, CPU): what the reliability tests train, in one place
+TINY_RUN = {"data.dataset": "folder", "data.proportion": 0.5, "data.val_fraction": 0.25,
+            "backbone.model": "TinyCLIP-RN", "backbone.pretrained": None,
+            "backbone.image_size": 64, "backbone.batch_size": 32, "train.epochs": 1,
+            "train.batch_size": 16, "train.lr": 0.01, "train.device": "cpu",
+            "train.progress": False, "method.name": "linear_probe"}
 
 def write_jpeg(path: Path, seed: int = 0) -> Path:
     """An 8x8 RGB JPEG with seeded noise (distinct files, so nothing dedups them)."""

@@ -24,11 +24,7 @@ from trm_lib.datasets import DatasetError, read_generic
 from trm_lib.utils.io import atomic_write, remove_orphans
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"data.dataset": "folder", "data.proportion": 0.5, "data.val_fraction": 0.25,
-        "backbone.model": "TinyCLIP-RN", "backbone.pretrained": None,
-        "backbone.image_size": 64, "backbone.batch_size": 32, "train.epochs": 1,
-        "train.batch_size": 16, "train.lr": 0.01, "train.device": "cpu",
-        "train.progress": False, "method.name": "linear_probe"}
+TINY = fx.TINY_RUN
 
 
 @pytest.fixture(scope="module")

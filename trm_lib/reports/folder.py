@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from trm_lib.utils.locks import LockedError, file_lock
+from trm_lib.utils.locks import waiting_lock
 
 FAILED_SUFFIX = ".failed.ipynb"
 
@@ -31,13 +31,8 @@ FAILED_SUFFIX = ".failed.ipynb"
 @contextlib.contextmanager
 def report_lock(out: Path, say: Callable[[str], None]) -> Iterator[None]:
     """Hold the report folder's lock; a second writer says so in one line, then waits."""
-    lock, what = out / ".report.lock", f"report folder {out}"
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(file_lock(lock, blocking=False, what=what))
-        except LockedError:
-            say(f"{out}: another report is running into this folder; waiting for it")
-            stack.enter_context(file_lock(lock, what=what))
+    with waiting_lock(out / ".report.lock", f"report folder {out}",
+                      f"{out}: another report is running into this folder; waiting for it", say):
         yield
 
 

@@ -54,8 +54,6 @@ import contextlib
 import math
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, fields, replace
@@ -70,7 +68,7 @@ import torch.nn.functional as F
 from trm_lib.backbone.weights import register_weights
 from trm_lib.config.run_config import ConfigError
 from trm_lib.utils.errors import FileError
-from trm_lib.utils.io import read_json, replace_dir, sha256_file, write_json
+from trm_lib.utils.io import atomic_dir, read_json, sha256_file, write_json
 from trm_lib.utils.locks import file_lock
 
 from .check import default_test_set, folder_backbone, zero_shot_map, zero_shot_result
@@ -333,9 +331,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
     t_train = time.perf_counter() - t_start - t_corpus
     cpu_train = time.process_time() - cpu_start
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         _save_folder(tmp, native, _native_state_dict(model, native), OPENAI_DATASET_MEAN,
                      OPENAI_DATASET_STD)
         t0 = time.perf_counter()
@@ -359,10 +355,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | os.PathLike, progress: bool = T
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_json(tmp / MANIFEST, metrics)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return metrics
 
 

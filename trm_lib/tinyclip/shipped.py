@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 import torch
 
 from trm_lib.utils.errors import FileError
-from trm_lib.utils.io import read_json, replace_dir, sha256_file, write_json
+from trm_lib.utils.io import atomic_dir, read_json, sha256_file, write_json
 from trm_lib.utils.locks import file_lock
 from trm_lib.utils.paths import cache_dir
 
@@ -193,9 +191,7 @@ def rebuild(file: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     file, out_dir = Path(file), Path(out_dir)
     digest = verify(file)
     state, meta = full_state(file)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         config = {**json.loads(meta["open_clip_config"]), "shipped_sha256": digest}
         write_json(tmp / "open_clip_config.json", config)
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -205,10 +201,6 @@ def rebuild(file: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
                                "source_sha256": meta.get("source_sha256")}
         manifest["weights_sha256"] = sha256_file(tmp / WEIGHTS_FILE)
         write_json(tmp / MANIFEST, manifest)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

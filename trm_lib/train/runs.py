@@ -30,7 +30,7 @@ from trm_lib.core.diagnostics import precision_coverage
 from trm_lib.core.methods import Method
 from trm_lib.utils.errors import FileError, TrainingError
 from trm_lib.utils.io import atomic_path, atomic_write, disk_full, read_json, stable_hash
-from trm_lib.utils.locks import LockedError, file_lock
+from trm_lib.utils.locks import waiting_lock
 from trm_lib.utils.paths import git_revision, runs_dir
 
 from .evaluation import eval_outputs, observed_metrics, predict, score_metrics
@@ -310,13 +310,9 @@ def run_lock(out_dir: Path, say: Callable[[str], None]) -> Iterator[None]:
     """Hold ``out_dir``'s lock while training: a second writer of the folder (two grids sharing
     a run, a ``resume=false`` retrain) waits for the first instead of deleting its files, and
     says so in one line naming the folder."""
-    lock, what = run_lock_path(out_dir), f"run folder {out_dir}"
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(file_lock(lock, blocking=False, what=what))
-        except LockedError:
-            say(f"{out_dir}: another process is training in this run folder; waiting for it")
-            stack.enter_context(file_lock(lock, what=what))
+    with waiting_lock(run_lock_path(out_dir), f"run folder {out_dir}",
+                      f"{out_dir}: another process is training in this run folder; waiting for it",
+                      say):
         yield
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .io import FileError, disk_full
@@ -62,4 +62,18 @@ def file_lock(path: str | os.PathLike, *, blocking: bool = True, what: str | Non
         os.close(fd)  # closing drops the lock
 
 
-__all__ = ["LockedError", "file_lock"]
+@contextlib.contextmanager
+def waiting_lock(path: str | os.PathLike, what: str, waiting: str,
+                 say: Callable[[str], None]) -> Iterator[Path]:
+    """Hold ``path``'s lock; when another process holds it, ``say(waiting)`` once, then wait
+    for it (a second writer of a run or report folder waits instead of clobbering it)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(file_lock(path, blocking=False, what=what))
+        except LockedError:
+            say(waiting)
+            held = stack.enter_context(file_lock(path, what=what))
+        yield held
+
+
+__all__ = ["LockedError", "file_lock", "waiting_lock"]
