@@ -124,6 +124,29 @@ def test_cross_attention_matches_torch_multihead_attention(kv_dim, per_image_que
                                rtol=1e-4)
 
 
+def test_frozen_token_products_match_autograd():
+    """The cross-attention's fused backward for frozen tokens (the layer norm's gain and bias
+    gradients read from the weight-gradient products) gives autograd's gradients for every
+    parameter, and the forward is bitwise the unfused one."""
+    torch.manual_seed(0)
+    layer = CategoryCrossAttention(D, DV, 4, init="random")
+    with torch.no_grad():
+        for p in (layer.norm_kv.weight, layer.norm_kv.bias, layer.v_proj.bias):
+            p.normal_()
+    ref_layer = copy.deepcopy(layer)
+    g = torch.Generator().manual_seed(5)
+    queries, kv = torch.randn(C, D, generator=g), torch.randn(3, L, DV, generator=g)
+    out, attn = layer(queries, kv)  # fused: frozen tokens, shared queries
+    ref, ref_attn = ref_layer(queries, kv.clone().requires_grad_())  # autograd all the way
+    assert torch.equal(out, ref) and torch.equal(attn, ref_attn)
+    weights = torch.randn(out.shape, generator=g)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    for (name, p), q in zip(layer.named_parameters(), ref_layer.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert layer.norm_kv.weight.grad.abs().sum() > 0 and layer.v_proj.bias.grad.abs().sum() > 0
+
+
 def test_matching_runs_in_float32_under_autocast():
     torch.manual_seed(0)
     m = TRMML(_cfg(pseudo=False), _ctx())

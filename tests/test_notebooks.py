@@ -222,11 +222,11 @@ def test_smoke_03_label_proportions(smoke):
     assert set(results["method"]) == {"trm_ml", "dualcoop"}
     assert set(results["protocol"]) == {"proportion", "single_positive"}
     main = _table(out, "03_mAP_by_proportion", index_col="method")
-    oracle = _table(out, "03_mAP_by_proportion_test_oracle", index_col="method")
+    # test_every=0 (the default) scores the test split at the reported epoch only: no oracle
+    assert not (out / "tables" / "03_mAP_by_proportion_test_oracle.csv").exists()
     # smoke keeps the lowest proportion and the last, the full-label ceiling (outside avg)
     assert list(main.index) == ["dualcoop", "trm_ml"]
     assert list(main.columns) == ["10%", "avg", "100% (full labels)"]
-    assert (_cells(oracle) >= _cells(main) - 0.05).all().all()
     # the table is the tidy CSV, aggregated: check one cell against the raw rows
     raw = results[(results["method"] == "trm_ml") & (results["split"] == "test")
                   & (results["metric"] == "mAP") & (results["proportion"] == 0.1)]
