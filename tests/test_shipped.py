@@ -169,6 +169,19 @@ def test_shipped_file_covers_every_prompt_of_the_embedded_world():
     assert used <= kept
 
 
+def test_words_outside_the_kept_rows_are_warned_about_not_silently_zero():
+    import warnings
+
+    from trm_lib.datasets.classes import VOC_CLASSES
+
+    backbone = FrozenCLIP("TinyCLIP-RN", "tinyclip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the embedded world's prompts: no warning
+        backbone.encode_text(["potted plant", "tv monitor", *VOC_CLASSES[:3]])
+    with pytest.warns(UserWarning, match=r"1 text\(s\) hold words .*zebra"):
+        backbone.encode_text(["dog", "zebra"])
+
+
 def test_default_tinyclip_is_the_shipped_file_without_pretraining(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("pre-trained although weights ship with the package")

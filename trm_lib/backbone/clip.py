@@ -452,7 +452,28 @@ class FrozenCLIP(nn.Module):
                 if len(encode(text)) + 2 > ctx_len:
                     raise BackboneError(f"text {text!r} does not fit the text context length "
                                         f"{ctx_len} of {self.model_name!r}")
-        return self.tokenizer(list(texts))
+        tokens = self.tokenizer(list(texts))
+        self._warn_unembedded(texts, tokens)
+        return tokens
+
+    def _warn_unembedded(self, texts: Sequence[str], tokens: torch.Tensor) -> None:
+        """Warn about texts with tokens whose embedding row is all zeros: the shipped TinyCLIP
+        keeps only the rows its caption corpus and the methods' prompts use (the pre-trained
+        model never trained the others either), so such a word reaches the text tower as
+        nothing and its text embedding is quietly meaningless."""
+        emb = getattr(getattr(self.model, "text", self.model), "token_embedding", None)
+        if not isinstance(emb, torch.nn.Embedding) or tokens.dtype != torch.long:
+            return
+        ids = tokens.clamp(0, emb.num_embeddings - 1)
+        with torch.no_grad():
+            empty = (emb.weight[ids.to(emb.weight.device)] == 0).all(-1).cpu() & (tokens > 0)
+        bad = [t for t, row in zip(texts, empty, strict=True) if bool(row.any())]
+        if bad:
+            shown = ", ".join(repr(t) for t in bad[:3]) + (" ..." if len(bad) > 3 else "")
+            warnings.warn(f"{self.model_name}: {len(bad)} text(s) hold words its token "
+                          f"embedding has no row for ({shown}): they contribute nothing to the "
+                          f"text embedding (the shipped TinyCLIP knows only the words of its "
+                          f"caption corpus and class prompts)", stacklevel=3)
 
     @torch.no_grad()
     def encode_text(self, class_names: Sequence[str], templates: Sequence[str] | None = None,
