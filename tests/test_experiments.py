@@ -340,3 +340,20 @@ def test_budget_notes_name_the_methods_trained_below_their_chosen_budget():
     assert notes == [f"dualcoop ran 6 epoch(s), below the {chosen} chosen for it on validation",
                      f"linear_probe ran 6 epoch(s), below the {RunConfig().train.epochs} "
                      "chosen for it on validation"]
+
+
+def test_parallel_grid_submits_the_longest_runs_first():
+    """LPT order: non-increasing epochs x per-epoch cost (TRM-ML before the probe, zero-shot
+    last); equal costs keep the grid's order."""
+    plan = E.expand(E.load_spec("fidelity"), grids=["main"], proportions=[0.1, 0.9],
+                    method_budgets=True)
+    folders = {f"folder{i}": [i] for i in range(len(plan))}
+    order = [idx[0] for _, idx in G.longest_first(folders, plan)]
+    cost = [plan[i].config.train.epochs * G.EPOCH_COST[plan[i].method] for i in order]
+    assert cost == sorted(cost, reverse=True) and sorted(order) == list(range(len(plan)))
+    methods = [plan[i].method for i in order]
+    assert methods.index("trm_ml") < methods.index("linear_probe") < methods.index("zero_shot")
+    assert methods[-2:] == ["zero_shot"] * 2
+    for a, b in zip(order, order[1:]):  # ties: the grid's order
+        if plan[a].method == plan[b].method:
+            assert a < b
