@@ -357,3 +357,16 @@ def test_parallel_grid_submits_the_longest_runs_first():
     for a, b in zip(order, order[1:]):  # ties: the grid's order
         if plan[a].method == plan[b].method:
             assert a < b
+
+
+def test_smoke_selection_trims_by_the_spec_block():
+    lists = {"methods": ["trm_ml", "dualcoop", "linear_probe"], "proportions": [0.1, 0.5, 1.0],
+             "seeds": [0, 1, 2]}
+    assert E.smoke_selection("fidelity", False, **lists) == tuple(lists.values())
+    assert E.smoke_selection("fidelity", True, **lists) == (["trm_ml", "dualcoop"], [0.1, 1.0],
+                                                              [0])
+    spec = {"name": "x", "grids": {"g": {"methods": ["zero_shot"]}},
+            "smoke": {"seeds": 0}}
+    with pytest.raises(ConfigError, match="smoke.seeds"):
+        E.smoke_selection(spec, True, seeds=[0, 1])
+    assert E.smoke_selection(spec, True, methods=["a", "b"]) == (["a", "b"],)

@@ -35,7 +35,15 @@ from __future__ import annotations
 
 from .cli import cli_evaluate, cli_experiment, cli_train
 from .runner import GridResult, auto_jobs, run_grid
-from .spec import PlannedRun, expand, is_grid_spec, load_spec, method_config, method_overrides
+from .spec import (
+           PlannedRun,
+           expand,
+           is_grid_spec,
+           load_spec,
+           method_config,
+           method_overrides,
+           smoke_selection,
+)
 from .table import (
            COLUMNS,
            PSEUDO_METRICS,
@@ -50,7 +58,7 @@ from .table import (
            summarize,
 )
 
-__all__ = ["COLUMNS", "GridResult", "PSEUDO_METRICS", "PlannedRun", "SPLITS", "auto_jobs",
+__all__ = ["COLUMNS", "smoke_selection", "GridResult", "PSEUDO_METRICS", "PlannedRun", "SPLITS", "auto_jobs",
            "budget_notes", "cli_evaluate", "cli_experiment", "cli_train", "expand",
            "floor_messages", "is_grid_spec", "load_spec", "merge_results", "method_config",
            "method_overrides", "pivot_table", "planned_rows", "read_results", "result_rows",
