@@ -178,8 +178,13 @@ class MethodConfig:
     class_specific_ctx: bool = True
     # [choice] DualCoOp's logit = s+ - s- (lineage: none) or, with zero_shot, plus lambda times
     # zero-shot CLIP's cosine cos(global, t_c): with t- = t+ every logit otherwise starts at 0 (a
-    # tie, chance-level mAP) and the prompts first climb back to the zero-shot ranking
+    # tie, chance-level mAP) and the prompts first climb back to the zero-shot ranking;
+    # zero_shot_score: the loss sees s+ - s- alone (the lineage's training), the scores add the prior
     dualcoop_prior: str = "none"
+    # [choice] DualCoOp's per-class logit bias: none (lineage) | learned (starts at 0, so the
+    # untrained model is unchanged; it absorbs the calibration offset the prompts would otherwise
+    # have to fake with an image-dependent shift)
+    dualcoop_bias: str = "none"
 
     RANGES: ClassVar[dict[str, str]] = {
         "num_heads": "[1, inf)", "num_layers": "[1, inf)", "mlp_hidden": "[1, inf)",
@@ -213,7 +218,9 @@ class MethodConfig:
         _choice("method.pseudo_score", self.pseudo_score, ("softmax_mean", "cosine_mean"))
         _choice("method.pseudo_source", self.pseudo_source, ("memory", "prototype"))
         _choice("method.neg_ctx_init", self.neg_ctx_init, ("random", "positive"))
-        _choice("method.dualcoop_prior", self.dualcoop_prior, ("none", "zero_shot"))
+        _choice("method.dualcoop_prior", self.dualcoop_prior,
+                ("none", "zero_shot", "zero_shot_score"))
+        _choice("method.dualcoop_bias", self.dualcoop_bias, ("none", "learned", "calibrated"))
         if not (0.0 <= self.pseudo_low < self.pseudo_high <= 1.0):
             raise ConfigError(
                 f"method.pseudo_low < method.pseudo_high required in [0, 1], got "

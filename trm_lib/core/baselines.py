@@ -151,8 +151,13 @@ class DualCoOp(_Baseline):
         self.spatial_scale = nn.Parameter(torch.tensor(self.SPATIAL_SCALE_INIT),
                                           requires_grad=learn)
         self._text_cache: tuple[torch.Tensor, torch.Tensor] | None = None
-        if cfg.dualcoop_prior == "zero_shot":  # the fixed class texts of zero-shot CLIP
+        if cfg.dualcoop_prior != "none":  # the fixed class texts of zero-shot CLIP
             self.register_buffer("zero_shot_text", text_features(ctx))
+        if cfg.dualcoop_prior == "zero_shot_score":  # log-weight of the prior in the scores
+            self.prior_weight = nn.Parameter(torch.zeros(()))
+        if cfg.dualcoop_bias != "none":
+            self.bias = nn.Parameter(torch.zeros(self.num_classes))
+            self.register_buffer("bias_ready", torch.tensor(cfg.dualcoop_bias == "learned"))
 
     def texts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised (t⁺, t⁻), each (C, D); cached in eval mode without grad (cleared by
@@ -178,11 +183,30 @@ class DualCoOp(_Baseline):
         t_pos, t_neg = self.texts()
         with torch.autocast(dense.device.type, enabled=False):  # float32 cosines, see TRMML
             out = self._pixel_logits(dense, t_pos.float(), t_neg.float())
-            if self.cfg.dualcoop_prior == "zero_shot":
+            if self.cfg.dualcoop_prior != "none":
                 g = F.normalize(batch_key(batch, "global").float(), dim=-1)
                 lam = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-                out["logits"] = out["logits"] + lam * g @ self.zero_shot_text.float().t()
+                prior = lam * g @ self.zero_shot_text.float().t()
+                if self.cfg.dualcoop_prior == "zero_shot_score":  # the pair never sees it
+                    out["train_logits"] = out["logits"]
+                    out["logits"] = out["logits"].detach()
+                    prior = self.prior_weight.exp() * prior.detach()
+                out["logits"] = out["logits"] + prior
+            if self.cfg.dualcoop_bias != "none":
+                if self.training and not bool(self.bias_ready):
+                    self._calibrate(out["logits"].detach(), batch)
+                out["logits"] = out["logits"] + self.bias
             return out
+
+    @torch.no_grad()
+    def _calibrate(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """Set the bias once, on the first training batch, so every class's mean logit is the
+        log-odds of a positive among the batch's observed entries (pooled over classes)."""
+        observed = batch_key(batch, "observed").to(logits.device)
+        pos, neg = float((observed > 0).sum()), float((observed < 0).sum())
+        prior = math.log((pos + 1.0) / (neg + 1.0))
+        self.bias.copy_(prior - logits.mean(0))
+        self.bias_ready.fill_(True)
 
     def _pixel_logits(self, dense: torch.Tensor, t_pos: torch.Tensor, t_neg: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
@@ -200,6 +224,11 @@ class DualCoOp(_Baseline):
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
              epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if "train_logits" in out:  # dualcoop_prior=zero_shot_score: train s+ - s- alone
+            pair, logs = super().loss({**out, "logits": out["train_logits"]}, batch, epoch)
+            mix, _ = super().loss(out, batch, epoch)  # reaches prior_weight only
+            logs["prior_weight"] = float(self.prior_weight.exp().detach())
+            return pair + mix, {**logs, "logit_scale": float(self.logit_scale.exp().detach())}
         loss, logs = super().loss(out, batch, epoch)
         logs["logit_scale"] = float(self.logit_scale.exp().detach())
         return loss, logs
