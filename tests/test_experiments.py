@@ -95,8 +95,8 @@ def test_caller_overrides_beat_a_methods_own_settings():
     cfg = E.method_config("dualcoop", {"train.epochs": 6}, spec=spec)
     assert (cfg.method.name, cfg.train.epochs, cfg.train.lr) == ("dualcoop", 6, 0.006)
     shipped = E.method_config("dualcoop")
-    assert (shipped.method.neg_ctx_init, shipped.method.ctx_init, shipped.train.epochs) == \
-        ("positive", "a photo of a", 40)
+    assert (shipped.method.neg_ctx_init, shipped.method.ctx_init, shipped.train.epochs,
+            shipped.method.dualcoop_prior) == ("positive", "a photo of a", 12, "zero_shot_score")
     with pytest.raises(ConfigError, match="overrides: .*train.epochs"):
         E.method_config("dualcoop", {"train.epochs": "many"})
     with pytest.raises(ConfigError, match="--set"):

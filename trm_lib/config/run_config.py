@@ -177,14 +177,11 @@ class MethodConfig:
     neg_ctx_init: str = "random"
     class_specific_ctx: bool = True
     # [choice] DualCoOp's logit = s+ - s- (lineage: none) or, with zero_shot, plus lambda times
-    # zero-shot CLIP's cosine cos(global, t_c): with t- = t+ every logit otherwise starts at 0 (a
-    # tie, chance-level mAP) and the prompts first climb back to the zero-shot ranking;
-    # zero_shot_score: the loss sees s+ - s- alone (the lineage's training), the scores add the prior
+    # zero-shot CLIP's cosine cos(global, t_c), trained jointly (lowers val and test); with
+    # zero_shot_score the pair trains on s+ - s- alone (the lineage's loss) and the scores add
+    # w * lambda cos(global, t_c), the one weight w learned on the scored logit (the fidelity
+    # preset's choice, docs/METHOD_CHOICES.md)
     dualcoop_prior: str = "none"
-    # [choice] DualCoOp's per-class logit bias: none (lineage) | learned (starts at 0, so the
-    # untrained model is unchanged; it absorbs the calibration offset the prompts would otherwise
-    # have to fake with an image-dependent shift)
-    dualcoop_bias: str = "none"
 
     RANGES: ClassVar[dict[str, str]] = {
         "num_heads": "[1, inf)", "num_layers": "[1, inf)", "mlp_hidden": "[1, inf)",
@@ -220,7 +217,6 @@ class MethodConfig:
         _choice("method.neg_ctx_init", self.neg_ctx_init, ("random", "positive"))
         _choice("method.dualcoop_prior", self.dualcoop_prior,
                 ("none", "zero_shot", "zero_shot_score"))
-        _choice("method.dualcoop_bias", self.dualcoop_bias, ("none", "learned", "calibrated"))
         if not (0.0 <= self.pseudo_low < self.pseudo_high <= 1.0):
             raise ConfigError(
                 f"method.pseudo_low < method.pseudo_high required in [0, 1], got "

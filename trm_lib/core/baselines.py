@@ -126,12 +126,21 @@ class DualCoOp(_Baseline):
     apart along what distinguishes each class's attended regions -- no random offset
     λ·cos(F̃, t⁻) to unlearn first. But then every logit starts at exactly 0: the ranking starts
     as a tie (chance-level mAP) and the first epochs spend themselves climbing back to what
-    zero-shot CLIP already knew. ``method.dualcoop_prior="zero_shot"`` adds zero-shot CLIP's
-    logit, ``logit_c += λ cos(g, t_c)`` with g the global image embedding and t_c the fixed class
-    text, so the untrained model *is* zero-shot CLIP and the prompt pair learns a correction to it
-    (as the linear probe starts from the zero-shot weights). On the embedded world at p = 0.1 that
-    correction makes validation and test *worse* at every lr tried (docs/METHOD_CHOICES.md), so
-    it is off by default.
+    zero-shot CLIP already knew. ``method.dualcoop_prior`` adds zero-shot CLIP's logit
+    ``λ cos(g, t_c)`` (g the global image embedding, t_c the fixed class text), so the untrained
+    model *is* zero-shot CLIP:
+
+    - ``"zero_shot"``: ``logit_c += λ cos(g, t_c)`` in training too, the pair learning a residual.
+      It makes validation and test *worse* (docs/METHOD_CHOICES.md): λ = 50 makes the prior ~10x
+      overconfident (first-batch loss 2.8 against 0.25 at the tie), and the pair spends its
+      updates cancelling that with image-dependent shifts and fitting the few observed entries
+      the prior gets wrong.
+    - ``"zero_shot_score"`` (the fidelity preset's choice): the pair is trained on ``s⁺ − s⁻``
+      alone, exactly as the lineage, and only the *scores* add the prior,
+      ``logit_c = s⁺_c − s⁻_c + w λ cos(g, t_c)``. The one weight ``w = exp(prior_weight)``
+      (init 1) is fitted by the same loss on the scored logit, which reaches nothing else (both
+      terms detached there): a late fusion of the text–pixel model with zero-shot CLIP, whose
+      mix the observed labels set (w ends near 0.1 on the embedded world).
     """
 
     #: spatial softmax temperature of the lineage (their ``spatial_T`` init 3.0 = ln 20)
@@ -155,9 +164,6 @@ class DualCoOp(_Baseline):
             self.register_buffer("zero_shot_text", text_features(ctx))
         if cfg.dualcoop_prior == "zero_shot_score":  # log-weight of the prior in the scores
             self.prior_weight = nn.Parameter(torch.zeros(()))
-        if cfg.dualcoop_bias != "none":
-            self.bias = nn.Parameter(torch.zeros(self.num_classes))
-            self.register_buffer("bias_ready", torch.tensor(cfg.dualcoop_bias == "learned"))
 
     def texts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised (t⁺, t⁻), each (C, D); cached in eval mode without grad (cleared by
@@ -192,21 +198,7 @@ class DualCoOp(_Baseline):
                     out["logits"] = out["logits"].detach()
                     prior = self.prior_weight.exp() * prior.detach()
                 out["logits"] = out["logits"] + prior
-            if self.cfg.dualcoop_bias != "none":
-                if self.training and not bool(self.bias_ready):
-                    self._calibrate(out["logits"].detach(), batch)
-                out["logits"] = out["logits"] + self.bias
             return out
-
-    @torch.no_grad()
-    def _calibrate(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        """Set the bias once, on the first training batch, so every class's mean logit is the
-        log-odds of a positive among the batch's observed entries (pooled over classes)."""
-        observed = batch_key(batch, "observed").to(logits.device)
-        pos, neg = float((observed > 0).sum()), float((observed < 0).sum())
-        prior = math.log((pos + 1.0) / (neg + 1.0))
-        self.bias.copy_(prior - logits.mean(0))
-        self.bias_ready.fill_(True)
 
     def _pixel_logits(self, dense: torch.Tensor, t_pos: torch.Tensor, t_neg: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
