@@ -3,12 +3,17 @@ which, who is credited with a file, and the scheduler loop on stand-in notebooks
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from trm_lib.reports import schedule as rs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NBS = [Path(f"notebooks/{n}") for n in ("01_data.ipynb", "02_train.ipynb", "03_grid.ipynb",
                                          "04_ablations.ipynb", "05_maps.ipynb", "06_explorer.ipynb",
@@ -100,3 +105,20 @@ def test_a_failure_stops_new_notebooks_and_is_raised():
         rs.run_side_by_side(NBS[:6], 2, execute, dict, lambda a, b: [], finish,
                             lambda *a, **k: None)
     assert "03" not in events and "05" not in events
+
+
+def test_prerequisites_are_built_in_a_child_so_the_driver_never_holds_torch(tmp_path):
+    """The driver process stays torch-free (~0.9 GB less beside the kernels for the whole
+    report) while the smoke world's feature stores it asked for exist afterwards."""
+    code = (
+        "import sys\n"
+        "from trm_lib.reports import driver\n"
+        "plan = driver._Plan(paths=[], out=None, params={}, cwd='.', smoke=True, revision='')\n"
+        "driver._prerequisites(plan, {}, lambda *a, **k: None)\n"
+        "print('torch' in sys.modules)\n")
+    env = {**os.environ, "TRM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert list((tmp_path / "cache").rglob("manifest.json")), "no feature store was built"

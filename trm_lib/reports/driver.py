@@ -423,7 +423,12 @@ def _run_sequential(plan: _Plan, execute: Callable[..., Any], finish: Callable[.
 
 def _prerequisites(plan: _Plan, overrides: dict[str, Any], echo: Callable[..., None]) -> None:
     """The world, backbone weights and feature stores of the report's shared parameters, built
-    once in the driver before notebooks start side by side."""
+    once before notebooks start side by side, in a child process: the driver itself never
+    imports torch, so it does not carry torch and the extraction's buffers (~0.9 GB) beside the
+    kernels for the rest of the report (issue 28's memory bound)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from trm_lib.config.run_config import RunConfig
 
     from .schedule import build_prerequisites
@@ -432,7 +437,9 @@ def _prerequisites(plan: _Plan, overrides: dict[str, Any], echo: Callable[..., N
     values = {k: overrides[k] for k in shared if k in overrides}
     cfg = RunConfig().with_overrides(notebook_overrides(smoke=plan.smoke, **values))
     echo("[prerequisites] world, backbone weights, feature stores ...", end="", flush=True)
-    echo(f" done in {build_prerequisites(cfg):.1f} s", flush=True)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        seconds = pool.submit(build_prerequisites, cfg).result()
+    echo(f" done in {seconds:.1f} s", flush=True)
 
 
 def timing_summary(runs: Sequence[NotebookRun], total: float) -> str:
