@@ -20,6 +20,25 @@ def test_every_notebook_default_passes_its_own_check(path):
     assert check_parameters(path, {})
 
 
+@pytest.mark.parametrize("path", discover_notebooks(), ids=lambda p: p.stem)
+def test_papermill_parses_every_line_of_every_parameters_cell(path):
+    """papermill skips (with a log line) a parameter it cannot parse -- e.g. one whose comment
+    holds " = " -- and that parameter then silently cannot be set with -p."""
+    import json
+    import warnings
+
+    import papermill as pm
+
+    cell = next(c for c in json.loads(path.read_text())["cells"]
+                if "parameters" in c["metadata"].get("tags", []))
+    names = [line.split(":")[0].split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pm.inspect_notebook(str(path))
+    assert sorted(parsed) == sorted(names)
+
+
 @pytest.mark.parametrize(("notebook", "values", "message"), [
     ("04_ablations", {"proportions": [0.1, 2]}, "parameter proportions must be a list of numbers in (0, 1]"),
     ("04_ablations", {"epochs": "6"}, "parameter epochs must be of type int"),
