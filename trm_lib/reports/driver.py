@@ -289,6 +289,24 @@ class _Plan:
     revision: str
 
 
+def in_child(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a spawned process used once, its result or its exception returned here:
+    what imports torch (the method registry, feature extraction) runs there, so the driver,
+    which lives as long as the report, never holds torch (~0.6 GB) beside the kernels. The
+    process exits after its one call, also when the driver is killed meanwhile."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _check_all(items: Sequence[tuple[Path, dict[str, Any]]]) -> None:
+    for path, values in items:
+        check_parameters(path, values)
+
+
 def _plan(notebooks: str | os.PathLike | None, out_dir: str | os.PathLike | None,
           only: Sequence[str] | None, smoke: bool, parameters: dict[str, Any] | None,
           cwd: str | os.PathLike | None) -> _Plan:
@@ -311,8 +329,9 @@ def _plan(notebooks: str | os.PathLike | None, out_dir: str | os.PathLike | None
                           f"{[p.name for p in paths]}")
     values = {"report_dir": str(out), "smoke": smoke, **overrides}
     params = {p: {k: v for k, v in values.items() if k in declared[p]} for p in paths}
-    for p in paths:  # a bad value is one error now, not a failed cell minutes later
-        check_parameters(p, params[p])
+    # a bad value is one error now, not a failed cell minutes later (checked in a child: some
+    # checks read the method registry, which imports torch)
+    in_child(_check_all, [(p, params[p]) for p in paths])
     return _Plan(paths, out, params, str(cwd if cwd is not None else REPO_ROOT), smoke,
                  git_revision())
 
@@ -426,9 +445,6 @@ def _prerequisites(plan: _Plan, overrides: dict[str, Any], echo: Callable[..., N
     once before notebooks start side by side, in a child process: the driver itself never
     imports torch, so it does not carry torch and the extraction's buffers (~0.9 GB) beside the
     kernels for the rest of the report (issue 28's memory bound)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     from trm_lib.config.run_config import RunConfig
 
     from .schedule import build_prerequisites
@@ -437,9 +453,7 @@ def _prerequisites(plan: _Plan, overrides: dict[str, Any], echo: Callable[..., N
     values = {k: overrides[k] for k in shared if k in overrides}
     cfg = RunConfig().with_overrides(notebook_overrides(smoke=plan.smoke, **values))
     echo("[prerequisites] world, backbone weights, feature stores ...", end="", flush=True)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        seconds = pool.submit(build_prerequisites, cfg).result()
-    echo(f" done in {seconds:.1f} s", flush=True)
+    echo(f" done in {in_child(build_prerequisites, cfg):.1f} s", flush=True)
 
 
 def timing_summary(runs: Sequence[NotebookRun], total: float) -> str:
