@@ -288,10 +288,13 @@ def test_two_processes_train_like_one(launched, run):
 def _memory_run_agrees(launched, run: str, single) -> None:
     """The memory pseudo-labels under DDP: the ranks end bit-identical, epoch 1 (memory filling,
     no pseudo-labels yet) matches the one-process run to float32 rounding, and epoch 2's losses
-    to 1e-3. Not the metrics: on this random-weight world every image's region features are
+    to 5e-3. Not the metrics: on this random-weight world every image's region features are
     nearly alike, so the memory score's per-class calibration divides by a tiny variance and
     turns the ~1e-7 rounding of a 4-row vs an 8-row forward into ~1e-4 differences of the soft
-    targets (measured), which on a validation split of 8 images can swap one ranking."""
+    targets (measured), which on a validation split of 8 images can swap one ranking. Since the
+    fused layer-norm backward (368ee86) rounds the 4-row and 8-row gradients differently, epoch
+    2's losses differ by up to 2e-3 relative (measured; 1e-3 before); epoch 1 still agrees to
+    1e-5 and the other variants exactly as before."""
     a = single.history.drop(columns="seconds")
     b = pd.read_csv(launched.tmp / "ddp" / run / "history.csv").drop(columns="seconds")
     assert list(a.columns) == list(b.columns)
@@ -300,7 +303,7 @@ def _memory_run_agrees(launched, run: str, single) -> None:
     np.testing.assert_allclose(b.iloc[:1].to_numpy(float), a.iloc[:1].to_numpy(float),
                                rtol=1e-5, atol=1e-6)
     losses = [c for c in a.columns if c == "loss" or c.startswith("train_")]
-    np.testing.assert_allclose(b[losses].to_numpy(float), a[losses].to_numpy(float), rtol=1e-3,
+    np.testing.assert_allclose(b[losses].to_numpy(float), a[losses].to_numpy(float), rtol=5e-3,
                                atol=1e-6)
     ranks = [torch.load(launched.tmp / "ddp" / f"{run}-rank{r}.pt", weights_only=True)
              for r in range(2)]

@@ -119,7 +119,8 @@ class CategoryCrossAttention(nn.Module):
             return kvn @ q_k, lin(kvn)
         k, v = _NormedTokenProducts.apply(kv.reshape(-1, kv.shape[-1]), norm.weight, norm.bias,
                                           norm.eps, q_k, lin.weight, lin.bias)
-        return k.view(*kv.shape[:-1], -1), v.view(*kv.shape[:-1], -1)
+        # explicit widths: a rank's share of a global batch may hold no image (0 rows)
+        return k.view(*kv.shape[:-1], q_k.shape[-1]), v.view(*kv.shape[:-1], lin.out_features)
 
     def forward(self, queries: torch.Tensor, kv: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
