@@ -79,3 +79,25 @@ def test_gemm_flops_match_torch_flop_counter():
 def test_bench_all_names_an_unknown_benchmark(tmp_path):
     with pytest.raises(ConfigError, match="nosuch"):
         bench.cli(["all", "--out", str(tmp_path / "b.md"), "--only", "nosuch"])
+
+
+def test_bench_times_the_k_nn_product_at_its_training_size():
+    """The bench fills the instance memory's rings as training at p >= 0.5 leaves them, since
+    the k-NN product skips empty slots and a few bench images would leave it nearly empty."""
+    import importlib
+
+    from torch import nn
+
+    from trm_lib.core.prototypes import InstanceMemory
+
+    B = importlib.import_module("trm_lib.train.bench")  # the package exports bench(), a function
+
+    holder = nn.Module()
+    holder.mem = InstanceMemory(num_classes=3, dim=8, size=16, k=2)
+    B._fill_rings(holder)
+    for name in holder.mem.POLARITIES:
+        feats, index, _ = holder.mem._buffers_of(name)
+        assert holder.mem._used_slots(index) == 16 and bool((index >= 10**6).all())
+        torch.testing.assert_close(feats.norm(dim=-1), torch.ones(3, 16))
+    _, valid = holder.mem.score(torch.randn(4, 3, 8), torch.arange(4))
+    assert bool(valid.all())

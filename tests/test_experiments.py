@@ -370,3 +370,17 @@ def test_smoke_selection_trims_by_the_spec_block():
     with pytest.raises(ConfigError, match="smoke.seeds"):
         E.smoke_selection(spec, True, seeds=[0, 1])
     assert E.smoke_selection(spec, True, methods=["a", "b"]) == (["a", "b"],)
+
+
+def test_the_ablation_study_trims_smoke_lists_by_the_same_rules():
+    """Notebook 04's study spec and notebook 03's grid read their spec's ``smoke`` block through
+    one rule (``experiments.spec.smoke_trim``): a bad rule is refused in both."""
+    from trm_lib.experiments import ablations
+
+    spec = {"name": "x", "smoke": {"seeds": "ends"},
+            "grids": {"components": {"methods": ["trm_ml"], "switches": {"full": {}}}}}
+    got = ablations.study_spec(studies=["components"], seeds=[0, 1, 2, 3], smoke=True, spec=spec)
+    assert got["grids"]["components"]["seeds"] == [0, 3]
+    spec["smoke"] = {"seeds": 0}
+    with pytest.raises(ConfigError, match="smoke.seeds must be a count"):
+        ablations.study_spec(studies=["components"], seeds=[0, 1], smoke=True, spec=spec)

@@ -289,3 +289,24 @@ def test_smoke_05_attention_maps(smoke):
     np.testing.assert_array_equal(pointing["pairs"][:-1], counts["test positives"])
     rates = pointing.drop(columns="pairs")
     assert ((rates >= 0) & (rates <= 100) | rates.isna()).all().all()
+
+
+@pytest.mark.slow
+def test_smoke_06_tour_follows_the_studies_switch(smoke, tmp_path, monkeypatch):
+    """The explorer's static tour is exploration: ``studies="core"`` (a CPU report's default)
+    skips it and says how to run it, and the view the live explorer shows is still there."""
+    out, runs = smoke
+    assert (out / "tables" / "06_explorer_tour_pseudo.csv").exists()  # smoke: studies=all
+    root = out.parent
+    monkeypatch.setenv("TRM_CACHE", str(root / "cache"))
+    monkeypatch.setenv("TRM_RUNS", str(root / "runs"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    core = tmp_path / "core"
+    reports.run_notebooks(out_dir=core, only=["06"], smoke=True, echo=lambda *a, **k: None,
+                          parameters={"studies": "core"})
+    assert (core / "tables" / "06_explorer_view.csv").exists()
+    assert not list((core / "tables").glob("06_explorer_tour*"))
+    assert not list((core / "tables").glob("06_explorer_thresholds*"))
+    executed = (core / "06_explorer.ipynb").read_text()
+    assert "study 'explorer tour' not run here" in executed and "-p studies=all" in executed

@@ -259,6 +259,26 @@ def test_instance_memory_score_against_a_brute_force_reference():
     assert valid.any()
 
 
+def test_instance_memory_scores_only_filled_slots_with_the_same_result(monkeypatch):
+    """The k-NN product skips the rings' empty tail: the same scores and validity as scoring
+    every slot, from nearly empty rings to wrapped ones."""
+    C, D, size, k = 3, 6, 32, 3
+    g = torch.Generator().manual_seed(1)
+    for n_images in (2, 5, 20, 200):  # fewer than k, partly filled, wrapped
+        mem = InstanceMemory(num_classes=C, dim=D, size=size, k=k)
+        observed = torch.where(torch.rand(n_images, C, generator=g) < 0.3, 1, -1)
+        mem.update(torch.randn(n_images, C, D, generator=g), observed, torch.arange(n_images))
+        query, index = torch.randn(7, C, D, generator=g), torch.arange(7)
+        used = mem._used_slots(mem.pos_index)
+        assert used == min(size, max(k, int((observed > 0).sum(0).max())))
+        fast = mem.score(query, index)
+        monkeypatch.setattr(InstanceMemory, "_used_slots", lambda self, slots: self.size)
+        full = mem.score(query, index)
+        monkeypatch.undo()
+        assert torch.equal(fast[1], full[1])
+        torch.testing.assert_close(fast[0], full[0], rtol=0, atol=1e-6)
+
+
 def test_instance_memory_needs_k_images_and_names_bad_sizes():
     mem = InstanceMemory(num_classes=1, dim=2, size=4, k=2)
     mem.update(_feats(3, 1, 2), torch.tensor([[1], [-1], [-1]]), torch.arange(3))

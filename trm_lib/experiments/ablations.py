@@ -14,7 +14,7 @@ from typing import Any
 from trm_lib.config.run_config import ConfigError
 from trm_lib.synth.config import difficulty_options
 
-from .spec import load_spec
+from .spec import load_spec, smoke_trim
 from .stats import WORLD_SEP
 
 #: the studies that train TRM-ML at the tuning seeds (one seed unless asked)
@@ -31,18 +31,27 @@ def resolve_studies(studies: str, device_type: str, smoke: bool = False) -> list
     all on a GPU, core on a CPU, where the tuning studies would double the report's time for
     one-seed results that do not carry its claims. A ``smoke`` run checks every study's plumbing,
     so it runs all."""
+    if not exploring(studies, device_type, smoke):
+        return list(CORE)
+    return [*load_spec("ablations")["grids"], "difficulty"]
+
+
+def exploring(studies: str, device_type: str, smoke: bool = False) -> bool:
+    """Whether ``studies`` (``"auto"``, ``"core"`` or ``"all"``) asks for the tuning and
+    exploration studies on this device: the one switch notebooks 04 and 06 read."""
     if studies not in STUDY_SETS:
         raise ConfigError(f"studies must be one of {list(STUDY_SETS)}, got {studies!r}")
     if studies == "auto":
-        studies = "all" if device_type == "cuda" or smoke else "core"
-    return list(CORE) if studies == "core" else [*load_spec("ablations")["grids"], "difficulty"]
+        return device_type == "cuda" or smoke
+    return studies == "all"
 
 
-def skipped(study: str) -> str:
-    """What a notebook prints for a study this run left out, and how to run it."""
+def skipped(study: str, how: str | None = None) -> str:
+    """What a notebook prints for a study this run left out, and how to run it (``how``: the
+    command beside ``-p studies=all``; default: the study's grid of the ablations spec)."""
+    how = how or f"`python -m trm_lib experiment --preset ablations --grid {study}`"
     return (f"study {study!r} not run here (studies='core', the CPU default): run it with "
-            f"-p studies=all, or `python -m trm_lib experiment --preset ablations --grid {study}`; "
-            f"its results are in docs/METHOD_CHOICES.md")
+            f"-p studies=all, or {how}; its results are in docs/METHOD_CHOICES.md")
 
 
 def weights_name(alpha: float, beta: float) -> str:
@@ -74,7 +83,7 @@ def study_spec(*, studies: Sequence[str] | None = None, seeds: Sequence[int] = (
     trim = dict(base.get("smoke") or {}) if smoke else {}
 
     def cut(values: Sequence[Any], key: str) -> list[Any]:
-        return list(values)[: trim[key]] if key in trim else list(values)
+        return smoke_trim(values, trim.get(key), f"spec ablations: smoke.{key}")
 
     seeds, tuning_seeds = cut(seeds, "seeds"), cut(tuning_seeds, "tuning_seeds")
     proportions, worlds = cut(proportions, "proportions"), cut(worlds, "worlds")
@@ -114,5 +123,5 @@ def study_spec(*, studies: Sequence[str] | None = None, seeds: Sequence[int] = (
     return {"name": base["name"], "grids": grids}
 
 
-__all__ = ["CORE", "STUDY_SETS", "TUNING", "resolve_studies", "skipped", "study_spec",
+__all__ = ["CORE", "STUDY_SETS", "TUNING", "exploring", "resolve_studies", "skipped", "study_spec",
            "weights_name"]

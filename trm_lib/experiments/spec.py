@@ -199,25 +199,29 @@ def method_config(method: str, overrides: dict[str, Any] | None = None, *,
     return _apply(cfg, overrides or {}, "overrides")
 
 
+def smoke_trim(values: Sequence[Any], rule: Any, where: str) -> list[Any]:
+    """``values`` cut by one rule of a spec's ``smoke`` block: ``N`` keeps the first N,
+    ``"ends"`` the first and the last (a curve's two ends), None all of them. ``where`` names
+    the rule in the error a bad one raises."""
+    values = list(values)
+    if rule is None:
+        return values
+    if rule == "ends":
+        return values[:1] + values[-1:] if len(values) > 1 else values
+    if isinstance(rule, bool) or not isinstance(rule, int) or rule < 1:
+        raise ConfigError(f"{where} must be a count >= 1 or 'ends', got {rule!r}")
+    return values[:rule]
+
+
 def smoke_selection(spec: str | Path | dict[str, Any], smoke: bool,
                     **lists: Sequence[Any]) -> tuple[list[Any], ...]:
     """``lists`` (e.g. ``methods=…, proportions=…, seeds=…``) as a run trims them: unchanged
-    unless ``smoke``, then cut by the spec's ``smoke`` block, where ``key: N`` keeps the first N
-    and ``key: ends`` the first and the last (a curve's two ends). Returned in the given order;
-    a list the block does not name is kept whole."""
+    unless ``smoke``, then cut by the spec's ``smoke`` block (:func:`smoke_trim`). Returned in
+    the given order; a list the block does not name is kept whole."""
     trim = (load_spec(spec).get("smoke") or {}) if smoke else {}
-    out = []
-    for key, values in lists.items():
-        values, rule = list(values), trim.get(key)
-        if rule == "ends":
-            values = values[:1] + values[-1:] if len(values) > 1 else values
-        elif rule is not None:
-            if isinstance(rule, bool) or not isinstance(rule, int) or rule < 1:
-                raise ConfigError(f"spec {spec if isinstance(spec, str) else ''}: smoke.{key} "
-                                  f"must be a count >= 1 or 'ends', got {rule!r}")
-            values = values[:rule]
-        out.append(values)
-    return tuple(out)
+    name = spec if isinstance(spec, str) else ""
+    return tuple(smoke_trim(values, trim.get(key), f"spec {name}: smoke.{key}")
+                 for key, values in lists.items())
 
 
 @functools.lru_cache(maxsize=8)
@@ -233,4 +237,4 @@ def _apply(cfg: RunConfig, overrides: dict[str, Any], where: str) -> RunConfig:
 
 
 __all__ = ["PlannedRun", "expand", "is_grid_spec", "load_spec", "method_config",
-           "method_overrides", "smoke_selection"]
+           "method_overrides", "smoke_selection", "smoke_trim"]

@@ -115,9 +115,26 @@ def _with_method(rig: _Rig, name: str, bf16: bool = False) -> _Rig:
     torch.manual_seed(0)
     cfg = rig.cfg.with_overrides({"method.name": name})
     method = build_method(cfg.method, rig.ctx).to(rig.device)
+    _fill_rings(method)
     params = method.trainable_parameters()
     optimizer = make_optimizer(cfg.train, params) if params else None
     return replace(rig, method=method, optimizer=optimizer, bf16=bf16)
+
+
+def _fill_rings(method: torch.nn.Module) -> None:
+    """Fill every instance-memory ring as training leaves it at p >= 0.5 (all slots hold other
+    images), so the k-NN product is timed at its training size: the bench's few images would
+    otherwise leave the rings nearly empty, and the product skips empty slots."""
+    from trm_lib.core.prototypes import InstanceMemory
+
+    g = torch.Generator().manual_seed(0)
+    for mem in (m for m in method.modules() if isinstance(m, InstanceMemory)):
+        for name in mem.POLARITIES:
+            feats, index, _ = mem._buffers_of(name)
+            rows = torch.randn(feats.shape, generator=g)
+            feats.copy_(torch.nn.functional.normalize(rows, dim=-1))
+            # indices past the bench's images: never the batch's own image
+            index.copy_(10**6 + torch.arange(index.numel()).view_as(index))
 
 
 def _head_step(rig: _Rig, feats: Batch) -> None:

@@ -479,7 +479,11 @@ def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the fused kernel: one pass over every parameter instead of ~10 ops each (a TRM-ML step
+    # 1.5 -> 0.5 ms on one CPU thread); the same update up to float rounding
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             fused=fused or None)
 
 
 def _train_epoch(method: Method, optimizer: torch.optim.Optimizer, session: Session,
