@@ -497,6 +497,23 @@ def test_prompt_encoder_matches_encode_text_and_trains_only_ctx(config_dir):
     assert all(p.grad is None for p in b.parameters())
 
 
+def test_prompt_encoders_encoded_together_match_their_own_passes(config_dir):
+    """DualCoOp's two prompt sets go through the text tower as one batch: each gets what its
+    own forward gives, and gradients reach each context from its own texts only."""
+    from trm_lib.core.prompts import encode_together
+
+    b = FrozenCLIP("test-ViT")
+    names = ["cat", "dining table", "potted plant"]
+    torch.manual_seed(0)
+    pos, neg = PromptEncoder(b, names, n_ctx=4), PromptEncoder(b, names, n_ctx=4)
+    t_pos, t_neg = encode_together(pos, neg)
+    torch.testing.assert_close(t_pos, pos(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(t_neg, neg(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(t_pos, t_neg)
+    t_pos.pow(2).sum().backward()  # the positive texts alone
+    assert pos.ctx.grad.abs().sum() > 0 and (neg.ctx.grad is None or neg.ctx.grad.abs().sum() == 0)
+
+
 def test_prompt_encoder_shared_random_context(config_dir):
     b = FrozenCLIP("test-RN")
     torch.manual_seed(0)

@@ -170,8 +170,10 @@ class DualCoOp(_Baseline):
         ``train()`` and ``load_state_dict``) so evaluation runs the text tower once."""
         if not self.training and not torch.is_grad_enabled() and self._text_cache is not None:
             return self._text_cache
-        pair = (F.normalize(self.prompt_pos().float(), dim=-1),
-                F.normalize(self.prompt_neg().float(), dim=-1))
+        from .prompts import encode_together
+
+        t_pos, t_neg = encode_together(self.prompt_pos, self.prompt_neg)
+        pair = (F.normalize(t_pos.float(), dim=-1), F.normalize(t_neg.float(), dim=-1))
         if not self.training and not torch.is_grad_enabled():
             self._text_cache = pair
         return pair
