@@ -555,6 +555,49 @@ def test_state_dict_round_trip_resumes_bit_exactly(tmp_path):
         assert torch.equal(va, vb), ka
 
 
+def test_all_observed_skips_pseudo_label_work_with_the_same_training(monkeypatch):
+    """p = 1 (every training label known): nothing can be pseudo-labelled, so the k-NN score,
+    its calibration and the instance memory are skipped. Training must not change: the same
+    losses and parameters, bit for bit, as the head that does that work for nothing."""
+    cfg = _cfg(pseudo_warmup=1, pseudo_k=1, pseudo_bank=8, mcl=False)
+    batches = []
+    for s in range(3):
+        b = _batch(4, seed=s)
+        batches.append({**b, "observed": b["full"], "index": torch.arange(4) + 4 * s})
+    heads = {}
+    for all_observed in (False, True):
+        torch.manual_seed(0)
+        ctx = dataclasses.replace(_ctx(), all_observed=all_observed)
+        heads[all_observed] = TRMML(cfg, ctx)
+    calls = {False: 0, True: 0}
+    for key, m in heads.items():
+        score = m.instances.score
+
+        def counted(*a, _key=key, _score=score, **k):
+            calls[_key] += 1
+            return _score(*a, **k)
+        monkeypatch.setattr(m.instances, "score", counted)
+    opt = {k: torch.optim.Adam(m.trainable_parameters(), lr=3e-3) for k, m in heads.items()}
+    for epoch in (1, 2, 3):
+        for b in batches:
+            losses = {}
+            for key, m in heads.items():
+                m.train()
+                loss, _ = m.loss(m(b), b, epoch)
+                opt[key].zero_grad()
+                loss.backward()
+                opt[key].step()
+                losses[key] = loss.detach()
+            assert torch.equal(losses[False], losses[True])
+    for (name, a), (_, b) in zip(heads[False].named_parameters(),
+                                 heads[True].named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert calls[False] == 9 and calls[True] == 0
+    assert (heads[False].instances.pos_index >= 0).any()
+    assert not (heads[True].instances.pos_index >= 0).any()
+    assert "pseudo_precision" not in heads[True].epoch_end(3)
+
+
 def _planted_world(n: int, seed: int, protos: torch.Tensor):
     """Images of L tokens of noise; each present class plants its direction in one token."""
     g = torch.Generator().manual_seed(seed)

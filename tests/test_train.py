@@ -434,3 +434,17 @@ def test_resources_keep_worlds_with_the_same_labels_apart(monkeypatch):
     b = res.features(BackboneConfig(), None, hard, False, False)
     assert a is not b and calls == ["/w/easy", "/w/hard"]
     assert res.features(BackboneConfig(), None, easy, False, False) is a  # still cached
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ({"data.proportion": 1.0}, True), ({"data.protocol": "full"}, True),
+    ({"data.proportion": 0.5}, False), ({"data.protocol": "single_positive"}, False)])
+def test_context_says_when_every_training_label_is_observed(world, setting, expected):
+    """The trainer tells the method when nothing is left to pseudo-label (TRM-ML then skips the
+    k-NN score and its memory; tests/test_model.py checks that training is the same)."""
+    from trm_lib.train.session import Session
+
+    session = Session.build(tiny_config(world, **setting))
+    observed = session.data.observed[session.data.train_idx]
+    assert session.ctx.all_observed is expected
+    assert session.ctx.all_observed == bool((observed != 0).all())

@@ -50,6 +50,9 @@ class MethodContext:
     # "diningtable"); the fixed text_embeddings were encoded from them, so learnable prompts
     # must use them too to start where zero-shot CLIP does. None: the class names themselves
     prompt_names: list[str] | None = None
+    # every training label is observed (protocol A at p = 1): no entry is left to pseudo-label,
+    # so methods may skip the work that only serves pseudo-labels (the result is the same)
+    all_observed: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt_names is not None and len(self.prompt_names) != len(self.class_names):

@@ -263,6 +263,9 @@ class TRMML(Method):
             self.calibrator = RegionCalibrator(num_classes)
         self.pseudo = None
         self.instances = self.memory_calibrator = None
+        # every training label known: nothing to pseudo-label, so the k-NN score, its
+        # calibration and the instance memory (a fifth of a step) would be computed for nothing
+        self.pseudo_possible = not ctx.all_observed
         if cfg.pseudo:
             self.pseudo = PseudoLabeler(ctx.num_train, num_classes, cfg.pseudo_high,
                                         cfg.pseudo_low, cfg.pseudo_temp, cfg.pseudo_score,
@@ -394,7 +397,7 @@ class TRMML(Method):
         Counters go into ``logs``."""
         cfg, logits = self.cfg, out["logits"]
         targets, weights, soft = observed.float(), None, None
-        if self.pseudo is None or not self.training:
+        if self.pseudo is None or not self.training or not self.pseudo_possible:
             return targets, weights, soft
         index = batch_key(batch, "index", "; pseudo-labels need the sample index "
                                           "(or set method.pseudo=false)")
@@ -484,7 +487,7 @@ class TRMML(Method):
         if self.training:
             probs = torch.sigmoid(logits.detach().float())
             logs["n_memory_in"] = float(self.memory.update(z, probs, observed))
-            if self.instances is not None:
+            if self.instances is not None and self.pseudo_possible:
                 self.instances.update(out["r"], observed, batch_key(batch, "index"))
         logs["logit_scale"] = float(self.scale().detach())
         return total, logs
@@ -543,7 +546,7 @@ class TRMML(Method):
         logs = {"proto_classes": float(self.memory.visual_valid.sum()),
                 "memory_fill": float(self.memory.bank_count.float().mean()
                                      / max(1, self.memory.memory_size))}
-        if self.pseudo is not None and self.pseudo.active(epoch):
+        if self.pseudo is not None and self.pseudo_possible and self.pseudo.active(epoch):
             logs.update(self.pseudo.stats())
         return logs
 

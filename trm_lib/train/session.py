@@ -313,7 +313,8 @@ class Session:
                                                       ).to(device),
             embed_dim=backbone.embed_dim, dense_dim=backbone.dense_dim,
             grid=tuple(backbone.grid), num_train=len(data.train), backbone=backbone,
-            prompt_names=prompt_words(data.train))
+            prompt_names=prompt_words(data.train),
+            all_observed=bool((data.observed[data.train_idx] != 0).all()))
         return cls(cfg, device, data, backbone, ctx, train_source, sources)
 
     def batches(self, split: str = "test", indices: Sequence[int] | None = None,
