@@ -11,10 +11,12 @@ notebooks that do not depend on each other at the same time, in this order:
 2. each notebook once every notebook it depends on (:data:`AFTER`) has finished.
 
 The dependencies are the run folders notebooks share: 02's two runs are rows of 03's grid, 05
-reads 03's TRM-ML and DualCoOp runs, and 04 repeats 02's default run. Two notebooks must never
-train one run folder at once (its lock refuses the second), so a notebook runs after every
-notebook whose runs it may reuse. A notebook not listed here (a new ``07_…``) depends on every
-notebook before it: it runs as the sequential driver would run it.
+reads 03's TRM-ML and DualCoOp runs, and 04 repeats 02's default run. A notebook runs after every
+notebook whose runs it may reuse: side by side, the second trainer of a shared folder would wait
+on the folder's lock with its core idle, and whichever notebook came first would decide how the
+run was scored (02 scores the test split every epoch for its curves; 03 reusing that run gets the
+same numbers, the other way round 02 would lose its curves). A notebook not listed here (a new
+``07_…``) depends on every notebook before it: it runs as the sequential driver would run it.
 """
 
 from __future__ import annotations
