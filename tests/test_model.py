@@ -598,6 +598,30 @@ def test_all_observed_skips_pseudo_label_work_with_the_same_training(monkeypatch
     assert "pseudo_precision" not in heads[True].epoch_end(3)
 
 
+def test_contrastive_loss_runs_in_float32_under_cpu_bf16_autocast(monkeypatch):
+    """MCL's anchors change in number every step; under bf16 each new shape left a cached
+    oneDNN primitive behind (memory grew every epoch), so the loss runs in float32."""
+    import trm_lib.core.model as model_module
+
+    seen = []
+    real = model_module.multimodal_contrastive_loss
+
+    def spy(feats, *args, **kwargs):
+        seen.append((feats.dtype, torch.is_autocast_enabled("cpu")))
+        return real(feats, *args, **kwargs)
+    monkeypatch.setattr(model_module, "multimodal_contrastive_loss", spy)
+    torch.manual_seed(0)
+    m = TRMML(_cfg(mcl=True, mcl_weight=0.1, pseudo=False), _ctx())
+    m.train()
+    b = _batch(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(b)
+        assert out["z"].dtype == torch.bfloat16  # the head itself does run in bf16
+        loss, _ = m.loss(out, b, 1)
+    loss.backward()
+    assert seen == [(torch.float32, False)]
+
+
 def _planted_world(n: int, seed: int, protos: torch.Tensor):
     """Images of L tokens of noise; each present class plants its direction in one token."""
     g = torch.Generator().manual_seed(seed)

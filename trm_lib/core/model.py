@@ -474,9 +474,14 @@ class TRMML(Method):
         if cfg.mcl and cfg.mcl_weight > 0:
             pos = targets > 0
             bank, bank_labels = self.memory.bank_features()
-            l_proto, l_feat = multimodal_contrastive_loss(
-                z[pos], pos.nonzero()[:, 1], text, self.memory.visual, self.memory.visual_valid,
-                bank, bank_labels, cfg.mcl_temp_proto, cfg.mcl_temp_feat, return_terms=True)
+            # float32 even under autocast: the anchors change in number every step, and bf16
+            # products of a new shape each leave a cached oneDNN primitive behind (a bf16 run's
+            # memory grew ~140 MB an epoch), for products too small to gain from bf16
+            with torch.autocast(z.device.type, enabled=False):
+                l_proto, l_feat = multimodal_contrastive_loss(
+                    z[pos].float(), pos.nonzero()[:, 1], text, self.memory.visual,
+                    self.memory.visual_valid, bank, bank_labels, cfg.mcl_temp_proto,
+                    cfg.mcl_temp_feat, return_terms=True)
             l_mcl = l_proto + l_feat
             terms["mcl"] = cfg.mcl_weight * l_mcl
             total = total + terms["mcl"]
